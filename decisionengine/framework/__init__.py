@@ -1,0 +1,1 @@
+"""The decisionengine framework: dataspace, modules, logic engine, task manager, config, engine."""

@@ -1,0 +1,361 @@
+"""DataBlock: one task manager's view of one generation of data products.
+
+A generation's products live in the DataSpace; a DataBlock is the handle a channel
+uses to put and get them, together with each product's :class:`Header` (who made it,
+when, when it expires) and :class:`Metadata` (state, generation, missed updates).
+
+Writes are atomic per generation.  ``put`` outside a transaction commits one product;
+inside ``with block.transaction():`` every put is buffered, visible to ``get`` on this
+block, and committed in one database transaction when the block exits, so a reader
+sees the whole generation or none of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import threading
+import time
+import uuid
+import zlib
+from collections import UserDict
+from collections.abc import Iterator
+from typing import Any
+
+import structlog
+
+from decisionengine.framework.dataspace import codecs
+from decisionengine.framework.dataspace.errors import DataSpaceError
+
+STATE_NEW = "NEW"
+STATE_START_BACKUP = "START_BACKUP"
+STATE_METADATA_UPDATE = "METADATA_UPDATE"
+STATE_END_CYCLE = "END_CYCLE"
+
+
+def zdumps(obj: Any) -> bytes:
+    """Pickle and compress
+    :param obj: a python object
+    :return: compressed string
+
+    Writes the reference format (pickle, highest protocol, zlib level 9) so that bytes
+    produced here can be read by any Decision Engine.  The DataSpace itself stores
+    payloads with the faster codec in :mod:`~decisionengine.framework.dataspace.codecs`.
+    """
+    return codecs.encode(obj, codecs.ZlibCodec.name)
+
+
+def zloads(zbytes: bytes) -> Any:
+    """Decompress and unpickle
+    If input is not compressed attempts to just unpickle it
+
+    :param zbytes: compressed bytes
+    :returns: returns python object
+
+    Accepts every self-identifying codec (zstandard, zlib) and plain pickles.
+    """
+    return codecs.decode(zbytes)
+
+
+def compress(obj: Any) -> bytes:
+    """Compress python object
+    :param obj: python object
+    :return: compressed object
+
+    ``bytes`` are compressed as they are, ``str`` as UTF-8; any other object is pickled first.
+    """
+    if isinstance(obj, bytes | bytearray | memoryview):
+        return zlib.compress(bytes(obj), 9)
+    if isinstance(obj, str):
+        return zlib.compress(obj.encode("utf-8"), 9)
+    return zdumps(obj)
+
+
+def decompress(zbytes: bytes) -> str | bytes:
+    """Decompress zipped byte stream, convert to string.
+    :param zbytes: byte stream
+    :return: uncompressed string (``bytes`` when the content is not UTF-8 text)
+    """
+    raw = zlib.decompress(zbytes)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw
+
+
+class InvalidMetadataError(Exception):
+    """Errors due to invalid Metadata"""
+
+
+class Header(UserDict):
+    """Who created a product and for how long it is valid."""
+
+    default_data_lifetime = 1800
+    required_keys = {
+        "taskmanager_id",
+        "create_time",
+        "expiration_time",
+        "scheduled_create_time",
+        "creator",
+        "schema_id",
+    }
+
+    def __init__(
+        self,
+        taskmanager_id: str,
+        create_time: float | None = None,
+        expiration_time: float | None = None,
+        scheduled_create_time: float | None = None,
+        creator: str = "module",
+        schema_id: int | None = None,
+    ) -> None:
+        super().__init__()
+        now = time.time()
+        if create_time is None:
+            create_time = now
+        if expiration_time is None:
+            expiration_time = create_time + self.default_data_lifetime
+        if scheduled_create_time is None:
+            scheduled_create_time = now
+        self.data = {
+            "taskmanager_id": taskmanager_id,
+            "create_time": create_time,
+            "expiration_time": expiration_time,
+            "scheduled_create_time": scheduled_create_time,
+            "creator": creator,
+            "schema_id": schema_id,
+        }
+
+    def is_valid(self) -> bool:
+        """Check if the Header has minimum required information"""
+        return self.required_keys.issubset(self.data)
+
+
+class Metadata(UserDict):
+    """A product's state within its generation."""
+
+    valid_states = {STATE_NEW, STATE_START_BACKUP, STATE_METADATA_UPDATE, STATE_END_CYCLE}
+    required_keys = {"taskmanager_id", "state", "generation_id", "generation_time", "missed_update_count"}
+
+    def __init__(
+        self,
+        taskmanager_id: str,
+        state: str = STATE_NEW,
+        generation_id: int | None = None,
+        generation_time: float | None = None,
+        missed_update_count: int = 0,
+    ) -> None:
+        super().__init__()
+        self._check_state(state)
+        if generation_time is None:
+            generation_time = time.time()
+        self.data = {
+            "taskmanager_id": taskmanager_id,
+            "state": state,
+            "generation_id": generation_id,
+            "generation_time": generation_time,
+            "missed_update_count": missed_update_count,
+        }
+
+    @classmethod
+    def _check_state(cls, state: str) -> None:
+        if state not in cls.valid_states:
+            raise InvalidMetadataError(
+                f"invalid metadata state {state!r}; valid states are {', '.join(sorted(cls.valid_states))}"
+            )
+
+    def set_state(self, state: str) -> None:
+        """Set the state for the Metadata"""
+        self._check_state(state)
+        self.data["state"] = state
+
+    def is_valid(self) -> bool:
+        return self.required_keys.issubset(self.data)
+
+
+class ProductRetriever:
+    """Fetches one named product from a data block, checking its type.
+
+    ``Module.consumes`` gives each module instance one retriever per consumed product,
+    so that ``self.jobs(data_block)`` reads ``data_block["jobs"]``.  Any mapping works as
+    the data block (tests pass plain dicts).
+    """
+
+    def __init__(self, product_name: str, product_type: type | None, product_source: str | None) -> None:
+        self.name = product_name
+        self.type = product_type
+        self.source = product_source
+
+    def __call__(self, datablock: Any) -> Any:
+        try:
+            product = datablock[self.name]
+        except KeyError:
+            raise KeyError(f"product {self.name!r} is not in the data block") from None
+        if isinstance(self.type, type) and product is not None and not isinstance(product, self.type):
+            raise TypeError(f"product {self.name!r} is a {type(product).__name__}, expected {self.type.__name__}")
+        return product
+
+    def __str__(self) -> str:
+        type_name = getattr(self.type, "__name__", self.type)
+        return f"Product retriever for {{'name': {self.name!r}, 'type': {type_name}, 'creator': {self.source!r}}}"
+
+    __repr__ = __str__
+
+
+class DataBlock:
+    """Products of one generation of one task manager.
+
+    ``dataspace`` is a :class:`~decisionengine.framework.dataspace.dataspace.DataSpace`.
+    Without ``taskmanager_id`` a new task manager id is made; without ``sequence_id`` the
+    task manager is looked up (or registered) under ``name``; without ``generation_id``
+    the block opens the task manager's latest generation (1 when it has none).
+    """
+
+    def __init__(
+        self,
+        dataspace: Any,
+        name: str,
+        taskmanager_id: str | None = None,
+        generation_id: int | None = None,
+        sequence_id: int | None = None,
+    ) -> None:
+        self.dataspace = dataspace
+        self.name = name
+        self.taskmanager_id = str(taskmanager_id) if taskmanager_id else str(uuid.uuid4()).upper()
+        self.logger = structlog.get_logger("decisionengine").bind(module=__name__.split(".")[-1], channel=name)
+        if sequence_id is None:
+            try:
+                sequence_id = dataspace.get_taskmanager(name, self.taskmanager_id)["sequence_id"]
+            except KeyError:
+                sequence_id = dataspace.store_taskmanager(name, self.taskmanager_id)
+        self.sequence_id = sequence_id
+        if generation_id is None:
+            generation_id = max(dataspace.get_last_generation_id(name, self.taskmanager_id), 1)
+        self.generation_id = int(generation_id)
+        self.lock = threading.RLock()
+        self._pending: dict[str, tuple[Any, Header, Metadata]] | None = None
+
+    def __str__(self) -> str:
+        return (
+            f"DataBlock(name={self.name!r}, taskmanager_id={self.taskmanager_id!r}, "
+            f"sequence_id={self.sequence_id}, generation_id={self.generation_id}, keys={self.keys()})"
+        )
+
+    __repr__ = __str__
+
+    # -- writing -------------------------------------------------------------------------
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.put(key, value, Header(self.taskmanager_id))
+
+    def put(self, key: str, value: Any, header: Header, metadata: Metadata | None = None) -> None:
+        """Put data into the DataBlock"""
+        self._setitem(key, value, header, metadata)
+
+    def _setitem(self, key: str, value: Any, header: Header, metadata: Metadata | None = None) -> None:
+        """put a product in the database with header and metadata"""
+        if not isinstance(header, Header):
+            raise TypeError(f"header of product {key!r} must be a Header, not {type(header).__name__}")
+        if metadata is None:
+            metadata = Metadata(self.taskmanager_id, generation_id=self.generation_id)
+        elif not isinstance(metadata, Metadata):
+            raise TypeError(f"metadata of product {key!r} must be a Metadata, not {type(metadata).__name__}")
+        with self.lock:
+            if self._pending is not None:
+                self._pending[key] = (value, header, metadata)
+            else:
+                self.dataspace.write_generation(self.sequence_id, self.generation_id, {key: (value, header, metadata)})
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[DataBlock]:
+        """Buffer every put and commit them together, in one database transaction.
+
+        If the body raises, nothing is written and the generation stays as it was.
+        """
+        with self.lock:
+            if self._pending is not None:
+                yield self  # nested: the outer transaction commits
+                return
+            self._pending = {}
+            try:
+                yield self
+                pending, self._pending = self._pending, None
+                if pending:
+                    self.dataspace.write_generation(self.sequence_id, self.generation_id, pending)
+            finally:
+                self._pending = None
+
+    def duplicate(self) -> DataBlock:
+        """Duplicate the datablock and return this new DataBlock.
+
+        The block this is called on moves to generation n+1, which holds every product of
+        generation n (referencing the same stored payloads, so no payload bytes are
+        copied); the returned copy stays at generation n.
+        """
+        with self.lock:
+            if self._pending:
+                raise DataSpaceError("cannot duplicate a data block inside an uncommitted transaction")
+            dup = copy.copy(self)
+            dup.lock = threading.RLock()
+            dup._pending = None
+            self.dataspace.duplicate_datablock(self.sequence_id, self.generation_id, self.generation_id + 1)
+            self.generation_id += 1
+            return dup
+
+    def mark_expired(self, expiration_time: float) -> None:
+        """Set the expiration_time for the current generation of the dataproduct and mark
+        it as expired if expiration_time <= current time"""
+        self.dataspace.mark_expired(self.sequence_id, self.generation_id, None, expiration_time)
+
+    # -- reading -------------------------------------------------------------------------
+
+    def __getitem__(self, key: str) -> Any:
+        if self._pending is not None and key in self._pending:
+            return self._pending[key][0]
+        return self.dataspace.get_dataproduct(self.sequence_id, self.generation_id, key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """Return the value associated with the key in the database"""
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.keys()
+
+    def keys(self) -> list[str]:
+        stored = self.dataspace.get_keys(self.sequence_id, self.generation_id)
+        pending = [k for k in (self._pending or {}) if k not in stored]
+        return stored + pending
+
+    def get_header(self, key: str) -> Header:
+        """Return the Header associated with the key in the database"""
+        if self._pending is not None and key in self._pending:
+            return self._pending[key][1]
+        return self.dataspace.get_header(self.sequence_id, self.generation_id, key)
+
+    def get_metadata(self, key: str) -> Metadata:
+        """Return the metadata associated with the key in the database"""
+        if self._pending is not None and key in self._pending:
+            return self._pending[key][2]
+        return self.dataspace.get_metadata(self.sequence_id, self.generation_id, key)
+
+    def get_dataproducts(self, key: str | None = None) -> list[dict[str, Any]]:
+        return self.dataspace.get_dataproducts(self.sequence_id, key)
+
+    def is_expired(self, key: str | None = None) -> bool:
+        """Check if the dataproduct for a given key or any key is expired"""
+        keys = [key] if key is not None else self.keys()
+        now = time.time()
+        return any(self.get_header(k)["expiration_time"] <= now for k in keys)
+
+    # -- task manager registry -------------------------------------------------------------
+
+    def store_taskmanager(self, taskmanager_name: str, taskmanager_id: str) -> int:
+        """Persist TaskManager, returns sequence number"""
+        return self.dataspace.store_taskmanager(taskmanager_name, taskmanager_id)
+
+    def get_taskmanager(self, taskmanager_name: str, taskmanager_id: str | None = None) -> dict[str, Any]:
+        """Retrieve TaskManager: a dict with datestamp, sequence_id, name and taskmanager_id."""
+        return self.dataspace.get_taskmanager(taskmanager_name, taskmanager_id)

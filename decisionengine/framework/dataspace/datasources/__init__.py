@@ -1,0 +1,1 @@
+"""DataSpace storage backends (data sources)."""

@@ -1,0 +1,91 @@
+"""Tables of the SQL data source (SQLAlchemy Core).
+
+The shape is chosen for the two questions a channel asks all the time:
+
+* "latest generation of task manager T": the primary key of ``generation`` is
+  (taskmanager_seq, generation_id), so ``max(generation_id)`` is one index lookup;
+* "product K of generation G": the primary key of ``dataproduct`` is
+  (taskmanager_seq, generation_id, key).
+
+A product row holds its header and metadata fields and the content hash of its
+payload.  Payloads are stored once in ``payload`` however many generations reference
+them, so duplicating a generation or re-storing an unchanged product costs one small
+row, not the product's bytes.
+
+The tables are created and changed only by the Alembic migrations in
+``decisionengine/framework/dataspace/migrations``; this module describes the schema
+at the head revision for the queries.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY (the rowid alias), not a BIGINT.
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+Epoch = sa.Double()
+
+metadata = sa.MetaData()
+
+taskmanager = sa.Table(
+    "taskmanager",
+    metadata,
+    sa.Column("sequence_id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.Text(), nullable=False),
+    sa.Column("taskmanager_id", sa.String(64), nullable=False, unique=True),
+    sa.Column("datestamp", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_taskmanager_name_sequence", "name", "sequence_id"),
+)
+
+generation = sa.Table(
+    "generation",
+    metadata,
+    sa.Column(
+        "taskmanager_seq",
+        sa.BigInteger(),
+        sa.ForeignKey("taskmanager.sequence_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("generation_id", sa.BigInteger(), primary_key=True),
+    sa.Column("generation_time", Epoch, nullable=False),
+    sa.Index("ix_generation_time", "generation_time"),
+)
+
+payload = sa.Table(
+    "payload",
+    metadata,
+    sa.Column("hash", sa.LargeBinary(32), primary_key=True),
+    sa.Column("size", sa.BigInteger(), nullable=False),
+    sa.Column("raw_size", sa.BigInteger(), nullable=False),
+    sa.Column("data", sa.LargeBinary(), nullable=False),
+)
+
+dataproduct = sa.Table(
+    "dataproduct",
+    metadata,
+    sa.Column("taskmanager_seq", sa.BigInteger(), primary_key=True),
+    sa.Column("generation_id", sa.BigInteger(), primary_key=True),
+    sa.Column("key", sa.Text(), primary_key=True),
+    sa.Column("payload_hash", sa.LargeBinary(32), sa.ForeignKey("payload.hash"), nullable=False),
+    # header
+    sa.Column("create_time", Epoch, nullable=False),
+    sa.Column("expiration_time", Epoch, nullable=False),
+    sa.Column("scheduled_create_time", Epoch, nullable=False),
+    sa.Column("creator", sa.Text(), nullable=False),
+    sa.Column("schema_id", sa.BigInteger(), nullable=True),
+    # metadata
+    sa.Column("state", sa.String(32), nullable=False),
+    sa.Column("generation_time", Epoch, nullable=False),
+    sa.Column("missed_update_count", sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(
+        ["taskmanager_seq", "generation_id"],
+        ["generation.taskmanager_seq", "generation.generation_id"],
+        ondelete="CASCADE",
+    ),
+    sa.Index("ix_dataproduct_payload_hash", "payload_hash"),
+    # one product's history across generations
+    sa.Index("ix_dataproduct_key_history", "taskmanager_seq", "key", "generation_id"),
+)
+
+HEADER_COLUMNS = ("create_time", "expiration_time", "scheduled_create_time", "creator", "schema_id")
+METADATA_COLUMNS = ("state", "generation_time", "missed_update_count")

@@ -1,0 +1,159 @@
+"""Creating SQLAlchemy engines for the DataSpace, and translating their errors.
+
+SQLite gets what it needs to be shared by several processes: WAL journal (readers
+never block the writer), a busy timeout (a writer waits for the lock instead of
+failing), foreign keys on, and explicit transaction control so that a write
+transaction takes the write lock when it begins (``BEGIN IMMEDIATE``) rather than
+failing half-way when it tries to upgrade a read lock.
+
+PostgreSQL connections get a connect timeout, so that an unreachable server is
+reported in seconds, and pre-ping, so that a restarted server is reconnected to.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+
+from decisionengine.framework.dataspace.errors import (
+    DataSpaceConfigurationError,
+    DataSpaceConnectionError,
+    DataSpaceError,
+)
+
+#: datasource ``config`` keys the data source itself uses; every other key goes to create_engine.
+OWN_KEYS = {"url", "codec", "busy_timeout", "connect_timeout"}
+DEFAULT_BUSY_TIMEOUT = 30.0
+DEFAULT_CONNECT_TIMEOUT = 10
+
+WRITE = "de_write"  # execution option: this connection's transactions will write
+
+
+def mask_url(url: str | sa.URL) -> str:
+    """The URL with its password replaced by ``***``."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", str(url))
+
+
+def _password(url: sa.URL) -> str | None:
+    return url.password if isinstance(url.password, str) and url.password else None
+
+
+def create_engine(config: Mapping[str, Any]) -> sa.Engine:
+    """An engine for the datasource ``config`` ({url, echo, pool options, ...})."""
+    if not isinstance(config, Mapping):
+        raise DataSpaceConfigurationError(
+            f"dataspace datasource 'config' must be a dictionary, not {type(config).__name__}"
+        )
+    raw_url = config.get("url")
+    if not raw_url:
+        raise DataSpaceConfigurationError("dataspace datasource 'config' needs a 'url' (e.g. sqlite:///de.sqlite)")
+    try:
+        url = make_url(raw_url)
+    except Exception as exc:
+        raise DataSpaceConfigurationError(
+            f"dataspace datasource 'url' {mask_url(raw_url)!r} is invalid: {exc}"
+        ) from exc
+
+    options = {k: v for k, v in config.items() if k not in OWN_KEYS}
+    options.setdefault("pool_pre_ping", True)
+    connect_args = dict(options.pop("connect_args", {}) or {})
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        connect_args.setdefault("timeout", float(config.get("busy_timeout", DEFAULT_BUSY_TIMEOUT)))
+        connect_args.setdefault("check_same_thread", False)
+    elif backend == "postgresql":
+        connect_args.setdefault("connect_timeout", int(config.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT)))
+        connect_args.setdefault("application_name", "decisionengine")
+    try:
+        engine = sa.create_engine(url, connect_args=connect_args, **options)
+    except TypeError as exc:
+        raise DataSpaceConfigurationError(
+            f"dataspace datasource 'config' has an option the database engine does not accept: {exc}"
+        ) from exc
+    except (ImportError, sa.exc.ArgumentError) as exc:
+        raise DataSpaceConfigurationError(f"dataspace datasource 'url' {mask_url(url)!r}: {exc}") from exc
+    if backend == "sqlite":
+        _configure_sqlite(engine)
+    return engine
+
+
+def _configure_sqlite(engine: sa.Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event below issue BEGIN, not the sqlite3 module.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA foreign_keys=ON")
+            if engine.url.database not in (None, "", ":memory:"):
+                # auto_vacuum can only be chosen before the first table exists.
+                if cursor.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
+                    cursor.execute("PRAGMA auto_vacuum=INCREMENTAL")
+                cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute("PRAGMA synchronous=NORMAL")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: sa.Connection) -> None:
+        write = connection.get_execution_options().get(WRITE, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def is_sqlite(engine: sa.Engine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+def is_postgresql(engine: sa.Engine) -> bool:
+    return engine.dialect.name == "postgresql"
+
+
+@contextlib.contextmanager
+def translate_errors(engine: sa.Engine, action: str) -> Iterator[None]:
+    """Turn SQLAlchemy errors into DataSpace errors that name the (masked) database URL."""
+    try:
+        yield
+    except sa.exc.DBAPIError as exc:
+        raise _translate(engine, action, exc) from exc
+    except sa.exc.SQLAlchemyError as exc:
+        raise DataSpaceError(f"{action} failed on {mask_url(engine.url)}: {exc}") from exc
+
+
+_SQLITE_UNUSABLE = re.compile(
+    r"unable to open database|disk i/o error|not a database|readonly database|database disk image is malformed",
+    re.IGNORECASE,
+)
+_PG_CONNECTION_CODES = ("08", "57P01", "57P02", "57P03")
+
+
+def is_connection_problem(engine: sa.Engine, exc: sa.exc.DBAPIError) -> bool:
+    """True when the database could not be reached or went away, as opposed to a failed statement."""
+    if exc.connection_invalidated:
+        return True
+    if not isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
+        return False
+    if is_sqlite(engine):
+        return bool(_SQLITE_UNUSABLE.search(str(exc.orig)))
+    pgcode = getattr(exc.orig, "pgcode", None)
+    # psycopg2 reports a server it could not reach (or lost) without an SQLSTATE.
+    return pgcode is None or pgcode.startswith(_PG_CONNECTION_CODES)
+
+
+def _translate(engine: sa.Engine, action: str, exc: sa.exc.DBAPIError) -> DataSpaceError:
+    reason = str(exc.orig).strip() if exc.orig is not None else str(exc)
+    password = _password(engine.url)
+    if password:
+        reason = reason.replace(password, "***")
+    where = mask_url(engine.url)
+    if is_connection_problem(engine, exc):
+        return DataSpaceConnectionError(f"cannot reach the dataspace database {where} ({action}): {reason}")
+    return DataSpaceError(f"{action} failed on {where}: {reason}")

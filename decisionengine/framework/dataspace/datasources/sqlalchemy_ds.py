@@ -1,0 +1,897 @@
+"""The SQL data source: SQLite (embedded default) and PostgreSQL through SQLAlchemy Core.
+
+Selected in a global config as::
+
+    "datasource": {
+        "module": "decisionengine.framework.dataspace.datasources.sqlalchemy_ds",
+        "name": "SQLAlchemyDS",
+        "config": {"url": "postgresql://user:password@host/db", "pool_size": 5, ...},
+    }
+
+How it keeps its promises:
+
+* **one transaction per generation write**: :meth:`SQLAlchemyDS.write_generation` writes
+  the generation row, the new payloads and every product row in one transaction;
+* **payloads stored once**: a product row references its payload by the SHA-256 of the
+  pickled value; a payload already stored is neither compressed nor written again, and
+  :meth:`duplicate_datablock` copies product rows only (``INSERT ... SELECT``);
+* **writers and the Reaper do not trample each other**: on PostgreSQL a writer locks the
+  payload rows it reuses (``FOR KEY SHARE``) and the Reaper only deletes payloads it can
+  lock without waiting (``FOR UPDATE SKIP LOCKED``); on SQLite both take the database
+  write lock (``BEGIN IMMEDIATE``), and the Reaper holds it for one short batch at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import hashlib
+import numbers
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+import structlog
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+
+from decisionengine.framework.dataspace import codecs, migrations
+from decisionengine.framework.dataspace.datablock import Header, Metadata
+from decisionengine.framework.dataspace.datasource import DataSource, ReapReport, TaskManagerRef
+from decisionengine.framework.dataspace.datasources import schema
+from decisionengine.framework.dataspace.datasources.sql_engine import (
+    WRITE,
+    create_engine,
+    is_postgresql,
+    is_sqlite,
+    mask_url,
+    translate_errors,
+)
+from decisionengine.framework.dataspace.errors import (
+    CorruptPayloadError,
+    DataSpaceConfigurationError,
+    DataSpaceError,
+    DataSpaceExistsError,
+)
+
+tm_t = schema.taskmanager
+gen_t = schema.generation
+payload_t = schema.payload
+dp_t = schema.dataproduct
+
+# Keep statements well under SQLite's bound-parameter limit.
+IN_CHUNK = 500
+# PostgreSQL advisory lock key that serializes schema migrations between processes.
+MIGRATION_LOCK_KEY = 0x0DEC_15E0
+# A reaping batch should hold the SQLite write lock for about this long.
+REAP_BATCH_TARGET_SECONDS = 0.05
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """One product ready to be written: pickled, hashed, with its row fields."""
+
+    key: str
+    digest: bytes
+    raw: bytes
+    row: dict[str, Any]
+    generation_time: float
+
+
+def _chunks(items: Sequence[Any], size: int = IN_CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _utc(value: Any) -> datetime.datetime | None:
+    """A datetime (or epoch seconds) as an aware UTC datetime."""
+    if value is None:
+        return None
+    if isinstance(value, numbers.Real):
+        return datetime.datetime.fromtimestamp(float(value), tz=datetime.UTC)
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is None:
+            return value.replace(tzinfo=datetime.UTC)
+        return value.astimezone(datetime.UTC)
+    raise TypeError(f"expected a datetime or epoch seconds, got {type(value).__name__}")
+
+
+class SQLAlchemyDS(DataSource):
+    """DataSpace storage in SQLite or PostgreSQL."""
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        super().__init__(config)
+        self.logger = structlog.get_logger("decisionengine").bind(module="sqlalchemy_ds", component="dataspace")
+        codec_name = config.get("codec", codecs.DEFAULT_CODEC) if isinstance(config, Mapping) else None
+        try:
+            self.codec = codecs.get(codec_name)
+        except ValueError as exc:
+            raise DataSpaceConfigurationError(f"dataspace datasource 'codec': {exc}") from exc
+        self.engine = create_engine(config)
+        if not (is_sqlite(self.engine) or is_postgresql(self.engine)):
+            raise DataSpaceConfigurationError(
+                f"dataspace datasource 'url' {mask_url(self.engine.url)!r}: "
+                f"unsupported database {self.engine.dialect.name!r} (use sqlite or postgresql)"
+            )
+        self._insert = pg_dialect.insert if is_postgresql(self.engine) else sqlite_dialect.insert
+        self._taskmanagers: dict[int, tuple[str, str]] = {}
+        self.connect()
+
+    def __repr__(self) -> str:
+        return f"SQLAlchemyDS({mask_url(self.engine.url)})"
+
+    @property
+    def url(self) -> str:
+        """The database URL with the password masked."""
+        return mask_url(self.engine.url)
+
+    # -- connections and schema ------------------------------------------------------------
+
+    def connect(self) -> None:
+        """Check that the database answers (the pool itself connects lazily)."""
+        with translate_errors(self.engine, "connect"), self.engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+
+    def reset_connections(self) -> None:
+        self.engine.dispose()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def create_tables(self) -> None:
+        """Create or upgrade the schema to the newest migration.
+
+        Several processes may start at once: PostgreSQL serializes them with an advisory
+        lock, SQLite with its write lock; the second finds the schema already current.
+        """
+        with self._transaction("migrate schema", write=True) as conn:
+            if is_postgresql(self.engine):
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(MIGRATION_LOCK_KEY)))
+            current = migrations.current_revision(conn)
+            if current != migrations.head_revision():
+                self.logger.info("upgrading dataspace schema", url=self.url, current=current)
+                migrations.upgrade(conn)
+
+    def schema_revision(self) -> str | None:
+        with self._transaction("read schema revision") as conn:
+            return migrations.current_revision(conn)
+
+    def get_schema(self, table: str | None = None) -> dict[str, list[str]]:
+        """Columns of each table ({table: [column, ...]}); ``header`` and ``metadata``
+        name the columns of ``dataproduct`` that hold those records."""
+        tables: dict[str, list[str]] = {t.name: [c.name for c in t.columns] for t in schema.metadata.sorted_tables}
+        tables[self.header_table] = ["taskmanager_id", "generation_id", "key", *schema.HEADER_COLUMNS]
+        tables[self.metadata_table] = ["taskmanager_id", "generation_id", "key", *schema.METADATA_COLUMNS]
+        if table is None:
+            return tables
+        if table not in tables:
+            raise KeyError(f"no table {table!r}; tables are {', '.join(sorted(tables))}")
+        return {table: tables[table]}
+
+    @contextlib.contextmanager
+    def _transaction(self, action: str, write: bool = False) -> Iterator[sa.Connection]:
+        with translate_errors(self.engine, action), self.engine.connect() as conn:
+            if write:
+                conn.execution_options(**{WRITE: True})
+            with conn.begin():
+                yield conn
+
+    # -- task manager registry -------------------------------------------------------------
+
+    @staticmethod
+    def _tm_dict(row: Any) -> dict[str, Any]:
+        return {
+            "sequence_id": row.sequence_id,
+            "name": row.name,
+            "taskmanager_id": row.taskmanager_id,
+            "datestamp": _utc(row.datestamp),
+        }
+
+    def _db_time(self, value: Any) -> datetime.datetime | None:
+        moment = _utc(value)
+        if moment is not None and is_sqlite(self.engine):
+            return moment.replace(tzinfo=None)  # SQLite stores naive text: keep it UTC
+        return moment
+
+    def store_taskmanager(self, taskmanager_name: str, taskmanager_id: str, datestamp: Any = None) -> int:
+        """Register a task manager; returns its sequence number.
+
+        Registering the same id under the same name again returns the existing sequence
+        number; the same id under another name is a :class:`DataSpaceExistsError`.
+        """
+        taskmanager_id = str(taskmanager_id)
+        stamp = self._db_time(datestamp if datestamp is not None else time.time())
+        with self._transaction("register task manager", write=True) as conn:
+            row = conn.execute(sa.select(tm_t).where(tm_t.c.taskmanager_id == taskmanager_id)).first()
+            if row is None:
+                return conn.execute(
+                    sa.insert(tm_t)
+                    .values(name=taskmanager_name, taskmanager_id=taskmanager_id, datestamp=stamp)
+                    .returning(tm_t.c.sequence_id)
+                ).scalar_one()
+        if row.name != taskmanager_name:
+            raise DataSpaceExistsError(
+                f"task manager id {taskmanager_id} is already registered as {row.name!r}, not {taskmanager_name!r}"
+            )
+        return row.sequence_id
+
+    def get_taskmanager(self, taskmanager_name: str, taskmanager_id: str | None = None) -> dict[str, Any]:
+        query = sa.select(tm_t).where(tm_t.c.name == taskmanager_name)
+        if taskmanager_id is not None:
+            query = query.where(tm_t.c.taskmanager_id == str(taskmanager_id))
+        with self._transaction("read task manager") as conn:
+            row = conn.execute(query.order_by(tm_t.c.sequence_id.desc()).limit(1)).first()
+        if row is None:
+            which = f" with id {taskmanager_id}" if taskmanager_id is not None else ""
+            raise KeyError(f"no task manager named {taskmanager_name!r}{which} in the dataspace")
+        return self._tm_dict(row)
+
+    def get_taskmanagers(
+        self, taskmanager_name: str | None = None, start_time: Any = None, end_time: Any = None
+    ) -> list[dict[str, Any]]:
+        query = sa.select(tm_t)
+        if taskmanager_name is not None:
+            query = query.where(tm_t.c.name == taskmanager_name)
+        if start_time is not None:
+            query = query.where(tm_t.c.datestamp >= self._db_time(start_time))
+        if end_time is not None:
+            query = query.where(tm_t.c.datestamp <= self._db_time(end_time))
+        with self._transaction("read task managers") as conn:
+            return [self._tm_dict(row) for row in conn.execute(query.order_by(tm_t.c.sequence_id))]
+
+    def _seq(self, conn: sa.Connection, ref: TaskManagerRef) -> int:
+        """The registry sequence number of a task manager given by number or id string."""
+        if isinstance(ref, numbers.Integral) and not isinstance(ref, bool):
+            seq = int(ref)
+            if seq not in self._taskmanagers:
+                row = conn.execute(sa.select(tm_t).where(tm_t.c.sequence_id == seq)).first()
+                if row is None:
+                    raise KeyError(f"no task manager with sequence number {seq} in the dataspace")
+                self._taskmanagers[seq] = (row.name, row.taskmanager_id)
+            return seq
+        if isinstance(ref, str):
+            row = conn.execute(
+                sa.select(tm_t).where(tm_t.c.taskmanager_id == ref).order_by(tm_t.c.sequence_id.desc()).limit(1)
+            ).first()
+            if row is None:
+                raise KeyError(f"no task manager with id {ref!r} in the dataspace")
+            self._taskmanagers[row.sequence_id] = (row.name, row.taskmanager_id)
+            return row.sequence_id
+        raise TypeError(f"a task manager is named by sequence number or id string, not {type(ref).__name__}")
+
+    def _label(self, seq: int) -> str:
+        name, tm_id = self._taskmanagers.get(seq, ("?", "?"))
+        return f"task manager {name!r} ({tm_id})"
+
+    def get_last_generation_id(self, taskmanager_name: str, taskmanager_id: str | None = None) -> int:
+        """The newest generation of the task manager (0 if it has none yet).
+
+        Unknown task managers raise :class:`KeyError`.
+        """
+        seq = self.get_taskmanager(taskmanager_name, taskmanager_id)["sequence_id"]
+        with self._transaction("read last generation") as conn:
+            return self._last_generation(conn, seq)
+
+    @staticmethod
+    def _last_generation(conn: sa.Connection, seq: int) -> int:
+        last = conn.execute(sa.select(sa.func.max(gen_t.c.generation_id)).where(gen_t.c.taskmanager_seq == seq))
+        return int(last.scalar() or 0)
+
+    def last_generation(self, taskmanager_id: TaskManagerRef) -> int:
+        """The newest generation of a task manager given by sequence number or id (0 if none)."""
+        with self._transaction("read last generation") as conn:
+            return self._last_generation(conn, self._seq(conn, taskmanager_id))
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def _prepare(self, products: Mapping[str, tuple[Any, Any, Any]]) -> list[_Prepared]:
+        """Pickle and hash every product before any database work, so a product that
+        cannot be stored fails the whole write before anything is written."""
+        prepared = []
+        for key, (value, header, metadata) in products.items():
+            if not isinstance(key, str) or not key:
+                raise ValueError(f"product keys must be non-empty strings, got {key!r}")
+            try:
+                raw = codecs.pickle_bytes(value)
+            except Exception as exc:
+                raise DataSpaceError(f"product {key!r} cannot be stored: it does not pickle ({exc})") from exc
+            row = self._record_fields(key, header, metadata)
+            prepared.append(_Prepared(key, hashlib.sha256(raw).digest(), raw, row, row["generation_time"]))
+        return prepared
+
+    @staticmethod
+    def _record_fields(key: str, header: Mapping[str, Any], metadata: Mapping[str, Any]) -> dict[str, Any]:
+        row: dict[str, Any] = {}
+        for source, name, columns in (
+            (header, "header", schema.HEADER_COLUMNS),
+            (metadata, "metadata", schema.METADATA_COLUMNS),
+        ):
+            if not isinstance(source, Mapping):
+                raise TypeError(f"{name} of product {key!r} must be a mapping, not {type(source).__name__}")
+            for column in columns:
+                value = source.get(column)
+                if value is None and column != "schema_id":
+                    raise ValueError(f"{name} of product {key!r} has no {column!r}")
+                row[column] = value
+        if row["state"] not in Metadata.valid_states:
+            raise ValueError(f"metadata of product {key!r} has invalid state {row['state']!r}")
+        return row
+
+    def _existing_payloads(self, conn: sa.Connection, digests: Sequence[bytes], lock: bool) -> set[bytes]:
+        found: set[bytes] = set()
+        for chunk in _chunks(sorted(set(digests))):
+            query = sa.select(payload_t.c.hash).where(payload_t.c.hash.in_(chunk))
+            if lock:
+                query = query.with_for_update(read=True, key_share=True)
+            found.update(bytes(h) for (h,) in conn.execute(query))
+        return found
+
+    def write_generation(
+        self,
+        taskmanager_id: TaskManagerRef,
+        generation_id: int,
+        products: Mapping[str, tuple[Any, Any, Any]],
+        mode: str = "upsert",
+    ) -> None:
+        """Write several products of one generation in one transaction.
+
+        ``mode`` is ``upsert`` (insert or replace), ``insert`` (each key must be new:
+        :class:`DataSpaceExistsError` otherwise) or ``update`` (each key must exist:
+        :class:`KeyError` otherwise).  On any error nothing is written.
+        """
+        if not products:
+            return
+        prepared = self._prepare(products)
+        with self._transaction("check stored payloads") as conn:
+            known = self._existing_payloads(conn, [p.digest for p in prepared], lock=False)
+        compressed = {p.digest: self.codec.encode(p.raw) for p in prepared if p.digest not in known}
+        # A payload found above may be reaped before our transaction locks it: retry then.
+        for attempt in range(3):
+            try:
+                with self._transaction("write generation", write=True) as conn:
+                    self._write_locked(conn, taskmanager_id, int(generation_id), prepared, compressed, mode)
+                return
+            except sa.exc.IntegrityError as exc:
+                if attempt == 2 or "payload" not in str(exc.orig):
+                    raise DataSpaceError(
+                        f"writing generation {generation_id} failed on {self.url}: {exc.orig}"
+                    ) from exc
+
+    def _write_locked(
+        self,
+        conn: sa.Connection,
+        taskmanager_id: TaskManagerRef,
+        generation_id: int,
+        prepared: list[_Prepared],
+        compressed: dict[bytes, bytes],
+        mode: str,
+    ) -> None:
+        seq = self._seq(conn, taskmanager_id)
+        keys = [p.key for p in prepared]
+        if mode != "upsert":
+            present = {
+                k
+                for (k,) in conn.execute(
+                    sa.select(dp_t.c.key).where(
+                        dp_t.c.taskmanager_seq == seq,
+                        dp_t.c.generation_id == generation_id,
+                        dp_t.c.key.in_(keys),
+                    )
+                )
+            }
+            if mode == "insert" and present:
+                raise DataSpaceExistsError(
+                    f"{self._label(seq)} already has {sorted(present)} in generation {generation_id}"
+                )
+            if mode == "update" and len(present) != len(set(keys)):
+                missing = sorted(set(keys) - present)
+                raise KeyError(f"{self._label(seq)} has no {missing} in generation {generation_id} to update")
+
+        conn.execute(
+            self._insert(gen_t)
+            .values(
+                taskmanager_seq=seq,
+                generation_id=generation_id,
+                generation_time=min(p.generation_time for p in prepared),
+            )
+            .on_conflict_do_nothing()
+        )
+        stored = self._existing_payloads(conn, [p.digest for p in prepared], lock=is_postgresql(self.engine))
+        new_payloads: dict[bytes, dict[str, Any]] = {}
+        for p in prepared:
+            if p.digest in stored or p.digest in new_payloads:
+                continue
+            data = compressed.get(p.digest) or self.codec.encode(p.raw)
+            new_payloads[p.digest] = {
+                "hash": p.digest,
+                "size": len(data),
+                "raw_size": len(p.raw),
+                "data": data,
+            }
+        if new_payloads:
+            conn.execute(self._insert(payload_t).on_conflict_do_nothing(), list(new_payloads.values()))
+        rows = [
+            {
+                "taskmanager_seq": seq,
+                "generation_id": generation_id,
+                "key": p.key,
+                "payload_hash": p.digest,
+                **p.row,
+            }
+            for p in prepared
+        ]
+        upsert = self._insert(dp_t)
+        upsert = upsert.on_conflict_do_update(
+            index_elements=[dp_t.c.taskmanager_seq, dp_t.c.generation_id, dp_t.c.key],
+            set_={
+                name: upsert.excluded[name]
+                for name in ("payload_hash", *schema.HEADER_COLUMNS, *schema.METADATA_COLUMNS)
+            },
+        )
+        conn.execute(upsert, rows)
+
+    def insert(
+        self,
+        taskmanager_id: TaskManagerRef,
+        generation_id: int,
+        key: str,
+        value: Any,
+        header: Any,
+        metadata: Any,
+    ) -> None:
+        self.write_generation(taskmanager_id, generation_id, {key: (value, header, metadata)}, mode="insert")
+
+    def update(
+        self,
+        taskmanager_id: TaskManagerRef,
+        generation_id: int,
+        key: str,
+        value: Any,
+        header: Any,
+        metadata: Any,
+    ) -> None:
+        self.write_generation(taskmanager_id, generation_id, {key: (value, header, metadata)}, mode="update")
+
+    def duplicate_datablock(self, taskmanager_id: TaskManagerRef, generation_id: int, new_generation_id: int) -> None:
+        """Copy every product row of a generation into a new generation (no payload bytes)."""
+        columns = [c.name for c in dp_t.columns]
+        with self._transaction("duplicate generation", write=True) as conn:
+            seq = self._seq(conn, taskmanager_id)
+            source = sa.select(gen_t.c.generation_id).where(
+                gen_t.c.taskmanager_seq == seq, gen_t.c.generation_id.in_([generation_id, new_generation_id])
+            )
+            present = {g for (g,) in conn.execute(source)}
+            if generation_id not in present:
+                raise KeyError(f"{self._label(seq)} has no generation {generation_id} to duplicate")
+            if new_generation_id in present:
+                raise DataSpaceExistsError(f"{self._label(seq)} already has a generation {new_generation_id}")
+            conn.execute(
+                sa.insert(gen_t).values(
+                    taskmanager_seq=seq, generation_id=new_generation_id, generation_time=time.time()
+                )
+            )
+            copy = sa.select(
+                *[
+                    sa.literal(new_generation_id, sa.BigInteger()) if c == "generation_id" else dp_t.c[c]
+                    for c in columns
+                ]
+            ).where(dp_t.c.taskmanager_seq == seq, dp_t.c.generation_id == generation_id)
+            conn.execute(sa.insert(dp_t).from_select(columns, copy))
+
+    def mark_expired(
+        self, taskmanager_id: TaskManagerRef, generation_id: int, key: str | None, expiry_time: float
+    ) -> None:
+        """Set the expiration time of one product, or of every product of the generation."""
+        with self._transaction("mark expired", write=True) as conn:
+            seq = self._seq(conn, taskmanager_id)
+            where = [dp_t.c.taskmanager_seq == seq, dp_t.c.generation_id == generation_id]
+            if key is not None:
+                where.append(dp_t.c.key == key)
+            result = conn.execute(sa.update(dp_t).where(*where).values(expiration_time=float(expiry_time)))
+            if result.rowcount == 0:
+                what = f"product {key!r}" if key is not None else "products"
+                raise KeyError(f"{self._label(seq)} has no {what} in generation {generation_id}")
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def _decode(self, seq: int, generation_id: int, key: str, data: bytes) -> Any:
+        try:
+            return codecs.decode(data)
+        except Exception as exc:
+            raise CorruptPayloadError(
+                f"product {key!r} of generation {generation_id} of {self._label(seq)} "
+                f"cannot be decoded: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    def _missing(self, seq: int, generation_id: int, key: str) -> KeyError:
+        return KeyError(f"{self._label(seq)} has no product {key!r} in generation {generation_id}")
+
+    def _product_row(self, taskmanager_id: TaskManagerRef, generation_id: int, key: str, *columns: Any) -> tuple:
+        with self._transaction("read product") as conn:
+            seq = self._seq(conn, taskmanager_id)
+            query = sa.select(*columns).where(
+                dp_t.c.taskmanager_seq == seq, dp_t.c.generation_id == generation_id, dp_t.c.key == key
+            )
+            if any(getattr(c, "table", None) is payload_t for c in columns):
+                query = query.join_from(dp_t, payload_t, dp_t.c.payload_hash == payload_t.c.hash)
+            row = conn.execute(query).first()
+        if row is None:
+            raise self._missing(seq, generation_id, key)
+        return (seq, *row)
+
+    def get_dataproduct(self, taskmanager_id: TaskManagerRef, generation_id: int, key: str) -> Any:
+        seq, data = self._product_row(taskmanager_id, generation_id, key, payload_t.c.data)
+        return self._decode(seq, generation_id, key, data)
+
+    def get_header(self, taskmanager_id: TaskManagerRef, generation_id: int, key: str) -> Header:
+        seq, *values = self._product_row(
+            taskmanager_id, generation_id, key, *(dp_t.c[c] for c in schema.HEADER_COLUMNS)
+        )
+        return Header(self._taskmanagers[seq][1], **dict(zip(schema.HEADER_COLUMNS, values, strict=True)))
+
+    def get_metadata(self, taskmanager_id: TaskManagerRef, generation_id: int, key: str) -> Metadata:
+        seq, *values = self._product_row(
+            taskmanager_id, generation_id, key, *(dp_t.c[c] for c in schema.METADATA_COLUMNS)
+        )
+        fields = dict(zip(schema.METADATA_COLUMNS, values, strict=True))
+        return Metadata(self._taskmanagers[seq][1], generation_id=generation_id, **fields)
+
+    def get_keys(self, taskmanager_id: TaskManagerRef, generation_id: int) -> list[str]:
+        with self._transaction("read keys") as conn:
+            seq = self._seq(conn, taskmanager_id)
+            query = (
+                sa.select(dp_t.c.key)
+                .where(dp_t.c.taskmanager_seq == seq, dp_t.c.generation_id == generation_id)
+                .order_by(dp_t.c.key)
+            )
+            return list(conn.execute(query).scalars())
+
+    def get_datablock(self, taskmanager_id: TaskManagerRef, generation_id: int) -> dict[str, Any]:
+        """Every product of one generation, {key: value}."""
+        with self._transaction("read generation") as conn:
+            seq = self._seq(conn, taskmanager_id)
+            rows = conn.execute(
+                sa.select(dp_t.c.key, payload_t.c.data)
+                .join_from(dp_t, payload_t, dp_t.c.payload_hash == payload_t.c.hash)
+                .where(dp_t.c.taskmanager_seq == seq, dp_t.c.generation_id == generation_id)
+                .order_by(dp_t.c.key)
+            ).all()
+        return {key: self._decode(seq, generation_id, key, data) for key, data in rows}
+
+    def get_dataproducts(self, taskmanager_id: TaskManagerRef, key: str | None = None) -> list[dict[str, Any]]:
+        """Every product (of one key, if given) of every generation of a task manager."""
+        return list(self.iter_products(taskmanager_id, key))
+
+    def iter_products(
+        self,
+        taskmanager_id: TaskManagerRef,
+        key: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Products across generations, oldest generation first, optionally between two
+        generation times (epoch seconds).  A payload shared by several generations is
+        decoded once."""
+        with self._transaction("read product history") as conn:
+            seq = self._seq(conn, taskmanager_id)
+            query = (
+                sa.select(
+                    dp_t.c.generation_id,
+                    dp_t.c.key,
+                    dp_t.c.payload_hash,
+                    gen_t.c.generation_time,
+                    *(dp_t.c[c] for c in schema.HEADER_COLUMNS),
+                )
+                .join_from(
+                    dp_t,
+                    gen_t,
+                    sa.and_(
+                        dp_t.c.taskmanager_seq == gen_t.c.taskmanager_seq,
+                        dp_t.c.generation_id == gen_t.c.generation_id,
+                    ),
+                )
+                .where(dp_t.c.taskmanager_seq == seq)
+                .order_by(dp_t.c.generation_id, dp_t.c.key)
+            )
+            if key is not None:
+                query = query.where(dp_t.c.key == key)
+            if since is not None:
+                query = query.where(gen_t.c.generation_time >= since)
+            if until is not None:
+                query = query.where(gen_t.c.generation_time <= until)
+            rows = conn.execute(query).all()
+            digests = sorted({bytes(r.payload_hash) for r in rows})
+            blobs: dict[bytes, bytes] = {}
+            for chunk in _chunks(digests):
+                query = sa.select(payload_t.c.hash, payload_t.c.data).where(payload_t.c.hash.in_(chunk))
+                blobs.update((bytes(h), d) for h, d in conn.execute(query))
+        tm_id = self._taskmanagers[seq][1]
+        values: dict[bytes, Any] = {}
+        for row in rows:
+            digest = bytes(row.payload_hash)
+            if digest not in values:
+                values[digest] = self._decode(seq, row.generation_id, row.key, blobs[digest])
+            yield {
+                "taskmanager_id": tm_id,
+                "sequence_id": seq,
+                "generation_id": row.generation_id,
+                "generation_time": row.generation_time,
+                "key": row.key,
+                "value": values[digest],
+                "header": Header(tm_id, **{c: getattr(row, c) for c in schema.HEADER_COLUMNS}),
+            }
+
+    def get_generations(self, taskmanager_id: TaskManagerRef, since: float | None = None) -> list[dict[str, Any]]:
+        """Generations of a task manager with their time and product count, oldest first."""
+        with self._transaction("read generations") as conn:
+            seq = self._seq(conn, taskmanager_id)
+            query = (
+                sa.select(
+                    gen_t.c.generation_id,
+                    gen_t.c.generation_time,
+                    sa.func.count(dp_t.c.key).label("products"),
+                )
+                .join_from(
+                    gen_t,
+                    dp_t,
+                    sa.and_(
+                        dp_t.c.taskmanager_seq == gen_t.c.taskmanager_seq,
+                        dp_t.c.generation_id == gen_t.c.generation_id,
+                    ),
+                    isouter=True,
+                )
+                .where(gen_t.c.taskmanager_seq == seq)
+                .group_by(gen_t.c.generation_id, gen_t.c.generation_time)
+                .order_by(gen_t.c.generation_id)
+            )
+            if since is not None:
+                query = query.where(gen_t.c.generation_time >= since)
+            return [dict(row._mapping) for row in conn.execute(query)]
+
+    def storage_stats(self) -> dict[str, int]:
+        """Row counts and payload bytes: what the Reaper and the benchmarks report."""
+        with self._transaction("read storage statistics") as conn:
+            stats = {
+                "taskmanagers": conn.execute(sa.select(sa.func.count()).select_from(tm_t)).scalar_one(),
+                "generations": conn.execute(sa.select(sa.func.count()).select_from(gen_t)).scalar_one(),
+                "products": conn.execute(sa.select(sa.func.count()).select_from(dp_t)).scalar_one(),
+                "payloads": conn.execute(sa.select(sa.func.count()).select_from(payload_t)).scalar_one(),
+                "payload_bytes": conn.execute(
+                    sa.select(sa.func.coalesce(sa.func.sum(payload_t.c.size), 0))
+                ).scalar_one(),
+            }
+            if is_sqlite(self.engine):
+                pages = conn.exec_driver_sql("PRAGMA page_count").scalar_one()
+                free = conn.exec_driver_sql("PRAGMA freelist_count").scalar_one()
+                page_size = conn.exec_driver_sql("PRAGMA page_size").scalar_one()
+                stats["database_bytes"] = (pages - free) * page_size
+            else:
+                stats["database_bytes"] = conn.execute(
+                    sa.select(sa.func.pg_database_size(sa.func.current_database()))
+                ).scalar_one()
+        return {k: int(v) for k, v in stats.items()}
+
+    # -- deleting --------------------------------------------------------------------------------
+
+    def delete(self, taskmanager_id: TaskManagerRef, all_generations: bool = False) -> int:
+        """Remove the latest generation of a task manager, or all of its generations.
+
+        The registration stays; payloads no other product references are removed too.
+        """
+        with self._transaction("delete generations", write=True) as conn:
+            seq = self._seq(conn, taskmanager_id)
+            if all_generations:
+                pairs = [
+                    (seq, g)
+                    for (g,) in conn.execute(sa.select(gen_t.c.generation_id).where(gen_t.c.taskmanager_seq == seq))
+                ]
+            else:
+                last = self._last_generation(conn, seq)
+                pairs = [(seq, last)] if last else []
+            self._delete_generations(conn, pairs)
+        return len(pairs)
+
+    def _delete_generations(self, conn: sa.Connection, pairs: Sequence[tuple[int, int]]) -> ReapReport:
+        """Delete the given generations, their products and the payloads only they used."""
+        report = ReapReport(generations=len(pairs))
+        hashes: set[bytes] = set()
+        for chunk in _chunks(list(pairs)):
+            in_chunk = sa.tuple_(dp_t.c.taskmanager_seq, dp_t.c.generation_id).in_(chunk)
+            deleted = conn.execute(sa.delete(dp_t).where(in_chunk).returning(dp_t.c.payload_hash)).all()
+            report.products += len(deleted)
+            hashes.update(bytes(h) for (h,) in deleted)
+            conn.execute(sa.delete(gen_t).where(sa.tuple_(gen_t.c.taskmanager_seq, gen_t.c.generation_id).in_(chunk)))
+        for chunk in _chunks(sorted(hashes)):
+            freed = self._delete_orphans(conn, payload_t.c.hash.in_(chunk))
+            report.payloads += len(freed)
+            report.payload_bytes += sum(freed)
+        return report
+
+    def _delete_orphans(self, conn: sa.Connection, condition: Any, limit: int | None = None) -> list[int]:
+        """Delete payloads matching ``condition`` that no product references; their sizes.
+
+        On PostgreSQL a payload a writer has just locked for reuse is skipped (a later
+        pass finds it if it is still unreferenced)."""
+        referenced = sa.exists().where(dp_t.c.payload_hash == payload_t.c.hash)
+        candidates = sa.select(payload_t.c.hash).where(condition, ~referenced)
+        if limit is not None:
+            candidates = candidates.limit(limit)
+        if is_postgresql(self.engine):
+            candidates = candidates.with_for_update(skip_locked=True)
+        statement = (
+            sa.delete(payload_t).where(payload_t.c.hash.in_(candidates.scalar_subquery())).returning(payload_t.c.size)
+        )
+        return [int(size) for (size,) in conn.execute(statement)]
+
+    def _doomed_generations(self, cutoff: float) -> Any:
+        """Generations older than ``cutoff`` that are not their task manager's newest."""
+        newer = gen_t.alias("newer")
+        return sa.and_(
+            gen_t.c.generation_time < cutoff,
+            sa.exists().where(
+                newer.c.taskmanager_seq == gen_t.c.taskmanager_seq,
+                newer.c.generation_id > gen_t.c.generation_id,
+            ),
+        )
+
+    def delete_data_older_than(self, days: float) -> ReapReport:
+        """Delete data older that interval (``days``), keeping each task manager's newest generation."""
+        return self.reap(time.time() - float(days) * 86400, batch_size=100)
+
+    def reap(
+        self,
+        cutoff: float,
+        batch_size: int = 100,
+        dry_run: bool = False,
+        should_stop: Callable[[], bool] = lambda: False,
+        progress: Callable[[ReapReport], None] | None = None,
+    ) -> ReapReport:
+        """Remove generations whose generation time is before ``cutoff`` (epoch seconds),
+        except each task manager's newest, then payloads nothing references.
+
+        Works in batches of at most ``batch_size`` generations, each its own short
+        transaction; the batch shrinks when a batch holds the database for longer than
+        about 50 ms and grows back when it is quick.  ``should_stop`` is asked before
+        every batch.  With ``dry_run`` nothing is removed and the report says what would be.
+        """
+        if dry_run:
+            return self._reap_preview(cutoff)
+        report = ReapReport()
+        limit = max(1, int(batch_size))
+        size = limit
+        while True:
+            if should_stop():
+                report.stopped = True
+                break
+            started = time.monotonic()
+            with self._transaction("reap generations", write=True) as conn:
+                pairs = [
+                    (seq, gen)
+                    for seq, gen in conn.execute(
+                        sa.select(gen_t.c.taskmanager_seq, gen_t.c.generation_id)
+                        .where(self._doomed_generations(cutoff))
+                        .order_by(gen_t.c.generation_time)
+                        .limit(size)
+                    )
+                ]
+                if not pairs:
+                    break
+                batch = self._delete_generations(conn, pairs)
+                names = dict(
+                    conn.execute(
+                        sa.select(tm_t.c.sequence_id, tm_t.c.name).where(tm_t.c.sequence_id.in_({s for s, _ in pairs}))
+                    ).all()
+                )
+            for seq, _gen in pairs:
+                name = names.get(seq, str(seq))
+                batch.per_taskmanager[name] = batch.per_taskmanager.get(name, 0) + 1
+            batch.batches = 1
+            report.add(batch)
+            if progress is not None:
+                progress(report)
+            elapsed = time.monotonic() - started
+            size = self._next_batch_size(size, limit, elapsed)
+            self._yield_to_writers(elapsed)
+        if not report.stopped:
+            report.stopped = self._sweep_orphans(report, limit * 10, should_stop)
+        if not report.stopped and is_sqlite(self.engine):
+            report.stopped = self._release_free_pages(should_stop)
+        self.logger.info(
+            "reaped dataspace",
+            url=self.url,
+            generations=report.generations,
+            products=report.products,
+            payloads=report.payloads,
+            payload_bytes=report.payload_bytes,
+            stopped=report.stopped,
+        )
+        return report
+
+    @staticmethod
+    def _next_batch_size(size: int, limit: int, elapsed: float) -> int:
+        if elapsed > REAP_BATCH_TARGET_SECONDS:
+            return max(1, size // 2)
+        if elapsed < REAP_BATCH_TARGET_SECONDS / 2:
+            return min(limit, size * 2)
+        return size
+
+    def _yield_to_writers(self, elapsed: float) -> None:
+        """Leave the database to writers between batches.
+
+        A SQLite writer waiting on the lock sleeps between retries (up to 100 ms), so the
+        Reaper pauses at least as long as it held the lock to let that writer in."""
+        if is_sqlite(self.engine):
+            time.sleep(max(REAP_BATCH_TARGET_SECONDS, elapsed))
+
+    def _sweep_orphans(self, report: ReapReport, batch: int, should_stop: Callable[[], bool]) -> bool:
+        """Remove payloads no product references (left by replaced products or skipped
+        by a batch because a writer held them); returns True if stopped early."""
+        while True:
+            if should_stop():
+                return True
+            started = time.monotonic()
+            with self._transaction("reap unreferenced payloads", write=True) as conn:
+                freed = self._delete_orphans(conn, sa.true(), limit=batch)
+            report.payloads += len(freed)
+            report.payload_bytes += sum(freed)
+            if len(freed) < batch:
+                return False
+            self._yield_to_writers(time.monotonic() - started)
+
+    def _release_free_pages(self, should_stop: Callable[[], bool], pages_per_batch: int = 2048) -> bool:
+        """Give the pages the Reaper freed back to the file system (SQLite incremental vacuum)."""
+        while True:
+            if should_stop():
+                return True
+            started = time.monotonic()
+            with self._transaction("release free pages", write=True) as conn:
+                if conn.exec_driver_sql("PRAGMA auto_vacuum").scalar_one() != 2:
+                    return False
+                if conn.exec_driver_sql("PRAGMA freelist_count").scalar_one() == 0:
+                    return False
+                conn.exec_driver_sql(f"PRAGMA incremental_vacuum({int(pages_per_batch)})").all()
+            self._yield_to_writers(time.monotonic() - started)
+
+    def _reap_preview(self, cutoff: float) -> ReapReport:
+        """What :meth:`reap` with the same cutoff would remove, read in one snapshot."""
+        doomed = self._doomed_generations(cutoff)
+        survivor = sa.exists().where(
+            dp_t.c.payload_hash == payload_t.c.hash,
+            ~sa.exists().where(
+                gen_t.c.taskmanager_seq == dp_t.c.taskmanager_seq,
+                gen_t.c.generation_id == dp_t.c.generation_id,
+                doomed,
+            ),
+        )
+        with self._transaction("preview reaping") as conn:
+            per_tm = conn.execute(
+                sa.select(tm_t.c.name, sa.func.count())
+                .join_from(gen_t, tm_t, gen_t.c.taskmanager_seq == tm_t.c.sequence_id)
+                .where(doomed)
+                .group_by(tm_t.c.name)
+            ).all()
+            products = conn.execute(
+                sa.select(sa.func.count())
+                .select_from(dp_t)
+                .join(
+                    gen_t,
+                    sa.and_(
+                        dp_t.c.taskmanager_seq == gen_t.c.taskmanager_seq,
+                        dp_t.c.generation_id == gen_t.c.generation_id,
+                    ),
+                )
+                .where(doomed)
+            ).scalar_one()
+            count, size = conn.execute(
+                sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(payload_t.c.size), 0)).where(~survivor)
+            ).one()
+        return ReapReport(
+            generations=sum(n for _, n in per_tm),
+            products=int(products),
+            payloads=int(count),
+            payload_bytes=int(size),
+            dry_run=True,
+            per_taskmanager={name: int(n) for name, n in per_tm},
+        )

@@ -1,0 +1,198 @@
+"""DataSpace: the collection of data blocks, stored through a pluggable data source.
+
+The data source is named in the global configuration::
+
+    {"dataspace": {"datasource": {"module": "...", "name": "...", "config": {...}}}}
+
+and imported by name, so a configuration written for the HEPCloud Decision Engine
+(``decisionengine.framework.dataspace.datasources.sqlalchemy_ds`` / ``SQLAlchemyDS``)
+selects the SQL data source of this package.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from decisionengine.framework.dataspace.datasource import DataSource, ReapReport, TaskManagerRef
+from decisionengine.framework.dataspace.errors import (
+    DataSpaceConfigurationError,
+    DataSpaceConnectionError,
+    DataSpaceError,
+    DataSpaceExistsError,
+)
+
+__all__ = [
+    "DataSpace",
+    "DataSpaceConfigurationError",
+    "DataSpaceConnectionError",
+    "DataSpaceError",
+    "DataSpaceExistsError",
+]
+
+
+def datasource_from_config(config: Any) -> DataSource:
+    """Import and construct the data source a global configuration names."""
+    if not isinstance(config, Mapping) or not config.get("dataspace"):
+        raise DataSpaceConfigurationError("Configuration is missing dataspace information: dataspace key not found.")
+    dataspace_config = config["dataspace"]
+    if not isinstance(dataspace_config, Mapping):
+        raise DataSpaceConfigurationError(
+            "Configuration is missing dataspace information: dataspace key must correspond to a dictionary"
+        )
+    try:
+        datasource = dataspace_config["datasource"]
+        module_name = datasource["module"]
+        class_name = datasource["name"]
+        datasource_config = datasource["config"]
+    except (KeyError, TypeError) as exc:
+        raise DataSpaceConfigurationError(
+            f"Invalid dataspace configuration: dataspace.datasource needs 'module', 'name' and 'config' (missing {exc})"
+        ) from None
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise DataSpaceConfigurationError(
+            f"Invalid dataspace configuration: dataspace.datasource.module {module_name!r} cannot be imported: {exc}"
+        ) from exc
+    cls = getattr(module, class_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, DataSource)):
+        raise DataSpaceConfigurationError(
+            f"Invalid dataspace configuration: dataspace.datasource.name {class_name!r} "
+            f"is not a DataSource class in {module_name}"
+        )
+    return cls(datasource_config)
+
+
+class DataSpace:
+    """DataSpace class is collection of datablocks and provides interface to the database
+    used to store the actual data"""
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        self.config = config
+        self.datasource = datasource_from_config(config)
+        self.create()
+
+    def __str__(self) -> str:
+        return f"DataSpace({self.datasource!r})"
+
+    def create(self) -> None:
+        """Create the schema, or upgrade it to the newest migration (a no-op when current)."""
+        self.datasource.create_tables()
+
+    def close(self) -> None:
+        self.datasource.close()
+
+    def __enter__(self) -> DataSpace:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- products -------------------------------------------------------------------------
+
+    def insert(
+        self,
+        taskmanager_id: TaskManagerRef,
+        generation_id: int,
+        key: str,
+        value: Any,
+        header: Any,
+        metadata: Any,
+    ) -> None:
+        self.datasource.insert(taskmanager_id, generation_id, key, value, header, metadata)
+
+    def update(
+        self,
+        taskmanager_id: TaskManagerRef,
+        generation_id: int,
+        key: str,
+        value: Any,
+        header: Any,
+        metadata: Any,
+    ) -> None:
+        self.datasource.update(taskmanager_id, generation_id, key, value, header, metadata)
+
+    def write_generation(
+        self, taskmanager_id: TaskManagerRef, generation_id: int, products: Mapping[str, tuple[Any, Any, Any]]
+    ) -> None:
+        """Insert or replace several products of one generation at once (one transaction)."""
+        self.datasource.write_generation(taskmanager_id, generation_id, products)
+
+    def get_dataproduct(self, taskmanager_id: TaskManagerRef, generation_id: int, key: str) -> Any:
+        return self.datasource.get_dataproduct(taskmanager_id, generation_id, key)
+
+    def get_dataproducts(self, taskmanager_id: TaskManagerRef, key: str | None = None) -> list[dict[str, Any]]:
+        return self.datasource.get_dataproducts(taskmanager_id, key)
+
+    def iter_products(
+        self,
+        taskmanager_id: TaskManagerRef,
+        key: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """A product's history across generations (see the data source)."""
+        return self.datasource.iter_products(taskmanager_id, key, since, until)
+
+    def get_header(self, taskmanager_id: TaskManagerRef, generation_id: int, key: str) -> Any:
+        return self.datasource.get_header(taskmanager_id, generation_id, key)
+
+    def get_metadata(self, taskmanager_id: TaskManagerRef, generation_id: int, key: str) -> Any:
+        return self.datasource.get_metadata(taskmanager_id, generation_id, key)
+
+    def get_keys(self, taskmanager_id: TaskManagerRef, generation_id: int) -> list[str]:
+        return self.datasource.get_keys(taskmanager_id, generation_id)
+
+    def get_datablock(self, taskmanager_id: TaskManagerRef, generation_id: int) -> dict[str, Any]:
+        return self.datasource.get_datablock(taskmanager_id, generation_id)
+
+    def duplicate_datablock(self, taskmanager_id: TaskManagerRef, generation_id: int, new_generation_id: int) -> None:
+        self.datasource.duplicate_datablock(taskmanager_id, generation_id, new_generation_id)
+
+    def get_generations(self, taskmanager_id: TaskManagerRef, since: float | None = None) -> list[dict[str, Any]]:
+        return self.datasource.get_generations(taskmanager_id, since)
+
+    def mark_expired(
+        self, taskmanager_id: TaskManagerRef, generation_id: int, key: str | None, expiry_time: float
+    ) -> None:
+        """Set the expiration time of a product (``key=None``: every product of the generation)."""
+        self.datasource.mark_expired(taskmanager_id, generation_id, key, expiry_time)
+
+    def mark_demented(self, taskmanager_id: TaskManagerRef, keys: list[str], generation_id: int | None = None) -> None:
+        """Mark products as no longer valid (expired now) in a generation, the latest by default."""
+        if generation_id is None:
+            generation_id = self.datasource.last_generation(taskmanager_id)
+        now = time.time()
+        for key in keys:
+            self.datasource.mark_expired(taskmanager_id, generation_id, key, now)
+
+    def delete(self, taskmanager_id: TaskManagerRef, all_generations: bool = False) -> int:
+        """Delete the latest generation of a task manager, or all of them; returns how many."""
+        return self.datasource.delete(taskmanager_id, all_generations)
+
+    # -- task managers ----------------------------------------------------------------------
+
+    def store_taskmanager(self, name: str, taskmanager_id: str, datestamp: Any = None) -> int:
+        return self.datasource.store_taskmanager(name, taskmanager_id, datestamp)
+
+    def get_taskmanager(self, taskmanager_name: str, taskmanager_id: str | None = None) -> dict[str, Any]:
+        return self.datasource.get_taskmanager(taskmanager_name, taskmanager_id)
+
+    def get_taskmanagers(
+        self, taskmanager_name: str | None = None, start_time: Any = None, end_time: Any = None
+    ) -> list[dict[str, Any]]:
+        return self.datasource.get_taskmanagers(taskmanager_name, start_time, end_time)
+
+    def get_last_generation_id(self, taskmanager_name: str, taskmanager_id: str | None = None) -> int:
+        return self.datasource.get_last_generation_id(taskmanager_name, taskmanager_id)
+
+    # -- maintenance ---------------------------------------------------------------------------
+
+    def reap(self, cutoff: float, batch_size: int = 100, **kwargs: Any) -> ReapReport:
+        return self.datasource.reap(cutoff, batch_size, **kwargs)
+
+    def storage_stats(self) -> dict[str, int]:
+        return self.datasource.storage_stats()
