@@ -77,6 +77,8 @@ class Reaper:
         self.last_run_started: float | None = None
         self.last_run_finished: float | None = None
         self.next_run: float | None = None
+        #: called after every batch of a pass (e.g. to export metrics or show progress)
+        self.on_batch: Callable[[ReapReport], None] | None = None
 
     # -- validated settings -------------------------------------------------------------------
 
@@ -178,7 +180,7 @@ class Reaper:
                     self.batch_size,
                     dry_run=dry_run,
                     should_stop=self._stop.is_set,
-                    progress=progress,
+                    progress=progress or self.on_batch,
                 )
             except Exception as exc:
                 self.failures += 1

@@ -63,6 +63,9 @@ def create_engine(config: Mapping[str, Any]) -> sa.Engine:
             f"dataspace datasource 'url' {mask_url(raw_url)!r} is invalid: {exc}"
         ) from exc
 
+    if url.drivername == "postgresql":
+        # SQLAlchemy 2.1 defaults to psycopg 3; existing configs mean psycopg2, which we ship.
+        url = url.set(drivername="postgresql+psycopg2")
     options = {k: v for k, v in config.items() if k not in OWN_KEYS}
     options.setdefault("pool_pre_ping", True)
     connect_args = dict(options.pop("connect_args", {}) or {})
@@ -118,14 +121,15 @@ def is_postgresql(engine: sa.Engine) -> bool:
 
 
 @contextlib.contextmanager
-def translate_errors(engine: sa.Engine, action: str) -> Iterator[None]:
-    """Turn SQLAlchemy errors into DataSpace errors that name the (masked) database URL."""
+def translate_errors(engine: sa.Engine, action: str, where: str) -> Iterator[None]:
+    """Turn SQLAlchemy errors into DataSpace errors that name the database (``where``,
+    the configured URL with its password masked)."""
     try:
         yield
     except sa.exc.DBAPIError as exc:
-        raise _translate(engine, action, exc) from exc
+        raise _translate(engine, action, where, exc) from exc
     except sa.exc.SQLAlchemyError as exc:
-        raise DataSpaceError(f"{action} failed on {mask_url(engine.url)}: {exc}") from exc
+        raise DataSpaceError(f"{action} failed on {where}: {exc}") from exc
 
 
 _SQLITE_UNUSABLE = re.compile(
@@ -148,12 +152,11 @@ def is_connection_problem(engine: sa.Engine, exc: sa.exc.DBAPIError) -> bool:
     return pgcode is None or pgcode.startswith(_PG_CONNECTION_CODES)
 
 
-def _translate(engine: sa.Engine, action: str, exc: sa.exc.DBAPIError) -> DataSpaceError:
+def _translate(engine: sa.Engine, action: str, where: str, exc: sa.exc.DBAPIError) -> DataSpaceError:
     reason = str(exc.orig).strip() if exc.orig is not None else str(exc)
     password = _password(engine.url)
     if password:
         reason = reason.replace(password, "***")
-    where = mask_url(engine.url)
     if is_connection_problem(engine, exc):
         return DataSpaceConnectionError(f"cannot reach the dataspace database {where} ({action}): {reason}")
     return DataSpaceError(f"{action} failed on {where}: {reason}")

@@ -101,6 +101,9 @@ def _utc(value: Any) -> datetime.datetime | None:
 class SQLAlchemyDS(DataSource):
     """DataSpace storage in SQLite or PostgreSQL."""
 
+    #: the configured database URL, password masked: what messages and logs show
+    url: str
+
     def __init__(self, config: Mapping[str, Any]) -> None:
         super().__init__(config)
         self.logger = structlog.get_logger("decisionengine").bind(module="sqlalchemy_ds", component="dataspace")
@@ -110,9 +113,10 @@ class SQLAlchemyDS(DataSource):
         except ValueError as exc:
             raise DataSpaceConfigurationError(f"dataspace datasource 'codec': {exc}") from exc
         self.engine = create_engine(config)
+        self.url = mask_url(config["url"])
         if not (is_sqlite(self.engine) or is_postgresql(self.engine)):
             raise DataSpaceConfigurationError(
-                f"dataspace datasource 'url' {mask_url(self.engine.url)!r}: "
+                f"dataspace datasource 'url' {self.url!r}: "
                 f"unsupported database {self.engine.dialect.name!r} (use sqlite or postgresql)"
             )
         self._insert = pg_dialect.insert if is_postgresql(self.engine) else sqlite_dialect.insert
@@ -120,18 +124,13 @@ class SQLAlchemyDS(DataSource):
         self.connect()
 
     def __repr__(self) -> str:
-        return f"SQLAlchemyDS({mask_url(self.engine.url)})"
-
-    @property
-    def url(self) -> str:
-        """The database URL with the password masked."""
-        return mask_url(self.engine.url)
+        return f"SQLAlchemyDS({self.url})"
 
     # -- connections and schema ------------------------------------------------------------
 
     def connect(self) -> None:
         """Check that the database answers (the pool itself connects lazily)."""
-        with translate_errors(self.engine, "connect"), self.engine.connect() as conn:
+        with translate_errors(self.engine, "connect", self.url), self.engine.connect() as conn:
             conn.exec_driver_sql("SELECT 1")
 
     def reset_connections(self) -> None:
@@ -172,7 +171,7 @@ class SQLAlchemyDS(DataSource):
 
     @contextlib.contextmanager
     def _transaction(self, action: str, write: bool = False) -> Iterator[sa.Connection]:
-        with translate_errors(self.engine, action), self.engine.connect() as conn:
+        with translate_errors(self.engine, action, self.url), self.engine.connect() as conn:
             if write:
                 conn.execution_options(**{WRITE: True})
             with conn.begin():
@@ -851,7 +850,7 @@ class SQLAlchemyDS(DataSource):
                     return False
                 if conn.exec_driver_sql("PRAGMA freelist_count").scalar_one() == 0:
                     return False
-                conn.exec_driver_sql(f"PRAGMA incremental_vacuum({int(pages_per_batch)})").all()
+                conn.exec_driver_sql(f"PRAGMA incremental_vacuum({int(pages_per_batch)})")
             self._yield_to_writers(time.monotonic() - started)
 
     def _reap_preview(self, cutoff: float) -> ReapReport:
