@@ -398,3 +398,22 @@ def test_two_dataspaces_share_one_database(dataspace_config):
     finally:
         first.close()
         second.close()
+
+
+def test_write_retries_when_a_payload_it_meant_to_reuse_was_reaped(dataspace, block, monkeypatch):
+    """The race with the Reaper, made deterministic: the write is told a payload is
+    stored (as it was a moment before) but it is gone by the time the product row
+    references it.  The foreign key refuses the row, and the write looks again."""
+    datasource = dataspace.datasource
+    real = type(datasource)._existing_payloads
+    calls = []
+
+    def stale_then_real(conn, digests):
+        calls.append(len(calls))
+        return set(digests) if len(calls) == 1 else real(conn, digests)
+
+    monkeypatch.setattr(datasource, "_existing_payloads", stale_then_real)
+    block.put("jobs", {"n": 42}, Header(block.taskmanager_id))
+    assert len(calls) == 2
+    assert block["jobs"] == {"n": 42}
+    assert dataspace.storage_stats()["payloads"] == 1

@@ -76,6 +76,8 @@ def create_engine(config: Mapping[str, Any]) -> sa.Engine:
     elif backend == "postgresql":
         connect_args.setdefault("connect_timeout", int(config.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT)))
         connect_args.setdefault("application_name", "decisionengine")
+        # Batch executemany of upserts into few round trips (plain inserts already are).
+        options.setdefault("executemany_mode", "values_plus_batch")
     try:
         engine = sa.create_engine(url, connect_args=connect_args, **options)
     except TypeError as exc:
@@ -121,11 +123,16 @@ def is_postgresql(engine: sa.Engine) -> bool:
 
 
 @contextlib.contextmanager
-def translate_errors(engine: sa.Engine, action: str, where: str) -> Iterator[None]:
+def translate_errors(
+    engine: sa.Engine, action: str, where: str, passthrough: tuple[type[Exception], ...] = ()
+) -> Iterator[None]:
     """Turn SQLAlchemy errors into DataSpace errors that name the database (``where``,
-    the configured URL with its password masked)."""
+    the configured URL with its password masked); ``passthrough`` errors are left to
+    the caller, who knows how to recover from them."""
     try:
         yield
+    except passthrough:
+        raise
     except sa.exc.DBAPIError as exc:
         raise _translate(engine, action, where, exc) from exc
     except sa.exc.SQLAlchemyError as exc:

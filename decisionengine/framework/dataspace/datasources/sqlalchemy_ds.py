@@ -15,10 +15,13 @@ How it keeps its promises:
 * **payloads stored once**: a product row references its payload by the SHA-256 of the
   pickled value; a payload already stored is neither compressed nor written again, and
   :meth:`duplicate_datablock` copies product rows only (``INSERT ... SELECT``);
-* **writers and the Reaper do not trample each other**: on PostgreSQL a writer locks the
-  payload rows it reuses (``FOR KEY SHARE``) and the Reaper only deletes payloads it can
-  lock without waiting (``FOR UPDATE SKIP LOCKED``); on SQLite both take the database
-  write lock (``BEGIN IMMEDIATE``), and the Reaper holds it for one short batch at a time.
+* **writers and the Reaper do not trample each other**: the Reaper deletes a payload
+  only when no product references it, and on PostgreSQL only when it can lock it without
+  waiting (``FOR UPDATE SKIP LOCKED``; a writer's foreign-key check holds a share lock on
+  the payload it references).  A writer that decided to reuse a payload the Reaper then
+  removed gets a foreign-key violation and retries with a fresh look, so no generation
+  is ever lost; on SQLite both take the database write lock (``BEGIN IMMEDIATE``), and
+  the Reaper holds it for one short batch at a time.
 """
 
 from __future__ import annotations
@@ -170,10 +173,20 @@ class SQLAlchemyDS(DataSource):
         return {table: tables[table]}
 
     @contextlib.contextmanager
-    def _transaction(self, action: str, write: bool = False) -> Iterator[sa.Connection]:
-        with translate_errors(self.engine, action, self.url), self.engine.connect() as conn:
+    def _transaction(
+        self, action: str, write: bool = False, snapshot: bool = False, passthrough: tuple[type[Exception], ...] = ()
+    ) -> Iterator[sa.Connection]:
+        """A connection in a transaction, with errors translated to DataSpace errors.
+
+        ``write``: the transaction will write (SQLite: take the write lock up front).
+        ``snapshot``: several reads that must see one state (PostgreSQL: REPEATABLE READ).
+        Otherwise a PostgreSQL read runs in autocommit: one statement, no BEGIN/COMMIT.
+        """
+        with translate_errors(self.engine, action, self.url, passthrough), self.engine.connect() as conn:
             if write:
                 conn.execution_options(**{WRITE: True})
+            elif is_postgresql(self.engine):
+                conn.execution_options(isolation_level="REPEATABLE READ" if snapshot else "AUTOCOMMIT")
             with conn.begin():
                 yield conn
 
@@ -267,11 +280,19 @@ class SQLAlchemyDS(DataSource):
     def get_last_generation_id(self, taskmanager_name: str, taskmanager_id: str | None = None) -> int:
         """The newest generation of the task manager (0 if it has none yet).
 
-        Unknown task managers raise :class:`KeyError`.
+        Unknown task managers raise :class:`KeyError`.  One statement: the newest
+        registration of the name (and id) and its newest generation.
         """
-        seq = self.get_taskmanager(taskmanager_name, taskmanager_id)["sequence_id"]
+        newest = sa.select(sa.func.max(gen_t.c.generation_id)).where(gen_t.c.taskmanager_seq == tm_t.c.sequence_id)
+        query = sa.select(tm_t.c.sequence_id, newest.scalar_subquery()).where(tm_t.c.name == taskmanager_name)
+        if taskmanager_id is not None:
+            query = query.where(tm_t.c.taskmanager_id == str(taskmanager_id))
         with self._transaction("read last generation") as conn:
-            return self._last_generation(conn, seq)
+            row = conn.execute(query.order_by(tm_t.c.sequence_id.desc()).limit(1)).first()
+        if row is None:
+            which = f" with id {taskmanager_id}" if taskmanager_id is not None else ""
+            raise KeyError(f"no task manager named {taskmanager_name!r}{which} in the dataspace")
+        return int(row[1] or 0)
 
     @staticmethod
     def _last_generation(conn: sa.Connection, seq: int) -> int:
@@ -318,12 +339,11 @@ class SQLAlchemyDS(DataSource):
             raise ValueError(f"metadata of product {key!r} has invalid state {row['state']!r}")
         return row
 
-    def _existing_payloads(self, conn: sa.Connection, digests: Sequence[bytes], lock: bool) -> set[bytes]:
+    @staticmethod
+    def _existing_payloads(conn: sa.Connection, digests: Sequence[bytes]) -> set[bytes]:
         found: set[bytes] = set()
         for chunk in _chunks(sorted(set(digests))):
             query = sa.select(payload_t.c.hash).where(payload_t.c.hash.in_(chunk))
-            if lock:
-                query = query.with_for_update(read=True, key_share=True)
             found.update(bytes(h) for (h,) in conn.execute(query))
         return found
 
@@ -343,20 +363,31 @@ class SQLAlchemyDS(DataSource):
         if not products:
             return
         prepared = self._prepare(products)
-        with self._transaction("check stored payloads") as conn:
-            known = self._existing_payloads(conn, [p.digest for p in prepared], lock=False)
-        compressed = {p.digest: self.codec.encode(p.raw) for p in prepared if p.digest not in known}
-        # A payload found above may be reaped before our transaction locks it: retry then.
+        compressed: dict[bytes, bytes] = {}
         for attempt in range(3):
+            # Which payloads are stored already: read without locks, so that compressing
+            # the new ones happens outside the write transaction.
+            with self._transaction("check stored payloads") as conn:
+                known = self._existing_payloads(conn, [p.digest for p in prepared])
+            for p in prepared:
+                if p.digest not in known and p.digest not in compressed:
+                    compressed[p.digest] = self.codec.encode(p.raw)
             try:
-                with self._transaction("write generation", write=True) as conn:
-                    self._write_locked(conn, taskmanager_id, int(generation_id), prepared, compressed, mode)
+                with self._transaction("write generation", write=True, passthrough=(sa.exc.IntegrityError,)) as conn:
+                    self._write_locked(conn, taskmanager_id, int(generation_id), prepared, known, compressed, mode)
                 return
             except sa.exc.IntegrityError as exc:
-                if attempt == 2 or "payload" not in str(exc.orig):
-                    raise DataSpaceError(
-                        f"writing generation {generation_id} failed on {self.url}: {exc.orig}"
-                    ) from exc
+                # A payload seen above was reaped before this write referenced it: look again.
+                if attempt < 2 and self._is_reaped_payload(exc):
+                    continue
+                raise DataSpaceError(f"writing generation {generation_id} failed on {self.url}: {exc.orig}") from exc
+
+    def _is_reaped_payload(self, exc: sa.exc.IntegrityError) -> bool:
+        if is_postgresql(self.engine):
+            diag = getattr(exc.orig, "diag", None)
+            return getattr(diag, "constraint_name", None) == "fk_dataproduct_payload"
+        # The only foreign key a product row can break here is its payload's.
+        return "FOREIGN KEY constraint failed" in str(exc.orig)
 
     def _write_locked(
         self,
@@ -364,6 +395,7 @@ class SQLAlchemyDS(DataSource):
         taskmanager_id: TaskManagerRef,
         generation_id: int,
         prepared: list[_Prepared],
+        known: set[bytes],
         compressed: dict[bytes, bytes],
         mode: str,
     ) -> None:
@@ -397,12 +429,11 @@ class SQLAlchemyDS(DataSource):
             )
             .on_conflict_do_nothing()
         )
-        stored = self._existing_payloads(conn, [p.digest for p in prepared], lock=is_postgresql(self.engine))
         new_payloads: dict[bytes, dict[str, Any]] = {}
         for p in prepared:
-            if p.digest in stored or p.digest in new_payloads:
+            if p.digest in known or p.digest in new_payloads:
                 continue
-            data = compressed.get(p.digest) or self.codec.encode(p.raw)
+            data = compressed[p.digest]
             new_payloads[p.digest] = {
                 "hash": p.digest,
                 "size": len(data),
@@ -573,7 +604,7 @@ class SQLAlchemyDS(DataSource):
         """Products across generations, oldest generation first, optionally between two
         generation times (epoch seconds).  A payload shared by several generations is
         decoded once."""
-        with self._transaction("read product history") as conn:
+        with self._transaction("read product history", snapshot=True) as conn:
             seq = self._seq(conn, taskmanager_id)
             query = (
                 sa.select(
@@ -651,7 +682,7 @@ class SQLAlchemyDS(DataSource):
 
     def storage_stats(self) -> dict[str, int]:
         """Row counts and payload bytes: what the Reaper and the benchmarks report."""
-        with self._transaction("read storage statistics") as conn:
+        with self._transaction("read storage statistics", snapshot=True) as conn:
             stats = {
                 "taskmanagers": conn.execute(sa.select(sa.func.count()).select_from(tm_t)).scalar_one(),
                 "generations": conn.execute(sa.select(sa.func.count()).select_from(gen_t)).scalar_one(),
@@ -864,7 +895,7 @@ class SQLAlchemyDS(DataSource):
                 doomed,
             ),
         )
-        with self._transaction("preview reaping") as conn:
+        with self._transaction("preview reaping", snapshot=True) as conn:
             per_tm = conn.execute(
                 sa.select(tm_t.c.name, sa.func.count())
                 .join_from(gen_t, tm_t, gen_t.c.taskmanager_seq == tm_t.c.sequence_id)
