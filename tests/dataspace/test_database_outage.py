@@ -5,8 +5,7 @@ import pytest
 from decisionengine.framework.dataspace.datablock import DataBlock, Header
 from decisionengine.framework.dataspace.dataspace import DataSpace, DataSpaceConnectionError
 from decisionengine.framework.dataspace.maintain import Reaper, ReaperState
-from decisionengine.testing.postgres import PostgresServer
-from tests.conftest import IN_CI, global_config
+from tests.conftest import global_config, new_pg_server
 
 pytestmark = pytest.mark.postgresql
 
@@ -14,12 +13,7 @@ pytestmark = pytest.mark.postgresql
 @pytest.fixture
 def own_server():
     """A server of this test's own, since the test stops it."""
-    try:
-        server = PostgresServer()
-    except Exception as exc:
-        if IN_CI:
-            pytest.fail(f"CI=true and no PostgreSQL server: {exc}")
-        pytest.skip(str(exc))
+    server = new_pg_server()
     server.start()
     server.psql("ALTER USER postgres PASSWORD 'hunter2-secret'")
     yield server

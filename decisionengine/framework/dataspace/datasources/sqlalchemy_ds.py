@@ -68,8 +68,18 @@ dp_t = schema.dataproduct
 IN_CHUNK = 500
 # PostgreSQL advisory lock key that serializes schema migrations between processes.
 MIGRATION_LOCK_KEY = 0x0DEC_15E0
+# New payloads up to this many pickled bytes are compressed inside a SQLite write transaction.
+INLINE_COMPRESS_BYTES = 4 << 20
 # A reaping batch should hold the SQLite write lock for about this long.
 REAP_BATCH_TARGET_SECONDS = 0.05
+
+
+class _CompressFirst(Exception):
+    """Leave the write transaction to compress these payloads without holding the lock."""
+
+    def __init__(self, payloads: dict[bytes, bytes]) -> None:
+        super().__init__(f"{len(payloads)} payloads to compress first")
+        self.payloads = payloads
 
 
 @dataclass(frozen=True)
@@ -363,24 +373,34 @@ class SQLAlchemyDS(DataSource):
         if not products:
             return
         prepared = self._prepare(products)
+        digests = [p.digest for p in prepared]
         compressed: dict[bytes, bytes] = {}
-        for attempt in range(3):
-            # Which payloads are stored already: read without locks, so that compressing
-            # the new ones happens outside the write transaction.
-            with self._transaction("check stored payloads") as conn:
-                known = self._existing_payloads(conn, [p.digest for p in prepared])
-            for p in prepared:
-                if p.digest not in known and p.digest not in compressed:
-                    compressed[p.digest] = self.codec.encode(p.raw)
+        for attempt in range(4):
             try:
                 with self._transaction("write generation", write=True, passthrough=(sa.exc.IntegrityError,)) as conn:
+                    known = self._existing_payloads(conn, digests)
+                    missing = {p.digest: p.raw for p in prepared if p.digest not in known | compressed.keys()}
+                    if self._compress_outside(missing):
+                        raise _CompressFirst(missing)
+                    compressed.update((digest, self.codec.encode(raw)) for digest, raw in missing.items())
                     self._write_locked(conn, taskmanager_id, int(generation_id), prepared, known, compressed, mode)
                 return
+            except _CompressFirst as pending:
+                compressed.update((digest, self.codec.encode(raw)) for digest, raw in pending.payloads.items())
             except sa.exc.IntegrityError as exc:
-                # A payload seen above was reaped before this write referenced it: look again.
-                if attempt < 2 and self._is_reaped_payload(exc):
+                # A payload seen as stored was reaped before this write referenced it: look again.
+                if attempt < 3 and self._is_reaped_payload(exc):
                     continue
                 raise DataSpaceError(f"writing generation {generation_id} failed on {self.url}: {exc.orig}") from exc
+
+    def _compress_outside(self, payloads: Mapping[bytes, bytes]) -> bool:
+        """Whether to compress new payloads before taking the write lock (and look again).
+
+        SQLite has one write lock for the whole database: big payloads are compressed
+        without holding it.  Small ones are compressed in the transaction, which saves a
+        round of locking; PostgreSQL locks rows, not the database, so it always does that.
+        """
+        return is_sqlite(self.engine) and sum(len(raw) for raw in payloads.values()) > INLINE_COMPRESS_BYTES
 
     def _is_reaped_payload(self, exc: sa.exc.IntegrityError) -> bool:
         if is_postgresql(self.engine):
