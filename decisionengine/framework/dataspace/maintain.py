@@ -73,6 +73,8 @@ class Reaper:
         self.runs = 0
         self.failures = 0
         self.last_report: ReapReport | None = None
+        #: everything removed by every pass since the Reaper was created
+        self.removed = ReapReport()
         self.last_error: str | None = None
         self.last_run_started: float | None = None
         self.last_run_finished: float | None = None
@@ -195,6 +197,7 @@ class Reaper:
                 return report
             self.runs += 1
             self.last_report = report
+            self.removed.add(report)
             self.last_error = None
             if not self._stop.is_set():
                 self._set_state(ReaperState.STEADY)

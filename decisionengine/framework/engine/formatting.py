@@ -1,0 +1,156 @@
+"""Rendering what the server knows as text tables (for people) or JSON (for scripts)."""
+
+from __future__ import annotations
+
+import datetime
+import io
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tabulate import tabulate
+
+FORMATS = ("table", "csv", "json", "vertical")
+
+
+def check_format(fmt: str, allowed: Sequence[str] = FORMATS) -> str:
+    fmt = (fmt or "table").lower()
+    if fmt not in allowed:
+        raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(allowed)}")
+    return fmt
+
+
+def when(epoch: float | None) -> str:
+    """An epoch time as local ISO time to the second, '-' for none."""
+    if epoch is None:
+        return "-"
+    return datetime.datetime.fromtimestamp(epoch).astimezone().isoformat(timespec="seconds")
+
+
+def ago(epoch: float | None, now: float) -> str:
+    if epoch is None:
+        return "never"
+    seconds = max(0.0, now - epoch)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit} ago"
+    return f"{seconds:.1f}s ago"
+
+
+def to_jsonable(value: Any) -> Any:
+    """Plain JSON data from products and snapshots (DataFrames become lists of records)."""
+    if isinstance(value, pd.DataFrame):
+        return json.loads(value.to_json(orient="records", date_format="iso", default_handler=str))
+    if isinstance(value, pd.Series):
+        return json.loads(value.to_json(date_format="iso", default_handler=str))
+    if isinstance(value, np.ndarray):
+        return to_jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return to_jsonable(value.item())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, datetime.datetime | datetime.date):
+        return value.isoformat()
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return repr(value)
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(to_jsonable(value), indent=2, sort_keys=False)
+
+
+def describe_value(value: Any) -> dict[str, Any]:
+    """Type and shape of a product, without its content."""
+    info: dict[str, Any] = {"type": type(value).__name__}
+    if isinstance(value, pd.DataFrame):
+        info["shape"] = list(value.shape)
+        info["columns"] = [str(c) for c in value.columns]
+    elif isinstance(value, np.ndarray):
+        info["shape"] = list(value.shape)
+    elif isinstance(value, Mapping | list | tuple | set):
+        info["length"] = len(value)
+    return info
+
+
+def render_value(value: Any, fmt: str = "table", max_rows: int | None = None) -> str:
+    """A product as a table, CSV, JSON or one record per block (vertical)."""
+    fmt = check_format(fmt)
+    if isinstance(value, pd.Series):
+        value = value.to_frame()
+    if fmt == "json":
+        return dumps(value)
+    if isinstance(value, pd.DataFrame):
+        shown = value if max_rows is None or len(value) <= max_rows else value.head(max_rows)
+        if fmt == "csv":
+            buffer = io.StringIO()
+            shown.to_csv(buffer, index=False)
+            return buffer.getvalue()
+        if fmt == "vertical":
+            text = vertical(shown)
+        else:
+            text = tabulate(shown, headers="keys", tablefmt="psql", showindex=True, missingval="")
+        if shown is not value:
+            text += f"\n... {len(value) - len(shown)} more rows ({len(value)} in all)"
+        return text
+    if fmt == "csv":
+        frame = pd.DataFrame(value if isinstance(value, list) else [value])
+        return frame.to_csv(index=False)
+    if isinstance(value, Mapping | list | tuple):
+        return dumps(value)
+    return repr(value)
+
+
+def vertical(frame: pd.DataFrame) -> str:
+    """One block per row, one line per column: for frames wider than the terminal."""
+    width = max((len(str(c)) for c in frame.columns), default=0)
+    blocks = []
+    for number, (_, row) in enumerate(frame.iterrows()):
+        lines = [f"*** row {number} ***"]
+        lines += [f"{str(column).rjust(width)}: {row[column]}" for column in frame.columns]
+        blocks.append("\n".join(lines))
+    return "\n".join(blocks)
+
+
+def status_table(channels: Iterable[Mapping[str, Any]], now: float) -> str:
+    """One block per channel: its state, generation, sources and last error."""
+    out = []
+    for status in channels:
+        last = status.get("last_generation") or {}
+        header = [
+            ["channel", status.get("channel")],
+            ["state", status.get("state")],
+            ["generation", status.get("generation") if status.get("generation") is not None else "-"],
+            ["last generation", f"{when(last.get('started'))} ({last.get('outcome', '-')})" if last else "-"],
+            ["failed generations", status.get("failed_generations", 0)],
+        ]
+        if status.get("pid"):
+            header.append(["pid", status.get("pid")])
+        if status.get("last_error"):
+            header.append(["last error", status["last_error"]])
+        out.append(tabulate(header, tablefmt="plain"))
+        sources = status.get("sources") or {}
+        if sources:
+            rows = [
+                [
+                    key,
+                    ago(source.get("last_update"), now),
+                    source.get("deliveries", 0),
+                    source.get("missed_update_count", 0),
+                    source.get("last_error") or "",
+                ]
+                for key, source in sources.items()
+            ]
+            out.append(
+                tabulate(rows, headers=["source", "last update", "deliveries", "missed updates", "last error"],
+                         tablefmt="simple")
+            )
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"

@@ -1,0 +1,244 @@
+"""ChannelWorker: the server's handle on one channel process.
+
+The server never waits on a channel to answer a question: each worker keeps the last
+status snapshot its channel reported (over the event queue), and a monitor thread
+blocked in ``process.join()`` notices the moment the process ends.  A channel that
+exits without saying SHUTDOWN (it raised, called ``os._exit``, was killed) is reported
+as ERROR with the reason, and can be started again.
+
+The hang watchdog arms a timer whenever the channel reports a module busy; if the same
+call is still running ``module_timeout`` seconds later, the channel process is killed
+(SIGKILL: a module stuck in C code cannot be interrupted any other way).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from decisionengine.framework.engine.channel_process import ChannelLaunch, main
+from decisionengine.framework.taskmanager.states import FINISHED, State
+from decisionengine.framework.util import metrics
+
+Notify = Callable[[], None]
+
+
+class ChannelWorker:
+    """One channel: its plan, its process (if running) and what it last reported."""
+
+    def __init__(self, plan: Any, launch_args: dict[str, Any], context: Any, notify: Notify) -> None:
+        self.plan = plan
+        self.name: str = plan.name
+        self.launch_args = launch_args
+        self.context = context
+        self.notify = notify
+        self.logger = structlog.get_logger("decisionengine").bind(module="workers", channel=self.name)
+        self.process: Any = None
+        self.command_queue: Any = None
+        self.snapshot: dict[str, Any] = {"channel": self.name, "state": State.OFFLINE.value}
+        self.reason: str | None = None  # why the server considers the channel failed
+        self.log_level: str = launch_args["log_level"]
+        self.started_at: float | None = None
+        self.exit_code: int | None = None
+        self.restarts = 0
+        self._lock = threading.RLock()
+        self._watchdog: threading.Timer | None = None
+        self._exited = threading.Event()
+
+    # -- what the server reports ------------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        return State(self.snapshot.get("state", State.OFFLINE.value))
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.is_alive()
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            status = dict(self.snapshot)
+            status.setdefault("channel", self.name)
+            status["server_reason"] = self.reason
+            status["exit_code"] = self.exit_code
+            status["process_alive"] = self.alive
+            status["restarts"] = self.restarts
+            if self.reason and not status.get("last_error"):
+                status["last_error"] = self.reason
+            return status
+
+    def _set(self, **changes: Any) -> None:
+        with self._lock:
+            self.snapshot = {**self.snapshot, **changes}
+        self.notify()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        with self._lock:
+            if self.alive:
+                raise RuntimeError(f"channel {self.name!r} is already running (pid {self.process.pid})")
+            self.reason = None
+            self.exit_code = None
+            if self.started_at is not None:
+                self.restarts += 1
+            self.started_at = time.time()
+            self.command_queue = self.context.Queue()
+            self._exited = threading.Event()
+            launch = ChannelLaunch(
+                plan=self.plan,
+                command_queue=self.command_queue,
+                log_level=self.log_level,
+                **{k: v for k, v in self.launch_args.items() if k != "log_level"},
+            )
+            self.process = self.context.Process(target=main, args=(launch,), name=f"de-channel-{self.name}")
+            # Report BOOT before the process exists, so that status answers at once.
+            self.snapshot = {
+                "channel": self.name,
+                "state": State.BOOT.value,
+                "state_since": self.started_at,
+                "generation": self.snapshot.get("generation"),
+            }
+            self.process.start()
+            self.snapshot["pid"] = self.process.pid
+        self.logger.info("channel process started", pid=self.process.pid)
+        self.notify()
+        threading.Thread(
+            target=self._monitor, args=(self.process, self._exited), name=f"monitor-{self.name}", daemon=True
+        ).start()
+
+    def _monitor(self, process: Any, exited: threading.Event) -> None:
+        process.join()
+        self._cancel_watchdog()
+        if process.exitcode in (0, 1):
+            # A process that exited by itself sent "exited" last: let the event pump deliver it.
+            exited.wait(5)
+        with self._lock:
+            if process is not self.process:
+                return
+            self.exit_code = process.exitcode
+            state = self.state
+            if state not in FINISHED or state is State.OFFLINE:
+                if self.reason is None:
+                    self.reason = _exit_reason(process.exitcode, state)
+                self.snapshot = {**self.snapshot, "state": State.ERROR.value, "state_since": time.time(), "busy": {}}
+            metrics.mark_process_dead(process.pid)
+        level = "info" if self.state is State.SHUTDOWN else "error"
+        getattr(self.logger, level)(
+            "channel process ended", pid=process.pid, exit_code=process.exitcode, state=self.state.value,
+            reason=self.reason,
+        )
+        self.notify()
+
+    def on_status(self, snapshot: dict[str, Any]) -> None:
+        """A snapshot from the channel process."""
+        with self._lock:
+            if not self.alive and snapshot.get("state") not in (State.SHUTDOWN.value, State.ERROR.value):
+                # A late message from a process that has already ended: its end is what counts.
+                if self.exit_code is not None:
+                    return
+            self.snapshot = snapshot
+        self._arm_watchdog(snapshot)
+        self.notify()
+
+    def on_failed(self, reason: str) -> None:
+        with self._lock:
+            self.reason = reason
+
+    def on_exited(self, final_state: str) -> None:
+        """The channel's last message: the state it ended in."""
+        with self._lock:
+            if final_state in (State.SHUTDOWN.value, State.ERROR.value):
+                self.snapshot = {**self.snapshot, "state": final_state, "busy": {}}
+            self._exited.set()
+        self.notify()
+
+    def stop(self) -> None:
+        """Ask the channel to stop (it finishes its generation, shuts its publishers down)."""
+        with self._lock:
+            if not self.alive:
+                return
+            with contextlib.suppress(Exception):
+                self.command_queue.put(("stop",))
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.process.pid, signal.SIGTERM)
+            if self.state not in (State.SHUTTINGDOWN, State.ERROR):
+                self.snapshot = {**self.snapshot, "state": State.SHUTTINGDOWN.value, "state_since": time.time()}
+        self.notify()
+
+    def join(self, timeout: float | None) -> bool:
+        """Wait for the process to end; True if it did."""
+        process = self.process
+        if process is None:
+            return True
+        process.join(timeout)
+        return not process.is_alive()
+
+    def kill(self, reason: str) -> None:
+        """End the process now (SIGKILL)."""
+        with self._lock:
+            if not self.alive:
+                return
+            self.reason = reason
+            self.logger.error("killing channel process", pid=self.process.pid, reason=reason)
+            with contextlib.suppress(ProcessLookupError):
+                self.process.kill()
+
+    def set_log_level(self, level: str) -> None:
+        self.log_level = level
+        if self.alive:
+            self.command_queue.put(("set_log_level", level))
+
+    def take_offline(self) -> None:
+        with self._lock:
+            if not self.alive:
+                self.snapshot = {**self.snapshot, "state": State.OFFLINE.value, "state_since": time.time()}
+        self.notify()
+
+    # -- hang watchdog -----------------------------------------------------------------------
+
+    def _arm_watchdog(self, snapshot: dict[str, Any]) -> None:
+        self._cancel_watchdog()
+        busy = snapshot.get("busy") or {}
+        timeout = float(snapshot.get("module_timeout") or 0)
+        if not busy or timeout <= 0:
+            return
+        module, since = min(busy.items(), key=lambda item: item[1])
+        delay = max(0.0, since + timeout - time.time())
+        timer = threading.Timer(delay, self._check_hang, args=(module, since, timeout))
+        timer.daemon = True
+        with self._lock:
+            self._watchdog = timer
+        timer.start()
+
+    def _cancel_watchdog(self) -> None:
+        with self._lock:
+            timer, self._watchdog = self._watchdog, None
+        if timer is not None:
+            timer.cancel()
+
+    def _check_hang(self, module: str, since: float, timeout: float) -> None:
+        with self._lock:
+            busy = self.snapshot.get("busy") or {}
+            still = busy.get(module) == since and self.alive
+        if still:
+            self.kill(f"module {module!r} ran longer than module_timeout ({timeout:g} s)")
+
+
+def _exit_reason(code: int | None, state: State) -> str:
+    if code is None:
+        return "process ended"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = str(-code)
+        return f"channel process was killed by signal {name} while {state.value}"
+    return f"channel process exited with code {code} while {state.value}"

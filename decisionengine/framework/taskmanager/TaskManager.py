@@ -1,0 +1,507 @@
+"""TaskManager: runs one channel, generation after generation.
+
+Sources run on their schedules (APScheduler: interval seconds or a cron string) in a
+thread pool; each delivery is checked against the source's declared products and kept
+in memory.  The channel's own thread sleeps on a condition variable until every source
+has delivered at least once and some source has delivered something new; then it runs
+a generation:
+
+1. a new DataBlock (generation n+1) with every source's latest products;
+2. transforms in topological order, each result checked with ``verify_products``;
+3. the logic engine (facts, rules) and its ``de_logicengine_facts`` product;
+4. the publishers the fired actions name (or all / none, see the publisher policy);
+5. the ``publisher_status`` product (per publisher: ran, succeeded, seconds, error).
+
+Everything a generation writes is committed in one DataSpace transaction at the end
+(``DataBlock.transaction()``), so a generation that fails (a transform or the logic
+engine raises) leaves nothing behind, and the next one reuses its number.  The channel
+goes on after a failure, and to ERROR after ``max_consecutive_failures`` in a row.
+
+Nothing polls: an idle channel is a sleeping thread and APScheduler's timer.  Every
+change of state is reported through the ``reporter`` callback as a status snapshot
+(plain, JSON-able data), which the server uses to answer ``status`` at once and to kill
+the channel if a module runs longer than ``module_timeout``.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime
+import os
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pandas as pd
+import structlog
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from decisionengine.framework.config.plan import ChannelPlan, ModuleSpec
+from decisionengine.framework.dataspace.datablock import STATE_END_CYCLE, DataBlock, Header, Metadata
+from decisionengine.framework.dataspace.dataspace import DataSpace
+from decisionengine.framework.logicengine.LogicEngine import FACTS_PRODUCT
+from decisionengine.framework.modules.Module import verify_products
+from decisionengine.framework.taskmanager import metrics
+from decisionengine.framework.taskmanager.settings import TaskManagerSettings
+from decisionengine.framework.taskmanager.states import State, StateMachine
+
+PUBLISHER_STATUS = "publisher_status"
+MAX_RETRY_DELAY = 3600.0
+
+Reporter = Callable[[dict[str, Any]], None]
+
+
+class ModuleFailure(Exception):
+    """A module raised (or returned something invalid) during a generation."""
+
+    def __init__(self, key: str, error: BaseException) -> None:
+        super().__init__(f"module {key!r} failed: {type(error).__name__}: {error}")
+        self.key = key
+        self.error = error
+
+
+@dataclass
+class SourceStatus:
+    """What the channel knows about one source."""
+
+    schedule: float | str | None
+    deliveries: int = 0
+    failures: int = 0
+    missed_update_count: int = 0
+    last_update: float | None = None
+    last_error: str | None = None
+    last_acquire_seconds: float | None = None
+    expired: bool = False
+
+
+@dataclass
+class GenerationRecord:
+    """One generation attempt, kept in the channel's recent history."""
+
+    generation_id: int
+    started: float
+    duration: float | None = None
+    outcome: str = "running"  # committed | failed | publish_failed
+    module: str | None = None
+    error: str | None = None
+    publishers: dict[str, bool] = field(default_factory=dict)
+
+
+@dataclass
+class _Delivery:
+    products: dict[str, Any]
+    create_time: float
+    scheduled_time: float
+
+
+class TaskManager:
+    """One channel: its modules, schedules and generations."""
+
+    def __init__(
+        self,
+        plan: ChannelPlan,
+        dataspace: DataSpace,
+        reporter: Reporter | None = None,
+        settings: TaskManagerSettings | None = None,
+    ) -> None:
+        self.plan = plan
+        self.name = plan.name
+        self.dataspace = dataspace
+        self.settings = settings or TaskManagerSettings.from_config(plan.task_manager, plan.name)
+        self.reporter = reporter
+        self.logger = structlog.get_logger("decisionengine").bind(module="TaskManager", channel=self.name)
+        self.state = StateMachine(State.BOOT, on_change=self._state_changed)
+        self.taskmanager_id: str | None = None
+        self.sequence_id: int | None = None
+        self.generation_id = 0  # the last committed generation
+        self.generations_run = 0
+        self.consecutive_failures = 0
+        self.failed_generations = 0
+        self.last_error: str | None = None
+        self.sources = {key: SourceStatus(spec.schedule) for key, spec in plan.sources.items()}
+        self.history: collections.deque[GenerationRecord] = collections.deque(maxlen=max(self.settings.history, 1))
+        self.busy: dict[str, float] = {}
+        self.instances: dict[str, Any] = {}
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._latest: dict[str, _Delivery] = {}
+        self._fresh: set[str] = set()
+        self._scheduler: BackgroundScheduler | None = None
+        self._report_lock = threading.Lock()
+        for warning in (*plan.warnings, *self.settings.warnings):
+            self.logger.warning("channel configuration", warning=warning)
+
+    # -- reporting --------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """A snapshot of the channel (plain data: it crosses process boundaries as is)."""
+        last = self.history[-1] if self.history else None
+        return {
+            "channel": self.name,
+            "state": self.state.state.value,
+            "state_since": self.state.since,
+            "pid": os.getpid(),
+            "taskmanager_id": self.taskmanager_id,
+            "generation": self.generation_id,
+            "generations_run": self.generations_run,
+            "consecutive_failures": self.consecutive_failures,
+            "failed_generations": self.failed_generations,
+            "last_generation": asdict(last) if last else None,
+            "last_error": self.last_error,
+            "sources": {key: asdict(status) for key, status in self.sources.items()},
+            "busy": dict(self.busy),
+            "module_timeout": self.settings.module_timeout,
+            "history": [asdict(record) for record in self.history],
+        }
+
+    def _report(self) -> None:
+        if self.reporter is None:
+            return
+        with self._report_lock:
+            try:
+                self.reporter(self.status())
+            except Exception:  # a reporter must never take the channel down
+                self.logger.exception("could not report channel status")
+
+    def _state_changed(self, old: State, new: State) -> None:
+        self.logger.info("channel state changed", old=old.value, new=new.value)
+        for state in State:
+            metrics.CHANNEL_STATE.labels(self.name, state.value).set(1 if state is new else 0)
+        self._report()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def run(self) -> State:
+        """Run the channel until it is stopped, finishes its generations, or fails.
+
+        Returns the final state (SHUTDOWN or ERROR).
+        """
+        try:
+            self._boot()
+        except Exception as exc:
+            self.last_error = f"boot failed: {type(exc).__name__}: {exc}"
+            self.logger.exception("channel could not start", error=self.last_error)
+            self._close_modules()
+            self.state.set(State.ERROR)
+            return self.state.state
+        self.state.set(State.ACTIVE)
+        final = State.SHUTDOWN
+        try:
+            self._start_sources()
+            final = self._loop()
+        except Exception as exc:  # a framework error: report it rather than die silently
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            self.logger.exception("channel failed", error=self.last_error)
+            final = State.ERROR
+        if final is State.ERROR:
+            self._close_modules()
+            self.state.set(State.ERROR)
+        else:
+            self.state.set(State.SHUTTINGDOWN)
+            self._close_modules()
+            self.state.set(State.SHUTDOWN)
+        return self.state.state
+
+    def stop(self) -> None:
+        """Ask the channel to stop; a generation in progress finishes first."""
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+
+    def _boot(self) -> None:
+        for spec in self.plan.modules():
+            self.instances[spec.key] = self._call(spec.key, spec.create)
+        try:
+            registration = self.dataspace.get_taskmanager(self.name)
+            self.taskmanager_id = registration["taskmanager_id"]
+        except KeyError:
+            self.taskmanager_id = str(uuid.uuid4()).upper()
+        self.sequence_id = self.dataspace.store_taskmanager(self.name, self.taskmanager_id)
+        self.generation_id = self.dataspace.get_last_generation_id(self.name, self.taskmanager_id)
+        metrics.LAST_GENERATION.labels(self.name).set(self.generation_id)
+        if not self.plan.sources:
+            self.logger.warning("channel has no sources: nothing will start a generation")
+        self.logger.info(
+            "channel booted",
+            taskmanager_id=self.taskmanager_id,
+            last_generation=self.generation_id,
+            sources=list(self.plan.sources),
+            transforms=[spec.key for spec in self.plan.transforms],
+            publishers=list(self.plan.publishers),
+        )
+
+    def _start_sources(self) -> None:
+        self._scheduler = BackgroundScheduler(
+            executors={"default": ThreadPoolExecutor(max(1, len(self.plan.sources)))},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+            timezone="UTC",
+        )
+        for key, spec in self.plan.sources.items():
+            self._scheduler.add_job(
+                self._acquire, trigger=spec.trigger(), args=(spec,), id=key, name=f"{self.name}.{key}",
+                next_run_time=_now_utc(),
+            )
+        self._scheduler.start()
+
+    def _close_modules(self) -> None:
+        """Stop the schedules, then call every publisher's ``shutdown()``."""
+        self._stop.set()
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+        for key in self.plan.publishers:
+            publisher = self.instances.get(key)
+            if publisher is None:
+                continue
+            try:
+                publisher.shutdown()
+            except Exception:
+                self.logger.exception("publisher shutdown failed", publisher=key)
+
+    # -- sources -----------------------------------------------------------------------------
+
+    def _acquire(self, spec: ModuleSpec) -> None:
+        """One scheduled run of a source, with its retry policy."""
+        status = self.sources[spec.key]
+        scheduled = time.time()
+        for attempt in range(spec.retries + 1):
+            if self._stop.is_set():
+                return
+            started = time.monotonic()
+            try:
+                products = self._call(spec.key, self.instances[spec.key].acquire)
+                verify_products(self.instances[spec.key], products)
+            except Exception as exc:
+                reason = _describe(exc.error if isinstance(exc, ModuleFailure) else exc)
+                metrics.SOURCE_ACQUIRES.labels(self.name, spec.key, "failure").inc()
+                self.logger.error(
+                    "source failed",
+                    source=spec.key,
+                    attempt=attempt + 1,
+                    attempts=spec.retries + 1,
+                    error=reason,
+                    exc_info=True,
+                )
+                status.failures += 1
+                status.last_error = reason
+                if attempt < spec.retries:
+                    delay = min(spec.retry_interval * 2**attempt, MAX_RETRY_DELAY)
+                    if self._stop.wait(delay):
+                        return
+                    continue
+                status.missed_update_count += 1
+                metrics.SOURCE_MISSED_UPDATES.labels(self.name, spec.key).set(status.missed_update_count)
+                self._report()
+                return
+            finally:
+                metrics.SOURCE_ACQUIRE_SECONDS.labels(self.name, spec.key).observe(time.monotonic() - started)
+            now = time.time()
+            status.deliveries += 1
+            status.last_update = now
+            status.last_acquire_seconds = time.monotonic() - started
+            status.missed_update_count = 0
+            status.expired = False
+            metrics.SOURCE_ACQUIRES.labels(self.name, spec.key, "success").inc()
+            metrics.SOURCE_MISSED_UPDATES.labels(self.name, spec.key).set(0)
+            with self._cond:
+                self._latest[spec.key] = _Delivery(dict(products), now, scheduled)
+                self._fresh.add(spec.key)
+                self._cond.notify_all()
+            self._report()
+            return
+
+    # -- generations ---------------------------------------------------------------------------
+
+    def _ready(self) -> bool:
+        return bool(self._fresh) and len(self._latest) == len(self.plan.sources)
+
+    def _loop(self) -> State:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._stop.is_set() or self._ready())
+                if self._stop.is_set():
+                    return State.SHUTDOWN
+                deliveries = dict(self._latest)
+                self._fresh.clear()
+            self._run_generation(deliveries)
+            if self.consecutive_failures >= self.settings.max_consecutive_failures:
+                self.last_error = (
+                    f"{self.consecutive_failures} consecutive failed generations; last: {self.history[-1].error}"
+                )
+                self.logger.error("channel goes to ERROR", reason=self.last_error)
+                return State.ERROR
+            if self.settings.max_generations is not None and self.generations_run >= self.settings.max_generations:
+                self.logger.info("channel ran its configured number of generations", generations=self.generations_run)
+                return State.SHUTDOWN
+
+    def _run_generation(self, deliveries: Mapping[str, _Delivery]) -> None:
+        generation = self.generation_id + 1
+        record = GenerationRecord(generation, time.time())
+        self.history.append(record)
+        started = time.monotonic()
+        block = DataBlock(self.dataspace, self.name, self.taskmanager_id, generation, self.sequence_id)
+        try:
+            with block.transaction():
+                self._put_source_products(block, deliveries, record)
+                for spec in self.plan.transforms:
+                    self._run_transform(block, spec, record)
+                fired = self._run_logic_engine(block, record)
+                statuses = self._run_publishers(block, self.plan.publishers_to_run(fired), record)
+                block.put(PUBLISHER_STATUS, statuses, self._header("taskmanager", record), self._metadata(record))
+        except Exception as exc:
+            failure = exc if isinstance(exc, ModuleFailure) else None
+            record.outcome = "failed"
+            record.module = failure.key if failure else None
+            record.error = _describe(failure.error if failure else exc)
+            record.duration = time.monotonic() - started
+            self.consecutive_failures += 1
+            self.failed_generations += 1
+            self.last_error = f"generation {generation}: {record.module or 'framework'}: {record.error}"
+            metrics.GENERATIONS.labels(self.name, "failed").inc()
+            self.logger.error(
+                "generation failed; nothing of it was stored",
+                generation=generation,
+                failed_module=record.module,
+                error=record.error,
+                traceback="".join(traceback.format_exception(failure.error if failure else exc)),
+            )
+            self._report()
+            return
+        record.duration = time.monotonic() - started
+        self.generation_id = generation
+        self.generations_run += 1
+        if record.outcome == "publish_failed":
+            self.consecutive_failures += 1
+            self.failed_generations += 1
+        else:
+            record.outcome = "committed"
+            self.consecutive_failures = 0
+        metrics.GENERATIONS.labels(self.name, record.outcome).inc()
+        metrics.GENERATION_SECONDS.labels(self.name).observe(record.duration)
+        metrics.LAST_GENERATION.labels(self.name).set(generation)
+        self.logger.info(
+            "generation committed",
+            generation=generation,
+            seconds=round(record.duration, 4),
+            outcome=record.outcome,
+            publishers=record.publishers,
+        )
+        if self.state.state is State.ACTIVE:
+            self.state.set(State.STEADY)  # reports
+        else:
+            self._report()
+
+    def _header(self, creator: str, record: GenerationRecord, create_time: float | None = None, **times: float) -> Header:
+        create_time = record.started if create_time is None else create_time
+        return Header(
+            self.taskmanager_id,
+            create_time=create_time,
+            expiration_time=times.get("expiration_time", create_time + self.settings.data_lifetime),
+            scheduled_create_time=times.get("scheduled_create_time", record.started),
+            creator=creator,
+        )
+
+    def _metadata(self, record: GenerationRecord, missed: int = 0) -> Metadata:
+        return Metadata(
+            self.taskmanager_id,
+            state=STATE_END_CYCLE,
+            generation_id=record.generation_id,
+            generation_time=record.started,
+            missed_update_count=missed,
+        )
+
+    def _put_source_products(self, block: DataBlock, deliveries: Mapping[str, _Delivery], record: GenerationRecord) -> None:
+        for key, delivery in deliveries.items():
+            header = self._header(key, record, delivery.create_time, scheduled_create_time=delivery.scheduled_time)
+            status = self.sources[key]
+            if header["expiration_time"] <= record.started and not status.expired:
+                status.expired = True
+                self.logger.warning(
+                    "source data expired: its products are stored marked expired",
+                    source=key,
+                    expired_at=header["expiration_time"],
+                    products=list(delivery.products),
+                )
+            metadata = self._metadata(record, status.missed_update_count)
+            for product, value in delivery.products.items():
+                block.put(product, value, header, metadata)
+
+    def _run_transform(self, block: DataBlock, spec: ModuleSpec, record: GenerationRecord) -> None:
+        module = self.instances[spec.key]
+        products = self._call(spec.key, module.transform, block)
+        try:
+            verify_products(module, products)
+        except Exception as exc:
+            raise ModuleFailure(spec.key, exc) from exc
+        header = self._header(spec.key, record, time.time())
+        for product, value in products.items():
+            block.put(product, value, header, self._metadata(record))
+
+    def _run_logic_engine(self, block: DataBlock, record: GenerationRecord) -> frozenset[str]:
+        spec = self.plan.logic_engine
+        if spec is None:
+            return frozenset()
+        result = self._call(spec.key, self.instances[spec.key].evaluate_generation, block)
+        block.put(FACTS_PRODUCT, result.facts_frame, self._header(spec.key, record, time.time()), self._metadata(record))
+        self.logger.info(
+            "logic engine decided",
+            generation=record.generation_id,
+            facts=result.facts,
+            fired=sorted(result.publishers),
+            suppressed_errors=result.suppressed_errors or None,
+        )
+        return result.publishers
+
+    def _run_publishers(self, block: DataBlock, to_run: list[str], record: GenerationRecord) -> pd.DataFrame:
+        rows = []
+        for key in self.plan.publishers:
+            if key not in to_run:
+                rows.append({"publisher": key, "ran": False, "succeeded": None, "seconds": None, "error": None})
+                continue
+            started = time.monotonic()
+            error = None
+            try:
+                self._call(key, self.instances[key].publish, block)
+            except ModuleFailure as failure:
+                error = _describe(failure.error)
+                record.outcome = "publish_failed"
+                metrics.PUBLISHER_FAILURES.labels(self.name, key).inc()
+                self.logger.error("publisher failed", publisher=key, error=error, exc_info=failure.error)
+            record.publishers[key] = error is None
+            rows.append(
+                {
+                    "publisher": key,
+                    "ran": True,
+                    "succeeded": error is None,
+                    "seconds": time.monotonic() - started,
+                    "error": error,
+                }
+            )
+        frame = pd.DataFrame(rows, columns=["publisher", "ran", "succeeded", "seconds", "error"])
+        return frame.astype({"publisher": object, "ran": bool, "succeeded": object, "error": object})
+
+    def _call(self, key: str, function: Callable[..., Any], *args: Any) -> Any:
+        """Call into a module, marking it busy (the server's hang watchdog reads that)."""
+        self.busy[key] = time.time()
+        if self.reporter is not None:
+            self._report()
+        try:
+            return function(*args)
+        except Exception as exc:
+            raise ModuleFailure(key, exc) from exc
+        finally:
+            self.busy.pop(key, None)
+            if self.reporter is not None:
+                self._report()
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
+def _now_utc() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)

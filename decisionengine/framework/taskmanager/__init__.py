@@ -1,0 +1,1 @@
+"""One channel's lifecycle: modules, schedules, generations (see :mod:`.TaskManager`)."""
