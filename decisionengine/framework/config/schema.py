@@ -65,7 +65,7 @@ class Check:
         self.optional = optional
 
     def default_value(self) -> Any:
-        return copy.deepcopy(self.default)
+        return MISSING if self.default is MISSING else copy.deepcopy(self.default)
 
     def __call__(self, value: Any, path: Path, report: Report) -> Any:
         if value is None and self.nullable:
@@ -258,3 +258,24 @@ def check(schema: Check, value: Any) -> tuple[Any, Report]:
     """Check ``value`` against ``schema``: (normalized value with defaults, report)."""
     report = Report()
     return schema(value, (), report), report
+
+
+class MapOf(Check):
+    """An object with arbitrary keys (names chosen by the operator), each value checked by ``item``."""
+
+    expected = "an object"
+
+    def __init__(self, item: Check, default: Any = MISSING, **kw: Any) -> None:
+        super().__init__(default, **kw)
+        self.item = item
+
+    def accepts_type(self, value: Any) -> bool:
+        return isinstance(value, Mapping)
+
+    def normalize(self, value: Any, path: Path, report: Report) -> Any:
+        result = {}
+        for name, item in value.items():
+            checked = self.item(item, (*path, name), report)
+            if checked is not MISSING:
+                result[name] = checked
+        return result
