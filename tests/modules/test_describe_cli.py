@@ -25,12 +25,14 @@ def test_no_option_prints_nothing_and_exits_zero():
 
 
 def test_import_does_not_run_the_cli(monkeypatch, capsys):
-    import importlib
-
-    import tests.fixtures.modules.SourceNOP as module
+    import importlib.util
 
     monkeypatch.setattr(sys, "argv", ["pytest", "--describe", "--config-template"])
-    importlib.reload(module)  # runs Source.describe(SourceNOP) again, now with CLI options in argv
+    path = REPO / "tests" / "fixtures" / "modules" / "SourceNOP.py"
+    spec = importlib.util.spec_from_file_location("fresh_copy_of_SourceNOP", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # runs Source.describe(SourceNOP) with CLI options in argv
+    assert module.SourceNOP.__module__ == "fresh_copy_of_SourceNOP"
     assert capsys.readouterr().out == ""
 
 
