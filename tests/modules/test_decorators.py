@@ -92,7 +92,8 @@ def test_parameter_int_default_fits_float():
 
 def test_parameter_without_default_is_required():
     assert Parameter("x", type=str).required
-    assert Parameter("x", type=str).default is NO_DEFAULT
+    assert Parameter("x", type=str).default is None
+    assert Parameter("x", type=str, default=NO_DEFAULT).required
     assert not Parameter("x", default=None).required
     assert not Parameter("x", default=0).required
 

@@ -70,15 +70,18 @@ class Parameter:
 
     ``type`` is inferred from ``default`` when not given; giving both with a default that is
     not of that type is a ``RuntimeError`` (an ``int`` default is fine for ``float``).  A
-    parameter declared without ``default`` is *required*; ``default=None`` given explicitly
-    declares an optional parameter whose default is ``None``.
+    parameter declared without ``default`` is *required* (``required`` is True and
+    ``default`` reads None); ``default=None`` given explicitly declares an optional
+    parameter whose default is ``None``.
     """
 
     def __init__(self, name: str, type: Any = None, default: Any = NO_DEFAULT, comment: str | None = None) -> None:
         if not isinstance(name, str) or not name:
             raise RuntimeError(f"a Parameter needs a non-empty name, got {name!r}")
         self.name = name
-        self.default = default
+        #: True when declared without a default; ``default`` then reads None (as in HEPCloud's Parameter)
+        self.required = default is NO_DEFAULT
+        self.default = None if self.required else default
         self.comment = comment
         has_value = default is not NO_DEFAULT and default is not None
         if type is None:
@@ -90,11 +93,6 @@ class Parameter:
                     f"the type of the default value {default!r} ({builtin_type(default).__name__})"
                 )
             self.type = type
-
-    @property
-    def required(self) -> bool:
-        """True when the parameter has no default."""
-        return self.default is NO_DEFAULT
 
     def __repr__(self) -> str:
         parts = [repr(self.name), f"type={type_name(self.type)}"]
