@@ -72,6 +72,15 @@ def test_channel_name_key_and_duplicates(config_d):
     assert "used by several files" in loaded.failures["twin"].reason
 
 
+def test_channel_name_of_a_broken_file_is_not_taken_silently(config_d):
+    write_channel(config_d, "broken", "{")
+    write_channel(config_d, "other", {"channel_name": "broken"})
+    loaded = load_channels(config_d)
+    assert loaded.plans == {}
+    reason = loaded.failures["broken"].reason
+    assert "used by several files" in reason and "invalid jsonnet" in reason
+
+
 def test_default_directory_from_policies(config_d, monkeypatch):
     write_channel(config_d, "x", {})
     monkeypatch.delenv("CHANNEL_CONFIG_PATH", raising=False)

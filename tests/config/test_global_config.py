@@ -139,3 +139,10 @@ def test_load_missing_and_invalid(tmp_path):
     (tmp_path / "decision_engine.jsonnet").write_text("{")
     with pytest.raises(RuntimeError, match=r"decision_engine\.jsonnet: invalid jsonnet"):
         load_global_config(tmp_path)
+
+
+def test_relative_channels_directory_is_relative_to_the_global_file(tmp_path):
+    (tmp_path / "decision_engine.jsonnet").write_text("{ channels: 'config.d' }")
+    assert load_global_config(tmp_path)[0]["channels"] == str(tmp_path.resolve() / "config.d")
+    (tmp_path / "decision_engine.jsonnet").write_text("{ channels: '/srv/channels' }")
+    assert load_global_config(tmp_path)[0]["channels"] == "/srv/channels"

@@ -150,3 +150,14 @@ def test_new_fact_set_twice_or_clashing_with_a_fact():
         engine({"f": "a > 1"}, {"r1": {"expression": "f", "facts": ["n"]}, "r2": {"expression": "f", "facts": ["n"]}})
     with pytest.raises(LogicEngineConfigError, match="rule 'r' sets new fact 'f', which is already a fact"):
         engine({"f": "a > 1"}, {"r": {"expression": "f", "facts": ["f"]}})
+
+
+@pytest.mark.parametrize("name", ["my-fact", "_hidden", "class", "2fast"])
+def test_fact_names_must_be_identifiers(name):
+    with pytest.raises(LogicEngineConfigError, match="must be an identifier"):
+        engine({name: "a > 1"})
+
+
+def test_new_fact_names_must_be_identifiers():
+    with pytest.raises(LogicEngineConfigError, match=r"rule 'r': new fact name\(s\) \['bad name'\]"):
+        engine({"f": "a > 1"}, {"r": {"expression": "f", "facts": ["bad name"]}})

@@ -109,3 +109,9 @@ def test_acquire_with_channel_file_without_the_module(tmp_path):
 def test_source_options_absent_for_transforms(option):
     result = run_module("tests.fixtures.modules.TransformNOP", option, "x")
     assert result.returncode == 2
+
+
+def test_describe_shows_instance_level_products_through_the_sample_config():
+    result = run_module("decisionengine.framework.modules.EmptySource", "--describe")
+    assert result.returncode == 0, result.stderr
+    assert "produces: (set by the instance; shown for the sample config)\n  placeholder: DataFrame" in result.stdout

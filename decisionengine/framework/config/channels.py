@@ -80,8 +80,11 @@ def load_channels(
         claimed.setdefault(config.name, []).append(config)
     for name, same in claimed.items():
         if len(same) > 1 or name in result.failures:
-            files = ", ".join(str(c.path) for c in same)
+            earlier = result.failures.get(name)
+            files = ", ".join([str(c.path) for c in same] + ([earlier.path] if earlier else []))
             reason = f"channel name {name!r} is used by several files: {files}"
+            if earlier:
+                reason += f"; {earlier.path} failed: {earlier.reason}"
             result.failures[name] = ChannelFailure(name, files, reason)
             continue
         config = same[0]

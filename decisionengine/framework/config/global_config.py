@@ -151,7 +151,8 @@ def load_global_config(path_or_dir: str | os.PathLike[str] | None = None) -> tup
     ``path_or_dir`` is the file, or the directory holding it; by default the directory of
     :func:`~decisionengine.framework.config.policies.global_config_dir`.  Raises
     ``FileNotFoundError`` (no file), ``RuntimeError`` (not valid jsonnet) or
-    :class:`ConfigError` (a key has a wrong value).
+    :class:`ConfigError` (a key has a wrong value).  A relative ``channels`` directory is
+    made absolute against the directory of the file.
     """
     if path_or_dir is None:
         path = pathlib.Path(policies.global_config_file())
@@ -160,4 +161,9 @@ def load_global_config(path_or_dir: str | os.PathLike[str] | None = None) -> tup
         if path.is_dir():
             path = path / policies.GLOBAL_CONFIG_FILENAME
     raw = ValidConfig(path)
-    return validate_global_config(raw.to_dict(), str(path))
+    config, warnings = validate_global_config(raw.to_dict(), str(path))
+    channels = config.get("channels")
+    if channels and not pathlib.Path(channels).is_absolute():
+        # a relative channel directory means "next to decision_engine.jsonnet", not "where the server started"
+        config["channels"] = str(path.resolve().parent / channels)
+    return config, warnings

@@ -21,6 +21,7 @@ produces :data:`FACTS_PRODUCT` (``de_logicengine_facts``) for the publishers.
 
 from __future__ import annotations
 
+import keyword
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -63,6 +64,11 @@ class LogicEngineResult:
     suppressed_errors: dict[str, str]
 
 
+def is_fact_name(name: Any) -> bool:
+    """Fact names are read by rule expressions, so they must be usable as Python names."""
+    return isinstance(name, str) and name.isidentifier() and not keyword.iskeyword(name) and not name.startswith("_")
+
+
 def facts_frame(rows: Iterable[tuple[str, str, bool]]) -> pd.DataFrame:
     """The ``de_logicengine_facts`` DataFrame (columns rule_name, fact_name, fact_value)."""
     rows = list(rows)
@@ -96,6 +102,9 @@ class LogicEngine(Module):
             rules_config = {}
         self.facts: dict[str, Fact] = {}
         for name, source in facts_config.items():
+            if not is_fact_name(name):
+                problems.append(f"fact {name!r}: a fact name must be an identifier not starting with '_'")
+                continue
             try:
                 self.facts[name] = Fact.parse(name, source)
             except ExpressionError as exc:
@@ -103,9 +112,14 @@ class LogicEngine(Module):
         rules: list[Rule] = []
         for name, spec in rules_config.items():
             try:
-                rules.append(Rule.parse(name, spec))
+                rule = Rule.parse(name, spec)
             except ExpressionError as exc:
                 problems.append(str(exc))
+                continue
+            bad = [fact for fact in rule.new_facts if not is_fact_name(fact)]
+            if bad:
+                problems.append(f"rule {name!r}: new fact name(s) {bad} must be identifiers not starting with '_'")
+            rules.append(rule)
         if not problems:
             try:
                 self.rule_set = RuleSet(rules, facts_config)

@@ -96,8 +96,12 @@ def description(cls: type, kind: str, sample_config: Mapping[str, Any] | None = 
     """The text ``--describe`` prints."""
     lines = [f"{cls.__name__} ({kind}, module {main_module_path(cls)})"]
     for title, attribute in (("produces", "_produces"), ("consumes", "_consumes")):
-        products = declared_products(cls, attribute)
-        lines.append(f"{title}:" + ("" if products else " (none)"))
+        products, origin = declared_products(cls, attribute), ""
+        if not products and sample_config is not None:
+            # modules such as EmptySource set the attribute in __init__: ask an instance
+            products = _instance_products(cls, sample_config, attribute)
+            origin = " (set by the instance; shown for the sample config)" if products else ""
+        lines.append(f"{title}:" + (origin if products else " (none)"))
         lines.extend(f"  {name}: {type_name(product_type)}" for name, product_type in products.items())
     parameters = supported_parameters(cls)
     lines.append("parameters:" + ("" if parameters else " (none declared)"))
@@ -105,6 +109,14 @@ def description(cls: type, kind: str, sample_config: Mapping[str, Any] | None = 
     if sample_config is not None:
         lines.append(f"sample config: {json.dumps(sample_config, default=repr)}")
     return "\n".join(lines)
+
+
+def _instance_products(cls: type, sample_config: Mapping[str, Any], attribute: str) -> dict[str, Any]:
+    try:
+        instance = cls({**dict(sample_config), "channel_name": SAMPLE_CHANNEL_NAME})
+        return declared_products(instance, attribute)
+    except Exception:
+        return {}
 
 
 def config_template(cls: type, kind: str) -> str:
