@@ -115,3 +115,16 @@ def test_describe_shows_instance_level_products_through_the_sample_config():
     result = run_module("decisionengine.framework.modules.EmptySource", "--describe")
     assert result.returncode == 0, result.stderr
     assert "produces: (set by the instance; shown for the sample config)\n  placeholder: DataFrame" in result.stdout
+
+
+def test_acquire_with_channel_file_applies_the_parameter_policy(tmp_path):
+    channel = tmp_path / "defaults.jsonnet"
+    entry = {"module": SAMPLE, "parameters": {}}  # name left out, multiplier from its default (1)
+    channel.write_text(json.dumps({"sources": {"s1": entry}}))
+    result = run_module(SAMPLE, "-c", str(channel))
+    assert result.returncode == 0, result.stderr
+    assert "0.5" in result.stdout
+    channel.write_text(json.dumps({"sources": {"s1": {"module": SAMPLE, "parameters": {"multiplier": "x"}}}}))
+    result = run_module(SAMPLE, "-c", str(channel))
+    assert result.returncode == 1
+    assert "parameter 'multiplier': expected int" in result.stderr

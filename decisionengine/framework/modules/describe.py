@@ -87,9 +87,10 @@ def run(cls: type, kind: str, sample_config: Mapping[str, Any] | None, argv: Seq
         print(config_template(cls, kind))
     if kind == "source":
         if getattr(args, "acquire_with_sample_config", False):
-            _acquire_and_print(cls, {**dict(sample_config or {}), "channel_name": SAMPLE_CHANNEL_NAME})
+            _acquire_and_print(cls, dict(sample_config or {}), SAMPLE_CHANNEL_NAME)
         if args.acquire_with_config:
-            _acquire_and_print(cls, config_from_channel_file(cls, args.acquire_with_config))
+            parameters, channel_name = config_from_channel_file(cls, args.acquire_with_config)
+            _acquire_and_print(cls, parameters, channel_name)
 
 
 def description(cls: type, kind: str, sample_config: Mapping[str, Any] | None = None) -> str:
@@ -149,8 +150,8 @@ def config_template(cls: type, kind: str) -> str:
     )
 
 
-def config_from_channel_file(cls: type, channel_file: str) -> dict[str, Any]:
-    """The config (parameters + channel_name) of ``cls``'s entry in a channel file's sources."""
+def config_from_channel_file(cls: type, channel_file: str) -> tuple[dict[str, Any], str]:
+    """The parameters of ``cls``'s entry in a channel file's sources, and the channel's name."""
     from decisionengine.framework.config.ValidConfig import ValidConfig  # noqa: PLC0415 (config imports modules)
 
     channel = ValidConfig(channel_file)
@@ -168,11 +169,19 @@ def config_from_channel_file(cls: type, channel_file: str) -> dict[str, Any]:
     if len(matches) > 1:
         sys.exit(f"{channel_file}: {len(matches)} sources use module {module_path!r} class {cls.__name__!r}")
     channel_name = channel.get("channel_name") or pathlib.Path(channel_file).stem
-    return {**dict(matches[0].get("parameters") or {}), "channel_name": channel_name}
+    return dict(matches[0].get("parameters") or {}), channel_name
 
 
-def _acquire_and_print(cls: type, config: dict[str, Any]) -> None:
-    instance = cls(config)
+def _acquire_and_print(cls: type, parameters: dict[str, Any], channel_name: str) -> None:
+    """Build the source as a channel would (parameter policy, defaults, channel_name) and acquire once."""
+    from decisionengine.framework.config.parameters import check_parameters  # noqa: PLC0415 (config imports modules)
+
+    checked = check_parameters(cls, parameters, channel_name)
+    for warning in checked.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if checked.problems:
+        sys.exit("error: " + "; ".join(checked.problems))
+    instance = cls(checked.parameters)
     products = instance.acquire()
     print(format_products(products))
     try:
