@@ -329,3 +329,11 @@ def test_publishers_read_logic_engine_facts_only_with_a_logic_engine():
     assert problems_of(without) == [
         "publishers.p consumes product 'de_logicengine_facts', which no module of the channel produces"
     ]
+
+
+def test_a_module_editing_its_config_does_not_change_the_plan():
+    entry = {"module": f"{FIX}.DirectProduces", "name": "ConfigEditingSource", "parameters": {"value": 5}}
+    spec = plan_of({"sources": {"s": entry}}).sources["s"]
+    assert spec.parameters["value"] == 5
+    assert spec.create().acquire() == {"edited": 5}
+    assert spec.create().acquire() == {"edited": 5}

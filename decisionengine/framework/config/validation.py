@@ -24,6 +24,7 @@ engine's rules must name a publisher.
 
 from __future__ import annotations
 
+import copy
 import graphlib
 import importlib
 import inspect
@@ -117,7 +118,7 @@ def _build(entry: ModuleEntry, channel: str, problems: list[str], warnings: list
         problems.extend(f"{entry.path}: {p}" for p in checked.problems)
         return None
     try:
-        instance = cls(checked.parameters)
+        instance = cls(copy.deepcopy(checked.parameters))  # a module may edit its config: keep ours intact
     except Exception as exc:
         problems.append(f"{entry.path}: constructing {cls.__module__}.{cls.__name__} failed: {_exception_text(exc)}")
         return None
