@@ -1,0 +1,169 @@
+"""The global configuration file ``decision_engine.jsonnet``: schema, defaults, warnings.
+
+:func:`load_global_config` evaluates the file, checks every known key (messages name the
+key path and what was expected), fills in defaults, and returns the keys it does not know
+(``broker_url``, ``exchange_name``... from older installations) as warnings instead of
+failing.  :data:`GLOBAL_SCHEMA` is the single source of truth for keys and defaults; the
+README's configuration reference mirrors it.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+from collections.abc import Mapping
+from typing import Any
+
+from decisionengine.framework.config import policies
+from decisionengine.framework.config.errors import ConfigError
+from decisionengine.framework.config.schema import Bool, Custom, Int, Number, Obj, Str, check
+from decisionengine.framework.config.ValidConfig import ValidConfig
+from decisionengine.framework.dataspace.maintain import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_RETENTION_INTERVAL_DAYS,
+    DEFAULT_SECONDS_BETWEEN_RUNS,
+    DEFAULT_START_DELAY_SECONDS,
+    Reaper,
+)
+
+DEFAULT_SERVER_ADDRESS = ["localhost", 8888]
+DEFAULT_DATASOURCE_MODULE = "decisionengine.framework.dataspace.datasources.sqlalchemy_ds"
+DEFAULT_DATASOURCE_NAME = "SQLAlchemyDS"
+DEFAULT_DATASPACE_URL = "sqlite:////var/lib/decisionengine/dataspace.sqlite"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+ROTATION_TIME_UNITS = ("S", "M", "H", "D", "midnight", "W0", "W1", "W2", "W3", "W4", "W5", "W6")
+
+
+def _is_address(value: Any) -> bool:
+    return (
+        isinstance(value, list)
+        and len(value) == 2
+        and isinstance(value[0], str)
+        and bool(value[0])
+        and isinstance(value[1], int | float)
+        and not isinstance(value[1], bool)
+        and float(value[1]).is_integer()
+        and 0 <= value[1] <= 65535
+    )
+
+
+class _Address(Custom):
+    def normalize(self, value: Any, path: Any, report: Any) -> Any:
+        return [value[0], int(value[1])]
+
+
+def _log_level(default: str) -> Str:
+    return Str(default, choices=LOG_LEVELS, case_insensitive=True)
+
+
+LOGGER_SCHEMA = Obj(
+    {
+        "log_file": Str(None, nullable=True),
+        "log_level": _log_level("INFO"),
+        "file_rotate_by": Str("size", choices=("size", "time")),
+        "rotation_time_unit": Str("D", choices=ROTATION_TIME_UNITS, case_insensitive=True),
+        "rotation_time_interval": Int(1, minimum=1),
+        "max_file_size": Int(200_000_000, minimum=1),
+        "max_backup_count": Int(6, minimum=0),
+        "global_channel_log_level": _log_level("INFO"),
+    },
+    default={},
+)
+
+DATASOURCE_CONFIG_SCHEMA = Obj(
+    {
+        "url": Str(DEFAULT_DATASPACE_URL),
+        "echo": Bool(optional=True),
+        "codec": Str(optional=True, choices=("zstd", "zlib", "pickle"), case_insensitive=True),
+        "busy_timeout": Number(optional=True, minimum=0),
+        "connect_timeout": Int(optional=True, minimum=0),
+        "pool_size": Int(optional=True, minimum=0),
+        "max_overflow": Int(optional=True),
+        "pool_recycle": Int(optional=True),
+        "pool_timeout": Number(optional=True, minimum=0),
+        "pool_pre_ping": Bool(optional=True),
+    },
+    default={},
+    extra="keep",  # any other SQLAlchemy create_engine option
+)
+
+DATASPACE_SCHEMA = Obj(
+    {
+        "datasource": Obj(
+            {
+                "module": Str(DEFAULT_DATASOURCE_MODULE),
+                "name": Str(DEFAULT_DATASOURCE_NAME),
+                "config": DATASOURCE_CONFIG_SCHEMA,
+            },
+            default={},
+        ),
+        "retention_interval_in_days": Number(
+            DEFAULT_RETENTION_INTERVAL_DAYS, minimum=Reaper.MIN_RETENTION_INTERVAL_DAYS
+        ),
+        "reaper_run_interval": Number(DEFAULT_SECONDS_BETWEEN_RUNS, minimum=Reaper.MIN_SECONDS_BETWEEN_RUNS),
+        "reaper_start_delay_seconds": Number(DEFAULT_START_DELAY_SECONDS, minimum=0),
+        "reaper_batch_size": Int(DEFAULT_BATCH_SIZE, minimum=1),
+    },
+    default={},
+)
+
+WEBSERVER_SCHEMA = Obj(
+    {
+        "api_token": Str(None, nullable=True),
+    },
+    default={},
+    extra="keep",  # open-ended: the engine defines further settings
+)
+
+GLOBAL_SCHEMA = Obj(
+    {
+        "server_address": _Address(
+            "[host, port] with a non-empty host string and an integer port in 0..65535",
+            _is_address,
+            DEFAULT_SERVER_ADDRESS,
+        ),
+        "logger": LOGGER_SCHEMA,
+        "shutdown_timeout": Number(10, minimum=0),
+        "channels": Str(None, nullable=True),
+        "dataspace": DATASPACE_SCHEMA,
+        "webserver": WEBSERVER_SCHEMA,
+    },
+    extra="warn",
+)
+
+
+def validate_global_config(config: Mapping[str, Any], path: str | None = None) -> tuple[dict[str, Any], list[str]]:
+    """Check an already evaluated global configuration.
+
+    Returns (configuration with defaults filled in, warnings); raises :class:`ConfigError`
+    listing every problem.
+    """
+    normalized, report = check(GLOBAL_SCHEMA, config)
+    if report.problems:
+        raise ConfigError(path, report.problems)
+    where = f"{path}: " if path else ""
+    return normalized, [where + warning for warning in report.warnings]
+
+
+def load_global_config(path_or_dir: str | os.PathLike[str] | None = None) -> tuple[dict[str, Any], list[str]]:
+    """Evaluate, check and complete ``decision_engine.jsonnet``.
+
+    ``path_or_dir`` is the file, or the directory holding it; by default the directory of
+    :func:`~decisionengine.framework.config.policies.global_config_dir`.  Raises
+    ``FileNotFoundError`` (no file), ``RuntimeError`` (not valid jsonnet) or
+    :class:`ConfigError` (a key has a wrong value).  A relative ``channels`` directory is
+    made absolute against the directory of the file.
+    """
+    if path_or_dir is None:
+        path = pathlib.Path(policies.global_config_file())
+    else:
+        path = pathlib.Path(path_or_dir)
+        if path.is_dir():
+            path = path / policies.GLOBAL_CONFIG_FILENAME
+    raw = ValidConfig(path)
+    config, warnings = validate_global_config(raw.to_dict(), str(path))
+    channels = config.get("channels")
+    if channels and not pathlib.Path(channels).is_absolute():
+        # a relative channel directory means "next to decision_engine.jsonnet", not "where the server started"
+        config["channels"] = str(path.resolve().parent / channels)
+    return config, warnings
