@@ -60,34 +60,47 @@ def load_channel(path: str | os.PathLike[str]) -> ChannelPlan:
     return validate_channel(read_channel_file(path))
 
 
-def load_channels(
-    directory: str | os.PathLike[str] | None = None, global_config: Mapping[str, Any] | None = None
-) -> ChannelSet:
-    """Load every channel of ``directory`` (default: :func:`~.policies.channel_config_dir`)."""
-    if directory is None:
-        directory = policies.channel_config_dir(global_config)
-    elif not pathlib.Path(directory).is_dir():
-        raise RuntimeError(f"channel configuration directory {str(directory)!r} does not exist")
-    result = ChannelSet(str(directory))
-    configs: list[ChannelConfig] = []
+def read_channels(directory: str | os.PathLike[str]) -> tuple[dict[str, ChannelConfig], dict[str, ChannelFailure]]:
+    """Read (but do not validate) every channel file of ``directory``: cheap, imports no module.
+
+    Returns ({name: ChannelConfig}, {name: ChannelFailure}); a file that does not evaluate or
+    whose structure is wrong, and names claimed by several files, are failures.
+    """
+    configs: dict[str, ChannelConfig] = {}
+    failures: dict[str, ChannelFailure] = {}
+    read: list[ChannelConfig] = []
     for path in channel_files(directory):
         try:
-            configs.append(read_channel_file(path))
+            read.append(read_channel_file(path))
         except Exception as exc:
-            result.failures[path.stem] = ChannelFailure(path.stem, str(path), str(exc))
+            failures[path.stem] = ChannelFailure(path.stem, str(path), str(exc))
     claimed: dict[str, list[ChannelConfig]] = {}
-    for config in configs:
+    for config in read:
         claimed.setdefault(config.name, []).append(config)
     for name, same in claimed.items():
-        if len(same) > 1 or name in result.failures:
-            earlier = result.failures.get(name)
+        if len(same) > 1 or name in failures:
+            earlier = failures.get(name)
             files = ", ".join([str(c.path) for c in same] + ([earlier.path] if earlier else []))
             reason = f"channel name {name!r} is used by several files: {files}"
             if earlier:
                 reason += f"; {earlier.path} failed: {earlier.reason}"
-            result.failures[name] = ChannelFailure(name, files, reason)
+            failures[name] = ChannelFailure(name, files, reason)
             continue
-        config = same[0]
+        configs[name] = same[0]
+    return configs, failures
+
+
+def load_channels(
+    directory: str | os.PathLike[str] | None = None, global_config: Mapping[str, Any] | None = None
+) -> ChannelSet:
+    """Load and validate every channel of ``directory`` (default: :func:`~.policies.channel_config_dir`)."""
+    if directory is None:
+        directory = policies.channel_config_dir(global_config)
+    elif not pathlib.Path(directory).is_dir():
+        raise RuntimeError(f"channel configuration directory {str(directory)!r} does not exist")
+    configs, failures = read_channels(directory)
+    result = ChannelSet(str(directory), failures=failures)
+    for name, config in configs.items():
         try:
             result.plans[name] = validate_channel(config)
         except Exception as exc:

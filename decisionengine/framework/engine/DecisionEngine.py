@@ -25,7 +25,8 @@ from typing import Any
 import structlog
 from tabulate import tabulate
 
-from decisionengine.framework.config.channels import load_channel, load_channels
+from decisionengine.framework.config.channel_file import read_channel_file
+from decisionengine.framework.config.channels import read_channels
 from decisionengine.framework.config.ValidConfig import ValidConfig
 from decisionengine.framework.dataspace.datasources.sql_engine import mask_url
 from decisionengine.framework.dataspace.dataspace import DataSpace
@@ -70,15 +71,19 @@ class DecisionEngine:
         self.workers: dict[str, Any] = {}
         self.config_failures: dict[str, Any] = {}
         self.http: Any = None
-        channel_set = load_channels(channel_dir)
-        for name, failure in channel_set.failures.items():
+        configs, failures = read_channels(channel_dir)
+        for name, failure in failures.items():
             self.config_failures[name] = failure
-            self.logger.error("channel configuration is invalid; the channel will not run", channel=name,
-                              file=failure.path, reason=failure.reason)
-        for warning in channel_set.warnings:
-            self.logger.warning("channel configuration", warning=warning)
-        for name, plan in channel_set.plans.items():
-            self.workers[name] = self._new_worker(plan)
+            self.logger.error(
+                "channel configuration is invalid; the channel will not run",
+                channel=name,
+                file=failure.path,
+                reason=failure.reason,
+            )
+        for name, config in configs.items():
+            for warning in config.warnings:
+                self.logger.warning("channel configuration", channel=name, warning=warning)
+            self.workers[name] = self._new_worker(config)
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -93,9 +98,8 @@ class DecisionEngine:
             "json_logs": bool(self.log_service.json_lines) if self.log_service else False,
         }
 
-    def _new_worker(self, plan: Any) -> Any:
-
-        return ChannelWorker(plan, self._launch_args(), self.context, self._notify)
+    def _new_worker(self, config: Any) -> ChannelWorker:
+        return ChannelWorker(config, self._launch_args(), self.context, self._notify)
 
     def _notify(self) -> None:
         self._export_channel_states()
@@ -129,6 +133,8 @@ class DecisionEngine:
                 continue
             if kind == "status":
                 worker.on_status(payload)
+            elif kind == "plan":
+                worker.on_plan(payload)
             elif kind == "failed":
                 worker.on_failed(payload)
             elif kind == "exited":
@@ -141,14 +147,13 @@ class DecisionEngine:
 
         server_metrics.SERVER_UP.set(1)
         threading.Thread(target=self._pump_events, name="channel-events", daemon=True).start()
+        for worker in self.workers.values():  # spawning returns at once; channels boot in parallel
+            worker.start()
         if serve_http:
-
             self.http = HttpServer(self)
             self.http.start()
         if self.start_reaper:
             self.reaper.start(delay=float(self.global_config["dataspace"].get("reaper_start_delay_seconds", 1818)))
-        for worker in self.workers.values():
-            worker.start()
         self._notify()
         self.logger.info(
             "decision engine started",
@@ -203,8 +208,8 @@ class DecisionEngine:
         return worker
 
     def _channel_file(self, channel: str) -> pathlib.Path:
-        if channel in self.workers and self.workers[channel].plan.path:
-            return pathlib.Path(self.workers[channel].plan.path)
+        if channel in self.workers and self.workers[channel].config.path:
+            return pathlib.Path(self.workers[channel].config.path)
         if channel in self.config_failures:
             return pathlib.Path(self.config_failures[channel].path.split(",")[0].strip())
         return pathlib.Path(self.channel_dir) / f"{channel}.jsonnet"
@@ -216,7 +221,7 @@ class DecisionEngine:
                 {
                     "channel": name,
                     "state": "ERROR",
-                    "last_error": f"invalid configuration in {failure.path}: {failure.reason}",
+                    "last_error": f"invalid configuration: {failure.reason}",
                     "config_error": True,
                 }
             )
@@ -232,8 +237,11 @@ class DecisionEngine:
         statuses = self.channel_statuses()
         if fmt == "json":
             return formatting.dumps(
-                {"server": {"pid": os.getpid(), "started": self.started}, "channels": statuses,
-                 "reaper": self.reaper.status()}
+                {
+                    "server": {"pid": os.getpid(), "started": self.started},
+                    "channels": statuses,
+                    "reaper": self.reaper.status(),
+                }
             )
         reaper = self.reaper.status()
         text = formatting.status_table(statuses, time.time())
@@ -247,14 +255,14 @@ class DecisionEngine:
         if not path.exists():
             raise ValueError(f"no channel {channel!r}: {path} does not exist")
         try:
-            plan = load_channel(path)  # re-read: the operator may have fixed the file
+            config = read_channel_file(path)  # re-read: the operator may have fixed the file
         except Exception as exc:
             raise ValueError(f"channel {channel!r} cannot start: {exc}") from exc
         self.config_failures.pop(channel, None)
         if worker is None:
-            worker = self.workers[channel] = self._new_worker(plan)
+            worker = self.workers[channel] = self._new_worker(config)
         else:
-            worker.plan = plan
+            worker.config = config
         worker.start()
         return f"channel {channel} started"
 
@@ -324,7 +332,10 @@ class DecisionEngine:
         text = []
         for name in sorted(self.workers):
             generation, values = products.latest_products(self.dataspace, name)
-            everything[name] = {"generation": generation, "products": {k: formatting.describe_value(v) for k, v in values.items()}}
+            everything[name] = {
+                "generation": generation,
+                "products": {k: formatting.describe_value(v) for k, v in values.items()},
+            }
             text.append(f"channel {name}: generation {generation if generation is not None else '-'}")
             for key, value in values.items():
                 info = formatting.describe_value(value)
@@ -358,8 +369,7 @@ class DecisionEngine:
                 continue
             value = products.select(values[product], columns or None, query or None)
             if fmt == "json":
-                return formatting.dumps({"channel": name, "generation": generation, "product": product,
-                                         "value": value})
+                return formatting.dumps({"channel": name, "generation": generation, "product": product, "value": value})
             rendered = formatting.render_value(value, fmt, max_rows)
             if fmt == "csv":
                 return rendered
@@ -370,21 +380,22 @@ class DecisionEngine:
     def rpc_product_dependencies(self, fmt: str = "table") -> str:
         graph: dict[str, Any] = {}
         for name, worker in sorted(self.workers.items()):
-            plan = worker.plan
+            if worker.plan is None:
+                continue  # not validated yet (booting) or invalid
             consumers: dict[str, list[str]] = {}
-            for spec in plan.modules():
-                for product in spec.consumes:
-                    consumers.setdefault(product, []).append(spec.key)
+            for spec in worker.plan["modules"]:
+                for product in spec["consumes"]:
+                    consumers.setdefault(product, []).append(spec["key"])
             graph[name] = {
                 product: {"producer": producer, "consumers": sorted(consumers.get(product, []))}
-                for product, producer in sorted(plan.producers.items())
+                for product, producer in sorted(worker.plan["producers"].items())
             }
         if fmt == "json":
             return formatting.dumps(graph)
 
         blocks = []
-        for name, products in graph.items():
-            rows = [[p, d["producer"], ", ".join(d["consumers"]) or "-"] for p, d in products.items()]
+        for name, dependencies in graph.items():
+            rows = [[p, d["producer"], ", ".join(d["consumers"]) or "-"] for p, d in dependencies.items()]
             blocks.append(f"channel {name}:\n" + tabulate(rows, headers=["product", "producer", "consumers"]))
         return "\n\n".join(blocks) + "\n"
 
@@ -417,8 +428,10 @@ class DecisionEngine:
         if fmt == "json":
             return formatting.dumps(status)
 
-        rows = [[k, formatting.when(v) if k in ("last_run_started", "last_run_finished", "next_run") else v]
-                for k, v in status.items()]
+        rows = [
+            [k, formatting.when(v) if k in ("last_run_started", "last_run_finished", "next_run") else v]
+            for k, v in status.items()
+        ]
         return tabulate(rows, tablefmt="plain") + "\n"
 
     def rpc_get_log_level(self) -> str:
@@ -447,7 +460,9 @@ class DecisionEngine:
         return sorted(self.rpc_methods())
 
     def rpc_methods(self) -> dict[str, Callable[..., Any]]:
-        return {name[4:]: getattr(self, name) for name in dir(self) if name.startswith("rpc_") and name != "rpc_methods"}
+        return {
+            name[4:]: getattr(self, name) for name in dir(self) if name.startswith("rpc_") and name != "rpc_methods"
+        }
 
 
 def masked_config(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -461,5 +476,3 @@ def masked_config(config: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(webserver, dict) and webserver.get("api_token"):
         webserver["api_token"] = "***"
     return shown
-
-

@@ -6,6 +6,10 @@ hangs or kills its interpreter takes down only its channel.  The process:
 
 * sends its log lines to the server's log queue, stamped with the channel name;
 * writes its metrics to the server's prometheus multiprocess directory;
+* validates the channel (imports its modules, builds them once, checks the product
+  graph): module code runs here, never in the server, so a slow or broken module cannot
+  hold up the server or the other channels; the result (or the reason it is invalid) is
+  reported to the server;
 * opens its own DataSpace connection pool;
 * runs the channel's TaskManager, reporting status snapshots on the event queue;
 * obeys commands from the server (stop, log level) and SIGTERM/SIGINT (stop cleanly:
@@ -30,7 +34,7 @@ EXIT_ERROR = 1
 class ChannelLaunch:
     """Everything a channel process needs, picklable."""
 
-    plan: Any  # ChannelPlan
+    config: Any  # ChannelConfig: the channel file, read but not validated
     global_config: dict[str, Any]
     log_queue: Any
     event_queue: Any
@@ -47,12 +51,14 @@ def _send(queue: Any, *message: Any) -> None:
 
 def main(launch: ChannelLaunch) -> None:
     """Run one channel until it stops; the exit code says how it ended."""
-    name = launch.plan.name
+    name = launch.config.name
     if launch.metrics_dir:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = launch.metrics_dir
     # Imports after the environment is set: prometheus_client reads it when first imported.
+    from decisionengine.framework.config.validation import validate_channel  # noqa: PLC0415
     from decisionengine.framework.dataspace.dataspace import DataSpace  # noqa: PLC0415
     from decisionengine.framework.engine import logs  # noqa: PLC0415
+    from decisionengine.framework.taskmanager.settings import TaskManagerSettings  # noqa: PLC0415
     from decisionengine.framework.taskmanager.states import State  # noqa: PLC0415
     from decisionengine.framework.taskmanager.TaskManager import TaskManager  # noqa: PLC0415
 
@@ -91,8 +97,19 @@ def main(launch: ChannelLaunch) -> None:
     threading.Thread(target=obey_commands, name=f"{name}-commands", daemon=True).start()
 
     try:
+        plan = validate_channel(launch.config)
+        settings = TaskManagerSettings.from_config(plan.task_manager, name)
+    except Exception as exc:
+        reason = f"invalid configuration: {exc}"
+        logger.error("channel configuration is invalid; the channel will not run", reason=reason)
+        _send(launch.event_queue, "failed", name, reason)
+        _send(launch.event_queue, "exited", name, State.ERROR.value)
+        logging_shutdown()
+        sys.exit(EXIT_ERROR)
+    _send(launch.event_queue, "plan", name, describe_plan(plan))
+    try:
         dataspace = DataSpace(launch.global_config)
-        taskmanager = TaskManager(launch.plan, dataspace, reporter=report)
+        taskmanager = TaskManager(plan, dataspace, reporter=report, settings=settings)
         if stop_requested.is_set():
             taskmanager.stop()
         final = taskmanager.run()
@@ -111,3 +128,27 @@ def logging_shutdown() -> None:
     import logging  # noqa: PLC0415
 
     logging.shutdown()
+
+
+def describe_plan(plan: Any) -> dict[str, Any]:
+    """A validated channel as plain data (no classes), for the server's graph questions."""
+    return {
+        "name": plan.name,
+        "path": plan.path,
+        "modules": [
+            {
+                "key": spec.key,
+                "kind": spec.kind,
+                "module": spec.module,
+                "class_name": spec.class_name,
+                "produces": sorted(spec.produces),
+                "consumes": sorted(spec.consumes),
+                "schedule": spec.schedule,
+            }
+            for spec in plan.modules()
+        ],
+        "transform_order": [spec.key for spec in plan.transforms],
+        "producers": dict(plan.producers),
+        "publisher_policy": plan.publisher_policy.name,
+        "warnings": list(plan.warnings),
+    }

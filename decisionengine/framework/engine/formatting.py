@@ -149,8 +149,11 @@ def status_table(channels: Iterable[Mapping[str, Any]], now: float) -> str:
                 for key, source in sources.items()
             ]
             out.append(
-                tabulate(rows, headers=["source", "last update", "deliveries", "missed updates", "last error"],
-                         tablefmt="simple")
+                tabulate(
+                    rows,
+                    headers=["source", "last update", "deliveries", "missed updates", "last error"],
+                    tablefmt="simple",
+                )
             )
         out.append("")
     return "\n".join(out).rstrip() + "\n"

@@ -27,6 +27,8 @@ from typing import Any
 import structlog
 
 SERVER_LOGGER = "decisionengine"
+#: libraries whose INFO lines are noise in a daemon's log (every scheduled run, every migration step)
+QUIET_LOGGERS = ("alembic", "apscheduler")
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -74,7 +76,9 @@ def _formatter(json_lines: bool) -> structlog.stdlib.ProcessorFormatter:
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if json_lines
-        else structlog.dev.ConsoleRenderer(colors=False, pad_event_to=0, exception_formatter=structlog.dev.plain_traceback)
+        else structlog.dev.ConsoleRenderer(
+            colors=False, pad_event_to=0, exception_formatter=structlog.dev.plain_traceback
+        )
     )
     return structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=_SHARED_PROCESSORS,
@@ -112,7 +116,15 @@ class _RenderingQueueHandler(logging.handlers.QueueHandler):
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
         message = self.format(record)
-        prepared = logging.makeLogRecord(
+        channel = getattr(record, "channel", None)
+        if channel and "\n" in message:
+            # Tracebacks and multi-line messages: every line still names its channel.
+            first, *rest = message.split("\n")
+            tag = f"channel={channel}"
+            if tag not in first:
+                first += f" {tag}"
+            message = "\n".join([first, *(f"{tag} | {line}" for line in rest)])
+        return logging.makeLogRecord(
             {
                 "name": record.name,
                 "levelno": record.levelno,
@@ -120,10 +132,9 @@ class _RenderingQueueHandler(logging.handlers.QueueHandler):
                 "msg": message,
                 "created": record.created,
                 "process": record.process,
-                "channel": getattr(record, "channel", None),
+                "channel": channel,
             }
         )
-        return prepared
 
 
 def attach_to_queue(
@@ -144,6 +155,8 @@ def attach_to_queue(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level_number(level))
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
     logging.captureWarnings(True)
 
 

@@ -24,8 +24,6 @@ from decisionengine.framework.config.ValidConfig import ValidConfig
 STATE_DIR_ENV = "DE_STATE_DIR"
 
 
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="de-server",
@@ -39,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", "-c", help="global config file or the directory holding decision_engine.jsonnet")
-    parser.add_argument("--channels", help="channel config directory (default: $CHANNEL_CONFIG_PATH, 'channels', <config dir>/config.d)")
+    parser.add_argument(
+        "--channels", help="channel config directory (default: $CHANNEL_CONFIG_PATH, 'channels', <config dir>/config.d)"
+    )
     parser.add_argument("--host", help="address to listen on (overrides server_address)")
     parser.add_argument("--port", type=int, help="port to listen on (overrides server_address)")
     parser.add_argument(
@@ -152,8 +152,11 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, lambda *_: engine.request_stop())
         signal.signal(signal.SIGINT, lambda *_: engine.request_stop())
         engine.start()
-        print(f"de-server: serving on http://{engine.http.address[0]}:{engine.http.address[1]} (pid {os.getpid()})",
-              file=sys.stderr, flush=True)
+        print(
+            f"de-server: serving on http://{engine.http.address[0]}:{engine.http.address[1]} (pid {os.getpid()})",
+            file=sys.stderr,
+            flush=True,
+        )
         engine.wait()
     except Exception as exc:
         logger.exception("de-server failed", error=f"{type(exc).__name__}: {exc}")

@@ -31,11 +31,17 @@ Notify = Callable[[], None]
 
 
 class ChannelWorker:
-    """One channel: its plan, its process (if running) and what it last reported."""
+    """One channel: its file, its process (if running) and what it last reported.
 
-    def __init__(self, plan: Any, launch_args: dict[str, Any], context: Any, notify: Notify) -> None:
-        self.plan = plan
-        self.name: str = plan.name
+    ``config`` is the channel file as read (cheap, no module imported); the channel
+    process validates it and reports ``plan``, a plain description of the validated
+    channel (modules, products, producers), or why it is invalid.
+    """
+
+    def __init__(self, config: Any, launch_args: dict[str, Any], context: Any, notify: Notify) -> None:
+        self.config = config
+        self.plan: dict[str, Any] | None = None
+        self.name: str = config.name
         self.launch_args = launch_args
         self.context = context
         self.notify = notify
@@ -93,7 +99,7 @@ class ChannelWorker:
             self.command_queue = self.context.Queue()
             self._exited = threading.Event()
             launch = ChannelLaunch(
-                plan=self.plan,
+                config=self.config,
                 command_queue=self.command_queue,
                 log_level=self.log_level,
                 **{k: v for k, v in self.launch_args.items() if k != "log_level"},
@@ -132,7 +138,10 @@ class ChannelWorker:
             metrics.mark_process_dead(process.pid)
         level = "info" if self.state is State.SHUTDOWN else "error"
         getattr(self.logger, level)(
-            "channel process ended", pid=process.pid, exit_code=process.exitcode, state=self.state.value,
+            "channel process ended",
+            pid=process.pid,
+            exit_code=process.exitcode,
+            state=self.state.value,
             reason=self.reason,
         )
         self.notify()
@@ -140,12 +149,16 @@ class ChannelWorker:
     def on_status(self, snapshot: dict[str, Any]) -> None:
         """A snapshot from the channel process."""
         with self._lock:
-            if not self.alive and snapshot.get("state") not in (State.SHUTDOWN.value, State.ERROR.value):
-                # A late message from a process that has already ended: its end is what counts.
-                if self.exit_code is not None:
-                    return
+            final = snapshot.get("state") in (State.SHUTDOWN.value, State.ERROR.value)
+            if not self.alive and not final and self.exit_code is not None:
+                return  # a late message from a process that has already ended: its end is what counts
             self.snapshot = snapshot
         self._arm_watchdog(snapshot)
+        self.notify()
+
+    def on_plan(self, plan: dict[str, Any]) -> None:
+        with self._lock:
+            self.plan = plan
         self.notify()
 
     def on_failed(self, reason: str) -> None:

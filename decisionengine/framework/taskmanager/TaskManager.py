@@ -243,7 +243,11 @@ class TaskManager:
         )
         for key, spec in self.plan.sources.items():
             self._scheduler.add_job(
-                self._acquire, trigger=spec.trigger(), args=(spec,), id=key, name=f"{self.name}.{key}",
+                self._acquire,
+                trigger=spec.trigger(),
+                args=(spec,),
+                id=key,
+                name=f"{self.name}.{key}",
                 next_run_time=_now_utc(),
             )
         self._scheduler.start()
@@ -395,7 +399,9 @@ class TaskManager:
         else:
             self._report()
 
-    def _header(self, creator: str, record: GenerationRecord, create_time: float | None = None, **times: float) -> Header:
+    def _header(
+        self, creator: str, record: GenerationRecord, create_time: float | None = None, **times: float
+    ) -> Header:
         create_time = record.started if create_time is None else create_time
         return Header(
             self.taskmanager_id,
@@ -414,7 +420,9 @@ class TaskManager:
             missed_update_count=missed,
         )
 
-    def _put_source_products(self, block: DataBlock, deliveries: Mapping[str, _Delivery], record: GenerationRecord) -> None:
+    def _put_source_products(
+        self, block: DataBlock, deliveries: Mapping[str, _Delivery], record: GenerationRecord
+    ) -> None:
         for key, delivery in deliveries.items():
             header = self._header(key, record, delivery.create_time, scheduled_create_time=delivery.scheduled_time)
             status = self.sources[key]
@@ -446,7 +454,9 @@ class TaskManager:
         if spec is None:
             return frozenset()
         result = self._call(spec.key, self.instances[spec.key].evaluate_generation, block)
-        block.put(FACTS_PRODUCT, result.facts_frame, self._header(spec.key, record, time.time()), self._metadata(record))
+        block.put(
+            FACTS_PRODUCT, result.facts_frame, self._header(spec.key, record, time.time()), self._metadata(record)
+        )
         self.logger.info(
             "logic engine decided",
             generation=record.generation_id,

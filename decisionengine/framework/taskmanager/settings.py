@@ -53,7 +53,9 @@ class TaskManagerSettings:
                 values[key] = None
                 continue
             if isinstance(value, bool) or not isinstance(value, int | float) or (kind is int and value != int(value)):
-                raise ValueError(f"{where}.{key}: expected {'an integer' if kind is int else 'a number'}, got {value!r}")
+                raise ValueError(
+                    f"{where}.{key}: expected {'an integer' if kind is int else 'a number'}, got {value!r}"
+                )
             if value < minimum:
                 raise ValueError(f"{where}.{key}: must be at least {minimum}, got {value!r}")
             values[key] = kind(value)

@@ -54,7 +54,7 @@ TRANSITIONS: dict[State, frozenset[State]] = {
 }
 
 
-class InvalidTransition(RuntimeError):  # noqa: N818 - reads as what happened
+class InvalidTransition(RuntimeError):
     pass
 
 

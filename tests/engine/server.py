@@ -1,0 +1,131 @@
+"""A real de-server process for tests: config files in a temp dir, a free port, XML-RPC."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+import xmlrpc.client
+from typing import Any
+
+from decisionengine.testing.postgres import free_port
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+
+
+def write_channel(directory: pathlib.Path, name: str, config: dict[str, Any] | str) -> pathlib.Path:
+    path = directory / f"{name}.jsonnet"
+    path.write_text(config if isinstance(config, str) else json.dumps(config, indent=2))
+    return path
+
+
+class DEServer:
+    """de-server in a subprocess, with its config under ``root``."""
+
+    def __init__(self, root: pathlib.Path, url: str, channels: dict[str, Any], **global_config: Any) -> None:
+        self.root = root
+        self.port = free_port()
+        self.channel_dir = root / "config.d"
+        self.channel_dir.mkdir(parents=True, exist_ok=True)
+        for name, channel in channels.items():
+            write_channel(self.channel_dir, name, channel)
+        config = {
+            "server_address": ["127.0.0.1", self.port],
+            "logger": {"log_file": str(root / "logs" / "decision_engine.log"), "log_level": "DEBUG"},
+            "shutdown_timeout": 10,
+            "dataspace": {"datasource": {"config": {"url": url}}, "reaper_start_delay_seconds": 3600},
+            **global_config,
+        }
+        (root / "decision_engine.jsonnet").write_text(json.dumps(config, indent=2))
+        self.pidfile = root / "de-server.pid"
+        self.process: subprocess.Popen | None = None
+        self.output = root / "de-server.out"
+
+    def start(self, wait: bool = True) -> DEServer:
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        env.pop("CONFIG_PATH", None)
+        env.pop("CHANNEL_CONFIG_PATH", None)
+        with open(self.output, "ab") as out:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "decisionengine.framework.engine.server_cli",
+                    "--config",
+                    str(self.root),
+                    "--pidfile",
+                    str(self.pidfile),
+                ],
+                cwd=REPO,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        if wait:
+            self.wait_until_serving()
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def rpc(self, timeout: float = 30) -> xmlrpc.client.ServerProxy:
+        return xmlrpc.client.ServerProxy(f"{self.url}/RPC2", allow_none=True)
+
+    def wait_until_serving(self, timeout: float = 60) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"de-server exited with {self.process.returncode}: {self.output.read_text()}")
+            try:
+                if self.rpc().ping() == "pong":
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise TimeoutError(f"de-server did not answer in {timeout} s: {self.output.read_text()}")
+
+    def status(self) -> dict[str, Any]:
+        return json.loads(self.rpc().status("json"))
+
+    def channel(self, name: str) -> dict[str, Any]:
+        for channel in self.status()["channels"]:
+            if channel["channel"] == name:
+                return channel
+        raise KeyError(name)
+
+    def wait_for(self, predicate, timeout: float = 60, what: str = "condition") -> dict[str, Any]:
+        """Poll the status until ``predicate(status)`` is true; the status it was true for."""
+        deadline = time.time() + timeout
+        status = {}
+        while time.time() < deadline:
+            status = self.status()
+            if predicate(status):
+                return status
+            time.sleep(0.2)
+        raise TimeoutError(f"{what} not reached in {timeout} s; last status: {json.dumps(status, indent=1)[:4000]}")
+
+    def wait_for_generation(self, channel: str, at_least: int, timeout: float = 60) -> dict[str, Any]:
+        def reached(status):
+            found = [c for c in status["channels"] if c["channel"] == channel]
+            return bool(found) and (found[0].get("generation") or 0) >= at_least
+
+        return self.wait_for(reached, timeout, f"{channel} generation {at_least}")
+
+    def stop(self, timeout: float = 60) -> int:
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else 0
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+            raise
+
+    def log(self, name: str = "decision_engine") -> str:
+        path = self.root / "logs" / f"{name}.log"
+        return path.read_text() if path.exists() else ""
