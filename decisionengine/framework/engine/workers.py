@@ -57,6 +57,7 @@ class ChannelWorker:
         self._lock = threading.RLock()
         self._watchdog: threading.Timer | None = None
         self._exited = threading.Event()
+        self._ended = threading.Event()
 
     # -- what the server reports ------------------------------------------------------------
 
@@ -66,7 +67,8 @@ class ChannelWorker:
 
     @property
     def alive(self) -> bool:
-        return self.process is not None and self.process.is_alive()
+        """The process runs (only the monitor thread waits on it: two waiters would race to reap it)."""
+        return self.process is not None and not self._ended.is_set()
 
     def status(self) -> dict[str, Any]:
         with self._lock:
@@ -98,6 +100,7 @@ class ChannelWorker:
             self.started_at = time.time()
             self.command_queue = self.context.Queue()
             self._exited = threading.Event()
+            self._ended = threading.Event()
             launch = ChannelLaunch(
                 config=self.config,
                 command_queue=self.command_queue,
@@ -117,11 +120,21 @@ class ChannelWorker:
         self.logger.info("channel process started", pid=self.process.pid)
         self.notify()
         threading.Thread(
-            target=self._monitor, args=(self.process, self._exited), name=f"monitor-{self.name}", daemon=True
+            target=self._monitor,
+            args=(self.process, self._exited, self._ended),
+            name=f"monitor-{self.name}",
+            daemon=True,
         ).start()
 
-    def _monitor(self, process: Any, exited: threading.Event) -> None:
+    def _monitor(self, process: Any, exited: threading.Event, ended: threading.Event) -> None:
         process.join()
+        try:
+            self._process_ended(process, exited)
+        finally:
+            ended.set()
+            self.notify()
+
+    def _process_ended(self, process: Any, exited: threading.Event) -> None:
         self._cancel_watchdog()
         if process.exitcode in (0, 1):
             # A process that exited by itself sent "exited" last: let the event pump deliver it.
@@ -187,12 +200,10 @@ class ChannelWorker:
         self.notify()
 
     def join(self, timeout: float | None) -> bool:
-        """Wait for the process to end; True if it did."""
-        process = self.process
-        if process is None:
+        """Wait for the process to end (and its end to be recorded); True if it did."""
+        if self.process is None:
             return True
-        process.join(timeout)
-        return not process.is_alive()
+        return self._ended.wait(timeout)
 
     def kill(self, reason: str) -> None:
         """End the process now (SIGKILL)."""

@@ -1,0 +1,1 @@
+"""Modules shipped with decisionengine (installed as ``decisionengine.modules``)."""

@@ -1,0 +1,41 @@
+"""Source: the resources we could provision, with their price and capacity."""
+
+import pandas as pd
+
+from decisionengine.framework.modules import Source
+from decisionengine.framework.modules.Source import Parameter
+from decisionengine.modules.demo.files import DATA_DIR, snapshot
+
+COLUMNS = [
+    "resource",
+    "provider",
+    "region",
+    "cpus",
+    "memory_gb",
+    "price_per_hour",
+    "max_instances",
+    "running_instances",
+]
+
+
+@Source.supports_config(
+    Parameter("snapshot_dir", default=str(DATA_DIR / "catalogue"), comment="directory of catalogue CSV snapshots"),
+    Parameter("period", default=180.0, comment="seconds each snapshot (price list) stays current"),
+)
+@Source.produces(resource_catalogue=pd.DataFrame)
+class ResourceCatalogueSource(Source.Source):
+    def __init__(self, config):
+        super().__init__(config)
+        self.snapshot_dir = config.get("snapshot_dir") or str(DATA_DIR / "catalogue")
+        self.period = float(config.get("period") or 180.0)
+
+    def acquire(self):
+        path = snapshot(self.snapshot_dir, self.period)
+        catalogue = pd.read_csv(path)
+        missing = [c for c in COLUMNS if c not in catalogue.columns]
+        if missing:
+            raise ValueError(f"{path} lacks columns {missing}")
+        return {"resource_catalogue": catalogue[COLUMNS]}
+
+
+Source.describe(ResourceCatalogueSource, sample_config={"period": 180.0})
