@@ -1,7 +1,8 @@
 """Transform: a figure of merit per resource, and a plan of what to provision.
 
 The figure of merit is the price of one CPU-hour, made worse as a resource fills up
-(``price_per_cpu_hour * (1 + utilization)``): cheap, empty resources first.  The plan
+(``price_per_cpu_hour * (1 + utilization)``, infinite when nothing is free): cheap,
+empty resources first.  The plan
 covers the idle CPUs greedily from the best figure of merit, within each resource's free
 instances and an hourly budget.
 """
@@ -31,7 +32,9 @@ class FigureOfMeritTransform(Transform.Transform):
         fom["free_instances"] = (catalogue["max_instances"] - catalogue["running_instances"]).clip(lower=0)
         utilization = catalogue["running_instances"] / catalogue["max_instances"].where(catalogue["max_instances"] > 0)
         fom["price_per_cpu_hour"] = catalogue["price_per_hour"] / catalogue["cpus"]
-        fom["figure_of_merit"] = fom["price_per_cpu_hour"] * (1 + utilization.fillna(1.0))
+        fom["figure_of_merit"] = (fom["price_per_cpu_hour"] * (1 + utilization.fillna(1.0))).where(
+            fom["free_instances"] > 0, math.inf
+        )
         fom = fom.sort_values(["figure_of_merit", "resource"]).reset_index(drop=True)
 
         needed = int(demand["idle_cpus"].sum())

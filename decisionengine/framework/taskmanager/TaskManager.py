@@ -87,6 +87,8 @@ class GenerationRecord:
     started: float
     duration: float | None = None
     outcome: str = "running"  # committed | failed | publish_failed
+    #: seconds from the newest source delivery it used to its start (how event-driven we are)
+    trigger_latency: float | None = None
     module: str | None = None
     error: str | None = None
     publishers: dict[str, bool] = field(default_factory=dict)
@@ -345,6 +347,8 @@ class TaskManager:
     def _run_generation(self, deliveries: Mapping[str, _Delivery]) -> None:
         generation = self.generation_id + 1
         record = GenerationRecord(generation, time.time())
+        if deliveries:
+            record.trigger_latency = record.started - max(d.create_time for d in deliveries.values())
         self.history.append(record)
         started = time.monotonic()
         block = DataBlock(self.dataspace, self.name, self.taskmanager_id, generation, self.sequence_id)

@@ -1,0 +1,73 @@
+"""The shipped configuration (etc/decisionengine) runs the demo channel end to end."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+import xmlrpc.client
+
+import pandas as pd
+import pytest
+
+from decisionengine.testing.postgres import free_port
+from tests.engine.server import REPO
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def test_demo_channel_decides_and_publishes(tmp_path):
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "decisionengine.framework.engine.server_cli",
+            "--config",
+            str(REPO / "etc" / "decisionengine"),
+            "--state-dir",
+            str(tmp_path),
+            "--port",
+            str(port),
+            "--no-reaper",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    rpc = xmlrpc.client.ServerProxy(f"http://127.0.0.1:{port}/RPC2", allow_none=True)
+    try:
+        deadline = time.time() + 90
+        status = {}
+        while time.time() < deadline:
+            try:
+                status = json.loads(rpc.status("json"))
+                demo = [c for c in status["channels"] if c["channel"] == "demo"]
+                if demo and (demo[0].get("generation") or 0) >= 2:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.5)
+        else:
+            pytest.fail(f"the demo made no two generations: {status}")
+        demo = demo[0]
+        assert demo["state"] == "STEADY"
+        assert set(demo["sources"]) == {"jobs", "catalogue"}
+        facts = json.loads(rpc.print_product("de_logicengine_facts", None, None, "json"))["value"]
+        assert facts[0]["fact_name"] == "provisioning"
+        plan = json.loads(rpc.print_product("provisioning_plan", None, None, "json"))["value"]
+        assert all(row["hourly_cost"] >= 0 for row in plan)
+        summary = pd.read_csv(tmp_path / "demo-output" / "summary.csv")
+        assert len(summary) >= 2
+        assert list(summary.columns)[:3] == ["time", "generation", "idle_jobs"]
+        if facts[0]["fact_value"]:
+            requests = sorted((tmp_path / "demo-output" / "requests").glob("request-*.json"))
+            assert requests and json.loads(requests[-1].read_text())["requests"]
+        assert (tmp_path / "dataspace.sqlite").exists()
+        assert (tmp_path / "logs" / "demo.log").exists()
+    finally:
+        server.terminate()
+        output = server.communicate(timeout=60)[0].decode()
+    assert server.returncode == 0, output
