@@ -39,7 +39,7 @@ def test_snapshots_rotate_with_the_clock(tmp_path):
     assert picks == ["a.csv", "a.csv", "b.csv", "c.csv", "a.csv"]
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(FileNotFoundError, match="no .csv snapshot"):
+    with pytest.raises(FileNotFoundError, match=r"no \.csv snapshot"):
         files.snapshot(empty, 10)
 
 
