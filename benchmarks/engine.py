@@ -29,6 +29,7 @@ import time
 import xmlrpc.client
 from typing import Any
 
+import structlog
 from tabulate import tabulate
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -43,7 +44,6 @@ from decisionengine.testing.postgres import free_port, running_server  # noqa: E
 
 DS = "decisionengine.framework.dataspace.datasources.sqlalchemy_ds"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 def config_for(url: str) -> dict[str, Any]:
@@ -155,8 +155,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
-def rss_bytes(pid: int) -> int:
-    return int(pathlib.Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
+def pss_bytes(pid: int) -> int:
+    """Proportional set size: shared pages counted once across the processes sharing them."""
+    for line in pathlib.Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no Pss for {pid}")
 
 
 def bench_idle_cpu(seconds: float) -> dict[str, float]:
@@ -180,7 +184,7 @@ def bench_memory(channels: int, minutes: float) -> dict[str, float]:
         try:
             server.wait_steady(600)
             time.sleep(60)  # warm-up: imports, pools, first generations
-            first = sum(rss_bytes(pid) for pid in server.pids())
+            first = sum(pss_bytes(pid) for pid in server.pids())
             generation_before = sum(c.get("generation") or 0 for c in server.status()["channels"])
             print(
                 f"  memory after warm-up: {first / 2**20:.0f} MiB; measuring for {minutes:g} min ...",
@@ -188,7 +192,7 @@ def bench_memory(channels: int, minutes: float) -> dict[str, float]:
                 flush=True,
             )
             time.sleep(minutes * 60)
-            last = sum(rss_bytes(pid) for pid in server.pids())
+            last = sum(pss_bytes(pid) for pid in server.pids())
             generations = sum(c.get("generation") or 0 for c in server.status()["channels"]) - generation_before
             states = {c["state"] for c in server.status()["channels"]}
         finally:
@@ -214,6 +218,7 @@ def main() -> None:
     args = parser.parse_args()
     # Sources scheduled every 2 ms overrun their interval by design here: not news.
     logging.getLogger("apscheduler").setLevel(logging.ERROR)
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="de-bench-") as tmp:
@@ -271,7 +276,7 @@ def main() -> None:
                         memory["states"],
                     ]
                 ],
-                headers=["MiB after warm-up", "MiB at the end", "growth (<5%)", "generations", "states"],
+                headers=["MiB (PSS) after warm-up", "MiB (PSS) at the end", "growth (<5%)", "generations", "states"],
             )
         )
 

@@ -128,10 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     metrics_dir = tempfile.mkdtemp(prefix="de-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
 
-    from decisionengine.framework.engine.DecisionEngine import DecisionEngine  # noqa: PLC0415 - see module doc
+    from decisionengine.framework.engine.DecisionEngine import DecisionEngine, channel_context  # noqa: PLC0415 - see doc
     from decisionengine.framework.engine.logs import LogService  # noqa: PLC0415
 
-    log_service = LogService(config.get("logger", {}))
+    context = channel_context()
+    log_service = LogService(config.get("logger", {}), context)
     log_service.start()
     import structlog  # noqa: PLC0415
 
@@ -148,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             log_service=log_service,
             metrics_dir=metrics_dir,
             start_reaper=not args.no_reaper,
+            context=context,
         )
         signal.signal(signal.SIGTERM, lambda *_: engine.request_stop())
         signal.signal(signal.SIGINT, lambda *_: engine.request_stop())
