@@ -185,6 +185,15 @@ class DataSource(abc.ABC):
         """Delete the latest generation of a task manager (or all of them); returns generations removed."""
         raise NotImplementedError(f"{type(self).__name__} cannot delete generations")
 
+    def channel_lock(self, name: str) -> Any:
+        """The lock that makes one process the owner of channel ``name``.
+
+        A data source that cannot coordinate processes grants it always.
+        """
+        from decisionengine.framework.dataspace.ownership import ChannelLock  # noqa: PLC0415
+
+        return ChannelLock()
+
     def reap(
         self,
         cutoff: float,

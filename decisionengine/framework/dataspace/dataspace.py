@@ -189,6 +189,10 @@ class DataSpace:
     def get_last_generation_id(self, taskmanager_name: str, taskmanager_id: str | None = None) -> int:
         return self.datasource.get_last_generation_id(taskmanager_name, taskmanager_id)
 
+    def channel_lock(self, name: str) -> Any:
+        """The lock making this process the one owner of channel ``name`` (see ``ownership``)."""
+        return self.datasource.channel_lock(name)
+
     # -- maintenance ---------------------------------------------------------------------------
 
     def reap(self, cutoff: float, batch_size: int = 100, **kwargs: Any) -> ReapReport:

@@ -37,7 +37,6 @@ from decisionengine.framework.engine.workers import ChannelWorker
 from decisionengine.framework.taskmanager import metrics as channel_metrics
 from decisionengine.framework.taskmanager.states import State
 
-
 #: imported once by the fork server, shared (copy-on-write) by every channel process
 PRELOAD = [
     "decisionengine.framework.engine.channel_process",

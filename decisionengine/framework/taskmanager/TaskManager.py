@@ -135,6 +135,8 @@ class TaskManager:
         self._fresh: set[str] = set()
         self._scheduler: BackgroundScheduler | None = None
         self._report_lock = threading.Lock()
+        self._ownership: Any = None
+        self.standby = False
         for warning in (*plan.warnings, *self.settings.warnings):
             self.logger.warning("channel configuration", warning=warning)
 
@@ -157,6 +159,7 @@ class TaskManager:
             "last_error": self.last_error,
             "sources": {key: asdict(status) for key, status in self.sources.items()},
             "busy": dict(self.busy),
+            "standby": self.standby,
             "module_timeout": self.settings.module_timeout,
             "history": [asdict(record) for record in self.history],
         }
@@ -183,6 +186,39 @@ class TaskManager:
 
         Returns the final state (SHUTDOWN or ERROR).
         """
+        if not self._claim_ownership():
+            self.state.set(State.SHUTTINGDOWN)
+            self.state.set(State.SHUTDOWN)
+            return self.state.state
+        try:
+            return self._run_owned()
+        finally:
+            self._ownership.release()
+
+    def _claim_ownership(self) -> bool:
+        """Take the channel's lock, waiting in standby while another process holds it.
+
+        False if the channel was stopped while waiting.
+        """
+        self._ownership = self.dataspace.channel_lock(self.name)
+        while not self._ownership.acquire():
+            if not self.standby:
+                self.standby = True
+                self.logger.info(
+                    "another process owns this channel; waiting in standby", retry=self.settings.standby_retry
+                )
+                self._report()
+            if self._stop.wait(self.settings.standby_retry):
+                return False
+        if self.standby:
+            self.logger.info("took over the channel")
+        self.standby = False
+        return True
+
+    def _still_owner(self) -> bool:
+        return self._ownership.held() or self._ownership.acquire()
+
+    def _run_owned(self) -> State:
         try:
             self._boot()
         except Exception as exc:
@@ -333,6 +369,13 @@ class TaskManager:
                     return State.SHUTDOWN
                 deliveries = dict(self._latest)
                 self._fresh.clear()
+            if not self._still_owner():
+                self.last_error = (
+                    "lost ownership of the channel: its lock is held by another process, "
+                    "or the database connection that held it dropped"
+                )
+                self.logger.error("channel goes to ERROR", reason=self.last_error)
+                return State.ERROR
             self._run_generation(deliveries)
             if self.consecutive_failures >= self.settings.max_consecutive_failures:
                 self.last_error = (

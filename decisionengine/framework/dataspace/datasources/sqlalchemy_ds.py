@@ -40,7 +40,7 @@ import structlog
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
-from decisionengine.framework.dataspace import codecs, migrations
+from decisionengine.framework.dataspace import codecs, migrations, ownership
 from decisionengine.framework.dataspace.datablock import Header, Metadata
 from decisionengine.framework.dataspace.datasource import DataSource, ReapReport, TaskManagerRef
 from decisionengine.framework.dataspace.datasources import schema
@@ -58,6 +58,7 @@ from decisionengine.framework.dataspace.errors import (
     DataSpaceError,
     DataSpaceExistsError,
 )
+from decisionengine.framework.dataspace.ownership import ChannelLock
 
 tm_t = schema.taskmanager
 gen_t = schema.generation
@@ -313,6 +314,10 @@ class SQLAlchemyDS(DataSource):
         """The newest generation of a task manager given by sequence number or id (0 if none)."""
         with self._transaction("read last generation") as conn:
             return self._last_generation(conn, self._seq(conn, taskmanager_id))
+
+    def channel_lock(self, name: str) -> ChannelLock:
+        """An advisory lock (PostgreSQL) or a lock file (SQLite) owning channel ``name``."""
+        return ownership.channel_lock(self.engine, name)
 
     # -- writing -------------------------------------------------------------------------------
 

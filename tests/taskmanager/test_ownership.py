@@ -1,0 +1,109 @@
+"""Channel ownership: two processes (here: two task managers) never run one channel at once."""
+
+import threading
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from decisionengine.framework.dataspace.dataspace import DataSpace
+from decisionengine.framework.taskmanager.states import State
+from decisionengine.framework.taskmanager.TaskManager import TaskManager
+from tests.taskmanager.channels import counting_channel, plan_from
+
+
+def start(plan, config):
+    space = DataSpace(config)
+    tm = TaskManager(plan, space)
+    thread = threading.Thread(target=tm.run, daemon=True)
+    thread.start()
+    return tm, thread, space
+
+
+def wait(predicate, timeout=20):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_second_owner_waits_in_standby_and_takes_over(dataspace_config, tmp_path):
+    plan = plan_from(counting_channel(str(tmp_path / "r.jsonl"), standby_retry=0.1), "owned")
+    first, first_thread, first_space = start(plan, dataspace_config)
+    assert first.state.wait_for(State.STEADY, 20)
+    second, second_thread, second_space = start(plan, dataspace_config)
+    assert wait(lambda: second.standby)
+    time.sleep(0.5)
+    assert second.state.state is State.BOOT
+    assert second.status()["standby"] is True
+    assert second.generations_run == 0
+
+    first.stop()
+    first_thread.join(10)
+    handed_over_at = first.generation_id
+    assert second.state.wait_for(State.STEADY, 20)
+    assert not second.standby
+    assert wait(lambda: second.generation_id > handed_over_at)
+    second.stop()
+    second_thread.join(10)
+    # numbering continued across owners, with no generation written twice
+    generations = [g["generation_id"] for g in second_space.get_generations(second.sequence_id)]
+    assert generations == list(range(1, second.generation_id + 1))
+    first_space.close()
+    second_space.close()
+
+
+def test_stopping_a_standby_channel_shuts_it_down(dataspace_config, tmp_path):
+    plan = plan_from(counting_channel(str(tmp_path / "r.jsonl"), standby_retry=0.1), "waiting")
+    owner, owner_thread, owner_space = start(plan, dataspace_config)
+    assert owner.state.wait_for(State.STEADY, 20)
+    waiting, waiting_thread, waiting_space = start(plan, dataspace_config)
+    assert wait(lambda: waiting.standby)
+    waiting.stop()
+    waiting_thread.join(10)
+    assert waiting.state.state is State.SHUTDOWN
+    owner.stop()
+    owner_thread.join(10)
+    owner_space.close()
+    waiting_space.close()
+
+
+@pytest.mark.postgresql
+def test_losing_the_lock_to_another_server_stops_the_channel(pg_url, tmp_path):
+    """The lock's connection drops and another server takes the channel meanwhile."""
+    from decisionengine.framework.dataspace.ownership import lock_key
+    from tests.conftest import global_config
+
+    plan = plan_from(counting_channel(str(tmp_path / "r.jsonl")), "fragile")
+    tm, thread, space = start(plan, global_config(pg_url))
+    assert tm.state.wait_for(State.STEADY, 20)
+    lock_pid = tm._ownership.conn.execute(sa.select(sa.func.pg_backend_pid())).scalar()
+    with space.datasource.engine.connect() as other_server:
+        other_server.execute(sa.select(sa.func.pg_terminate_backend(lock_pid)))
+        assert other_server.execute(sa.select(sa.func.pg_try_advisory_lock(lock_key("fragile")))).scalar()
+        other_server.commit()
+        thread.join(20)
+        assert tm.state.state is State.ERROR
+        assert "lost ownership" in tm.last_error
+    space.close()
+
+
+@pytest.mark.postgresql
+def test_a_dropped_lock_connection_is_taken_again_when_nobody_else_did(pg_url, tmp_path):
+    from tests.conftest import global_config
+
+    plan = plan_from(counting_channel(str(tmp_path / "r.jsonl")), "resilient")
+    tm, thread, space = start(plan, global_config(pg_url))
+    assert tm.state.wait_for(State.STEADY, 20)
+    lock_pid = tm._ownership.conn.execute(sa.select(sa.func.pg_backend_pid())).scalar()
+    with space.datasource.engine.connect() as conn:
+        conn.execute(sa.select(sa.func.pg_terminate_backend(lock_pid)))
+    before = tm.generation_id
+    assert wait(lambda: tm.generation_id > before + 2)
+    assert tm.state.state is State.STEADY
+    assert tm._ownership.held()
+    tm.stop()
+    thread.join(10)
+    space.close()
