@@ -169,11 +169,13 @@ class DecisionEngine:
         """Start everything and return at once: channels boot in their own processes."""
 
         server_metrics.SERVER_UP.set(1)
+        if serve_http:
+            self.http = HttpServer(self)
+            self.http.check_address()
         threading.Thread(target=self._pump_events, name="channel-events", daemon=True).start()
         for worker in self.workers.values():  # spawning returns at once; channels boot in parallel
             worker.start()
-        if serve_http:
-            self.http = HttpServer(self)
+        if self.http is not None:
             self.http.start()
         if self.start_reaper:
             self.reaper.start(delay=float(self.global_config["dataspace"].get("reaper_start_delay_seconds", 1818)))

@@ -160,6 +160,10 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         engine.wait()
+    except RuntimeError as exc:  # a problem the message explains (address in use, missing directory...)
+        logger.error("de-server cannot run", error=str(exc))
+        print(f"de-server: {exc}", file=sys.stderr)
+        code = 1
     except Exception as exc:
         logger.exception("de-server failed", error=f"{type(exc).__name__}: {exc}")
         print(f"de-server: {type(exc).__name__}: {exc}", file=sys.stderr)

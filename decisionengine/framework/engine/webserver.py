@@ -9,6 +9,7 @@ XML-RPC fault with a clear message, never as a stack trace.
 from __future__ import annotations
 
 import inspect
+import socket
 import xmlrpc.client
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -116,6 +117,28 @@ class HttpServer:
         self.address = (host, int(port))
         self.threads = int(webserver.get("thread_pool", 10))
         self.root = Root(engine)
+        self.started = False
+
+    def check_address(self) -> None:
+        """Fail with a clear message if the address cannot be listened on.
+
+        CherryPy ends the whole process (exit status 70) when its server cannot bind, so
+        the server checks first, before it starts any channel.
+        """
+        try:
+            infos = socket.getaddrinfo(self.address[0], self.address[1], type=socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            raise RuntimeError(f"server_address {self.address[0]!r} does not resolve: {exc}") from None
+        family, kind, proto, _, where = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(where)
+            except OSError as exc:
+                raise RuntimeError(
+                    f"cannot listen on {self.address[0]}:{self.address[1]}: {exc.strerror} "
+                    "(is another de-server running? set server_address or --port)"
+                ) from None
 
     def start(self) -> None:
         cherrypy.config.update(
@@ -143,9 +166,12 @@ class HttpServer:
             cherrypy.engine.signal_handler.unsubscribe()
         cherrypy.engine.start()
         cherrypy.engine.wait(cherrypy.engine.states.STARTED)
+        self.started = True
         bound = cherrypy.server.bound_addr
         if bound:
             self.address = (self.address[0], bound[1])
 
     def stop(self) -> None:
-        cherrypy.engine.exit()
+        if self.started:
+            cherrypy.engine.exit()
+            self.started = False
