@@ -18,6 +18,7 @@ def de_server(*args, timeout=60):
         capture_output=True,
         text=True,
         timeout=timeout,
+        check=False,
     )
 
 
