@@ -4,7 +4,7 @@ import pandas as pd
 
 from decisionengine.framework.modules import Source
 from decisionengine.framework.modules.Source import Parameter
-from decisionengine.modules.demo.files import DATA_DIR, snapshot
+from decisionengine.modules.demo.files import DATA_DIR, read_snapshot
 
 COLUMNS = ["job_id", "vo", "request_cpus", "request_memory_gb", "status", "queued_seconds"]
 
@@ -21,13 +21,9 @@ class JobQueueSource(Source.Source):
         self.period = float(config.get("period") or 60.0)
 
     def acquire(self):
-        path = snapshot(self.snapshot_dir, self.period)
-        queue = pd.read_csv(path)
-        missing = [c for c in COLUMNS if c not in queue.columns]
-        if missing:
-            raise ValueError(f"{path} lacks columns {missing}")
+        path, queue = read_snapshot(self.snapshot_dir, self.period, COLUMNS)
         self.logger.info("read job queue snapshot", file=path.name, jobs=len(queue))
-        return {"job_queue": queue[COLUMNS]}
+        return {"job_queue": queue}
 
 
 Source.describe(JobQueueSource, sample_config={"period": 60.0})

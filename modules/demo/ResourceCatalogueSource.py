@@ -4,7 +4,7 @@ import pandas as pd
 
 from decisionengine.framework.modules import Source
 from decisionengine.framework.modules.Source import Parameter
-from decisionengine.modules.demo.files import DATA_DIR, snapshot
+from decisionengine.modules.demo.files import DATA_DIR, read_snapshot
 
 COLUMNS = [
     "resource",
@@ -30,12 +30,8 @@ class ResourceCatalogueSource(Source.Source):
         self.period = float(config.get("period") or 180.0)
 
     def acquire(self):
-        path = snapshot(self.snapshot_dir, self.period)
-        catalogue = pd.read_csv(path)
-        missing = [c for c in COLUMNS if c not in catalogue.columns]
-        if missing:
-            raise ValueError(f"{path} lacks columns {missing}")
-        return {"resource_catalogue": catalogue[COLUMNS]}
+        _, catalogue = read_snapshot(self.snapshot_dir, self.period, COLUMNS)
+        return {"resource_catalogue": catalogue}
 
 
 Source.describe(ResourceCatalogueSource, sample_config={"period": 180.0})

@@ -6,6 +6,7 @@ import os
 import pathlib
 import time
 from collections.abc import Callable
+from typing import Any
 
 DATA_DIR = pathlib.Path(__file__).resolve().parent / "data"
 STATE_DIR_ENV = "DE_STATE_DIR"
@@ -22,6 +23,18 @@ def snapshot(directory: str | os.PathLike[str], period: float, clock: Callable[[
         raise FileNotFoundError(f"no .csv snapshot in {directory}")
     index = int(clock() // max(period, 1e-9)) % len(files)
     return files[index]
+
+
+def read_snapshot(directory: str | os.PathLike[str], period: float, columns: list[str]) -> tuple[pathlib.Path, Any]:
+    """(file, frame with ``columns``) of the current snapshot; ValueError naming the file and what it lacks."""
+    import pandas as pd  # noqa: PLC0415 - keep this helper module light for the CLI
+
+    path = snapshot(directory, period)
+    frame = pd.read_csv(path)
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{path} lacks columns {missing}")
+    return path, frame[columns]
 
 
 def output_dir(configured: str) -> pathlib.Path:

@@ -853,15 +853,6 @@ class SQLAlchemyDS(DataSource):
             report.stopped = self._sweep_orphans(report, limit * 10, should_stop)
         if not report.stopped and is_sqlite(self.engine):
             report.stopped = self._release_free_pages(should_stop)
-        self.logger.info(
-            "reaped dataspace",
-            url=self.url,
-            generations=report.generations,
-            products=report.products,
-            payloads=report.payloads,
-            payload_bytes=report.payload_bytes,
-            stopped=report.stopped,
-        )
         return report
 
     @staticmethod
