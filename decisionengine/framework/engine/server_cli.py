@@ -93,6 +93,12 @@ def resolve_config(args: argparse.Namespace) -> tuple[dict[str, Any], list[str],
     return config, warnings, str(path), channel_dir
 
 
+def say(line: str) -> None:
+    """One line on stderr, written at once: log lines from other threads never split it."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
 def _claim_pidfile(pidfile: str) -> None:
     path = pathlib.Path(pidfile)
     if path.exists():
@@ -115,13 +121,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config, warnings, config_path, channel_dir = resolve_config(args)
     except Exception as exc:
-        print(f"de-server: {exc}", file=sys.stderr)
+        say(f"de-server: {exc}")
         return 2
     if args.pidfile:
         try:
             _claim_pidfile(args.pidfile)
         except RuntimeError as exc:
-            print(f"de-server: {exc}", file=sys.stderr)
+            say(f"de-server: {exc}")
             return 1
 
     # prometheus_client must see the multiprocess directory before it is first imported.
@@ -154,19 +160,15 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, lambda *_: engine.request_stop())
         signal.signal(signal.SIGINT, lambda *_: engine.request_stop())
         engine.start()
-        print(
-            f"de-server: serving on http://{engine.http.address[0]}:{engine.http.address[1]} (pid {os.getpid()})",
-            file=sys.stderr,
-            flush=True,
-        )
+        say(f"de-server: serving on http://{engine.http.address[0]}:{engine.http.address[1]} (pid {os.getpid()})")
         engine.wait()
     except RuntimeError as exc:  # a problem the message explains (address in use, missing directory...)
         logger.error("de-server cannot run", error=str(exc))
-        print(f"de-server: {exc}", file=sys.stderr)
+        say(f"de-server: {exc}")
         code = 1
     except Exception as exc:
         logger.exception("de-server failed", error=f"{type(exc).__name__}: {exc}")
-        print(f"de-server: {type(exc).__name__}: {exc}", file=sys.stderr)
+        say(f"de-server: {type(exc).__name__}: {exc}")
         code = 1
     finally:
         if engine is not None:
