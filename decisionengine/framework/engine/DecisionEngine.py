@@ -44,6 +44,7 @@ PRELOAD = [
     "decisionengine.framework.taskmanager.TaskManager",
     "decisionengine.framework.dataspace.datasources.sqlalchemy_ds",
     "decisionengine.framework.engine.logs",
+    "decisionengine.framework.engine.preload",  # last: freezes the rest
 ]
 
 
