@@ -1,0 +1,338 @@
+"""``de-client``: the operator's command line for a running de-server (XML-RPC).
+
+A thin client: every option is one server method, and all state lives in the server.
+Output is a table for people and JSON with ``--json`` for scripts.  A server that is not
+running, or a method that fails, is one line on stderr and exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import socket
+import sys
+import time
+import xmlrpc.client
+from collections.abc import Callable
+from typing import Any
+
+import pandas as pd
+from tabulate import tabulate
+
+from decisionengine.framework.engine import sse
+from decisionengine.framework.engine.cli_common import (
+    CommandError,
+    enable_completion,
+    print_json,
+    run,
+    server_address,
+    terminal_width,
+)
+from decisionengine.framework.engine.formatting import vertical
+from decisionengine.framework.taskmanager.states import State
+
+PROG = "de-client"
+EPILOG = """examples:
+  de-client --status                          state of every channel
+  de-client --status --json | jq '.channels[].state'
+  de-client --print-product demand --columns vo,idle_cpus --query "idle_cpus > 0"
+  de-client --print-product figure_of_merit --format csv > fom.csv
+  de-client --stop-channel demo && de-client --start-channel demo
+  de-client --block-while BOOT --timeout 60   wait until every channel has booted
+  de-client --follow demo                     print each new generation as it lands
+  de-client --set-channel-loglevel demo DEBUG
+
+The server's address comes from --host/--port, else the global configuration's
+server_address ($CONFIG_PATH or /etc/decisionengine), else localhost:8888.
+Completion: eval "$(register-python-argcomplete de-client)"
+"""
+
+
+class Client:
+    """Calls server methods, turning transport problems and faults into one-line errors."""
+
+    def __init__(self, host: str, port: int, timeout: float | None) -> None:
+        self.url = f"http://{host}:{port}"
+        self.proxy = xmlrpc.client.ServerProxy(f"{self.url}/RPC2", allow_none=True, transport=_Transport(timeout))
+
+    def call(self, method: str, *args: Any) -> Any:
+        try:
+            return getattr(self.proxy, method)(*args)
+        except xmlrpc.client.Fault as fault:
+            raise CommandError(fault.faultString) from None
+        except xmlrpc.client.ProtocolError as exc:
+            raise CommandError(f"the decision engine at {self.url} answered {exc.errcode} {exc.errmsg}") from None
+        except (TimeoutError, ConnectionError, socket.gaierror, http.client.HTTPException, OSError) as exc:
+            raise CommandError(f"cannot reach the decision engine at {self.url}: {_reason(exc)}") from None
+
+    def wait_until_reachable(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                self.call("ping")
+                return
+            except CommandError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.25)
+
+
+class _Transport(xmlrpc.client.Transport):
+    def __init__(self, timeout: float | None) -> None:
+        super().__init__()
+        self.timeout = timeout
+
+    def make_connection(self, host: Any) -> http.client.HTTPConnection:
+        connection = super().make_connection(host)
+        connection.timeout = self.timeout
+        return connection
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (is de-server running?)"
+    if isinstance(exc, socket.timeout | TimeoutError):
+        return "timed out"
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+
+
+# -- rendering ------------------------------------------------------------------------------
+
+
+def render_product(document: dict[str, Any], vertical_view: bool, width: int) -> str:
+    """A product from the server's JSON form, fitted to the terminal."""
+    value = document["value"]
+    title = f"channel {document['channel']}, generation {document['generation']}, product {document['product']}:"
+    if isinstance(value, list) and all(isinstance(row, dict) for row in value):
+        frame = pd.DataFrame(value)
+        if vertical_view:
+            return f"{title}\n{vertical(frame)}"
+        table = tabulate(frame, headers="keys", tablefmt="psql", showindex=True, missingval="")
+        if max(len(line) for line in table.splitlines()) <= width:
+            return f"{title}\n{table}"
+        # Wider than the terminal: let pandas wrap the columns into blocks that fit.
+        return f"{title}\n{frame.to_string(line_width=width)}"
+    return f"{title}\n{json.dumps(value, indent=2)}"
+
+
+# -- the command line ---------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Ask a running decision engine (de-server) questions and give it orders.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    where = parser.add_argument_group("server")
+    where.add_argument("--host", help="server host (default: from the global configuration, else localhost)")
+    where.add_argument("--port", type=int, help="server port (default: from the global configuration, else 8888)")
+    where.add_argument("--config", help="global configuration file or directory to read server_address from")
+    where.add_argument(
+        "--wait", type=float, default=0, metavar="SECONDS", help="wait up to SECONDS for the server to answer"
+    )
+    where.add_argument("--rpc-timeout", type=float, default=None, metavar="SECONDS", help="give up on a call after")
+
+    out = parser.add_argument_group("output")
+    out.add_argument("--json", action="store_true", help="JSON output, for scripts")
+    out.add_argument("--format", choices=["table", "csv", "json"], default="table", help="how to print a product")
+    out.add_argument("--vertical", action="store_true", help="one block per row (for wide DataFrames)")
+    out.add_argument("--columns", help="comma-separated columns of a DataFrame product")
+    out.add_argument("--query", help="rows of a DataFrame product, e.g. \"cores > 4 and site == 'A'\"")
+    out.add_argument("--channel", help="channel to take --print-product from (default: the first that has it)")
+    out.add_argument("--max-rows", type=int, default=None, metavar="N", help="rows of DataFrames to show")
+    out.add_argument(
+        "--timeout", type=float, default=None, metavar="SECONDS", help="for --block-while and --kill-channel"
+    )
+
+    actions = parser.add_argument_group("actions (one per call)").add_mutually_exclusive_group(required=True)
+    actions.add_argument("--status", action="store_true", help="every channel: state, generation, sources, errors")
+    actions.add_argument("--print-products", action="store_true", help="the latest products of every channel")
+    actions.add_argument("--print-product", metavar="PRODUCT", help="one product of the latest generation")
+    actions.add_argument("--start-channel", metavar="CHANNEL", help="start (or restart) a channel")
+    actions.add_argument("--stop-channel", metavar="CHANNEL", help="stop a channel")
+    actions.add_argument("--start-channels", action="store_true", help="start every channel that is not running")
+    actions.add_argument("--stop-channels", action="store_true", help="stop every channel")
+    actions.add_argument("--rm-channel", metavar="CHANNEL", help="stop a channel and forget it until restart")
+    actions.add_argument("--kill-channel", metavar="CHANNEL", help="stop a channel, killing it after --timeout")
+    actions.add_argument(
+        "--reaper-start",
+        nargs="?",
+        const=0.0,
+        type=float,
+        metavar="DELAY",
+        help="start the Reaper (first pass after DELAY seconds)",
+    )
+    actions.add_argument("--reaper-stop", action="store_true", help="stop the Reaper")
+    actions.add_argument("--reaper-status", action="store_true", help="the Reaper's state and last pass")
+    actions.add_argument("--print-engine-loglevel", action="store_true", help="the server's log level")
+    actions.add_argument("--set-engine-loglevel", metavar="LEVEL", help="set the server's log level")
+    actions.add_argument("--get-channel-loglevel", metavar="CHANNEL", help="a channel's log level")
+    actions.add_argument(
+        "--set-channel-loglevel", nargs=2, metavar=("CHANNEL", "LEVEL"), help="set a channel's log level"
+    )
+    actions.add_argument(
+        "--block-while",
+        metavar="STATE",
+        type=str.upper,
+        choices=[s.name for s in State],
+        help="wait until no channel is in STATE (with --timeout for all of them)",
+    )
+    actions.add_argument("--follow", metavar="CHANNEL", help="print each new generation of a channel as it lands")
+    actions.add_argument("--product-dependencies", action="store_true", help="producer and consumers of every product")
+    actions.add_argument("--show-config", nargs="?", const="all", metavar="CHANNEL", help="channel configuration(s)")
+    actions.add_argument("--show-de-config", action="store_true", help="the server's global configuration")
+    actions.add_argument("--metrics", action="store_true", help="Prometheus metrics")
+    actions.add_argument("--list-rpc-methods", action="store_true", help="the server's methods")
+    actions.add_argument("--ping", action="store_true", help="is the server there?")
+    actions.add_argument("--stop", action="store_true", help="stop the server (and every channel)")
+    return parser
+
+
+def _plain(client: Client, args: argparse.Namespace, method: str, *params: Any) -> int:
+    """A method answering with a message: printed, or wrapped as JSON."""
+    result = client.call(method, *params)
+    if args.json:
+        print_json({"method": method, "result": result})
+    else:
+        print(result.rstrip("\n") if isinstance(result, str) else result)
+    return 0
+
+
+def _formatted(client: Client, args: argparse.Namespace, method: str, *params: Any) -> int:
+    """A method taking a format: the server's table, or its JSON parsed and re-printed."""
+    if args.json:
+        print_json(json.loads(client.call(method, *params, "json")))
+    else:
+        print(
+            client.call(method, *params, "vertical" if args.vertical and method == "print_products" else "table"),
+            end="",
+        )
+    return 0
+
+
+def _print_product(client: Client, args: argparse.Namespace) -> int:
+    columns = [c.strip() for c in args.columns.split(",")] if args.columns else None
+    params = (args.print_product, columns, args.query)
+    if args.json or args.format == "json":
+        print_json(json.loads(client.call("print_product", *params, "json", args.channel, args.max_rows)))
+    elif args.format == "csv":
+        print(client.call("print_product", *params, "csv", args.channel, args.max_rows), end="")
+    else:
+        document = json.loads(client.call("print_product", *params, "json", args.channel, args.max_rows))
+        print(render_product(document, args.vertical, terminal_width()))
+    return 0
+
+
+def _block_while(client: Client, args: argparse.Namespace) -> int:
+    answer = json.loads(client.call("block_while", args.block_while, args.timeout, "json"))
+    if args.json:
+        print_json(answer)
+    elif answer["timed_out"]:
+        print(f"timed out after {args.timeout:g} s; still {answer['state']}: {', '.join(answer['channels'])}")
+    else:
+        print(f"no channel is {answer['state']}")
+    return 1 if answer["timed_out"] else 0
+
+
+def _follow(client: Client, args: argparse.Namespace) -> int:
+    client.call("ping")  # one clear line if the server is not there
+    url = f"{client.url}/api/v1/events?channel={args.follow}"
+    try:
+        for event in sse.stream(url):
+            data = event.json()
+            if data.get("channel") != args.follow:
+                continue
+            if args.json:
+                print(json.dumps({"event": event.name, **data}), flush=True)
+            elif event.name == "generation":
+                when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(data["time"]))
+                print(
+                    f"{when}  {data['channel']}  generation {data['generation']}  {data['outcome']}  "
+                    f"{data['duration']:.3f} s",
+                    flush=True,
+                )
+            elif event.name == "state":
+                print(f"{time.strftime('%Y-%m-%d %H:%M:%S')}  {data['channel']}  state {data['state']}", flush=True)
+    except (ConnectionError, OSError, http.client.HTTPException) as exc:
+        raise CommandError(f"event stream of {client.url} failed: {exc}") from None
+    return 0
+
+
+def _json_text(client: Client, args: argparse.Namespace, method: str, *params: Any) -> int:
+    """Methods whose answer is JSON text already."""
+    answer = json.loads(client.call(method, *params))
+    if args.json:
+        print_json(answer)
+    else:
+        print(json.dumps(answer, indent=2))
+    return 0
+
+
+def _list_methods(client: Client, args: argparse.Namespace) -> int:
+    methods = client.call("list_rpc_methods")
+    if args.json:
+        print_json(methods)
+    else:
+        print("\n".join(methods))
+    return 0
+
+
+ACTIONS: list[tuple[str, Callable[[Client, argparse.Namespace], int]]] = [
+    ("status", lambda c, a: _formatted(c, a, "status")),
+    ("print_products", lambda c, a: _formatted(c, a, "print_products")),
+    ("print_product", _print_product),
+    ("start_channel", lambda c, a: _plain(c, a, "start_channel", a.start_channel)),
+    ("stop_channel", lambda c, a: _plain(c, a, "stop_channel", a.stop_channel)),
+    ("start_channels", lambda c, a: _plain(c, a, "start_channels")),
+    ("stop_channels", lambda c, a: _plain(c, a, "stop_channels")),
+    ("rm_channel", lambda c, a: _plain(c, a, "rm_channel", a.rm_channel)),
+    ("kill_channel", lambda c, a: _plain(c, a, "kill_channel", a.kill_channel, a.timeout)),
+    ("reaper_start", lambda c, a: _plain(c, a, "reaper_start", a.reaper_start)),
+    ("reaper_stop", lambda c, a: _plain(c, a, "reaper_stop")),
+    ("reaper_status", lambda c, a: _formatted(c, a, "reaper_status")),
+    ("print_engine_loglevel", lambda c, a: _plain(c, a, "get_log_level")),
+    ("set_engine_loglevel", lambda c, a: _plain(c, a, "set_log_level", a.set_engine_loglevel)),
+    ("get_channel_loglevel", lambda c, a: _plain(c, a, "get_channel_log_level", a.get_channel_loglevel)),
+    ("set_channel_loglevel", lambda c, a: _plain(c, a, "set_channel_log_level", *a.set_channel_loglevel)),
+    ("block_while", _block_while),
+    ("follow", _follow),
+    ("product_dependencies", lambda c, a: _formatted(c, a, "product_dependencies")),
+    ("show_config", lambda c, a: _json_text(c, a, "show_config", a.show_config)),
+    ("show_de_config", lambda c, a: _json_text(c, a, "show_de_config")),
+    ("metrics", lambda c, a: _plain(c, a, "metrics")),
+    ("list_rpc_methods", _list_methods),
+    ("ping", lambda c, a: _plain(c, a, "ping")),
+    ("stop", lambda c, a: _plain(c, a, "stop")),
+]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    enable_completion(parser)
+    args = parser.parse_args(argv)
+    if args.host is None or args.port is None:
+        try:
+            host, port = server_address(args.config)
+        except Exception as exc:
+            raise CommandError(f"cannot read the server address from the configuration: {exc}", 2) from None
+        args.host = args.host or host
+        args.port = args.port or port
+    client = Client(args.host, args.port, args.rpc_timeout)
+    if args.wait:
+        client.wait_until_reachable(args.wait)
+    for name, action in ACTIONS:
+        value = getattr(args, name)
+        if value is not None and value is not False:  # --reaper-start 0 is an action
+            return action(client, args)
+    raise CommandError("no action given", 2)  # argparse requires one; kept for safety
+
+
+def console() -> None:
+    sys.exit(run(main, None, PROG))
+
+
+if __name__ == "__main__":
+    console()

@@ -1,0 +1,270 @@
+"""``de-query-tool``: read products straight from the DataSpace, no server needed.
+
+* ``--list``: channels, their latest generation and its time;
+* ``CHANNEL``: the channel's recent generations and the products of the latest;
+* ``CHANNEL PRODUCT``: the product's value in the latest generation (or ``--generation N``);
+* ``CHANNEL PRODUCT --since 2h``: its history, one frame: a DataFrame product's rows of
+  every generation with ``generation_id`` and ``generation_time`` in front, or one row per
+  generation (``value``) for other products.
+
+Output as a table, CSV, JSON or Parquet (``--format``, or from ``--output``'s extension).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import io
+import json
+import pathlib
+import sys
+from typing import Any
+
+import pandas as pd
+from tabulate import tabulate
+
+from decisionengine.framework.dataspace.dataspace import DataSpace, DataSpaceError
+from decisionengine.framework.engine.cli_common import (
+    CommandError,
+    dataspace_config,
+    enable_completion,
+    parse_time,
+    run,
+)
+from decisionengine.framework.engine.formatting import to_jsonable
+
+PROG = "de-query-tool"
+FORMATS = ("table", "csv", "json", "parquet")
+EPILOG = """examples:
+  de-query-tool --list
+  de-query-tool demo                                      generations and products of channel demo
+  de-query-tool demo demand                               the latest value of product demand
+  de-query-tool demo demand --generation 120 --format json
+  de-query-tool demo demand --since 2h --output demand.parquet
+  de-query-tool demo provisioning_plan --since 2026-11-01T12:00 --until 2026-11-02 --format csv
+Times: a duration ago (30m, 2h, 3d, 1w) or an ISO time (local when it has no offset).
+Completion: eval "$(register-python-argcomplete de-query-tool)"
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Read decision engine products (and their history) from the DataSpace.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--config", help="global configuration file or directory (default: $CONFIG_PATH)")
+    source.add_argument("--url", help="DataSpace database URL, instead of a configuration")
+    parser.add_argument("channel", nargs="?", help="channel name")
+    parser.add_argument("product", nargs="?", help="product name")
+    parser.add_argument("--list", action="store_true", help="list the channels in the DataSpace")
+    when = parser.add_mutually_exclusive_group()
+    when.add_argument("--generation", type=int, help="a given generation instead of the latest")
+    when.add_argument("--since", type=parse_time, help="history since a time (30m, 2h, ISO time)")
+    parser.add_argument("--until", type=parse_time, help="history until a time (with --since)")
+    parser.add_argument("--columns", help="comma-separated columns of a DataFrame product")
+    parser.add_argument("--format", choices=FORMATS, help="output format (default: table, or from --output)")
+    parser.add_argument("--output", "-o", help="write to this file instead of the terminal")
+    return parser
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+
+def _registration(space: DataSpace, channel: str) -> dict[str, Any]:
+    try:
+        return space.get_taskmanager(channel)
+    except KeyError:
+        known = sorted({t["name"] for t in space.get_taskmanagers()})
+        raise CommandError(f"no channel {channel!r} in the DataSpace; channels: {', '.join(known) or 'none'}") from None
+
+
+def list_channels(space: DataSpace) -> pd.DataFrame:
+    rows = []
+    for name in sorted({t["name"] for t in space.get_taskmanagers()}):
+        registration = space.get_taskmanager(name)
+        generations = space.get_generations(registration["sequence_id"])
+        last = generations[-1] if generations else None
+        rows.append(
+            {
+                "channel": name,
+                "generations": len(generations),
+                "latest_generation": last["generation_id"] if last else None,
+                "latest_time": _iso(last["generation_time"]) if last else None,
+                "products": last["products"] if last else 0,
+            }
+        )
+    return pd.DataFrame(rows, columns=["channel", "generations", "latest_generation", "latest_time", "products"])
+
+
+def describe_channel(space: DataSpace, channel: str) -> dict[str, Any]:
+    registration = _registration(space, channel)
+    generations = space.get_generations(registration["sequence_id"])
+    latest = generations[-1]["generation_id"] if generations else None
+    keys = space.get_keys(registration["sequence_id"], latest) if latest else []
+    return {
+        "channel": channel,
+        "taskmanager_id": registration["taskmanager_id"],
+        "generations": len(generations),
+        "first_generation": generations[0]["generation_id"] if generations else None,
+        "latest_generation": latest,
+        "latest_time": _iso(generations[-1]["generation_time"]) if generations else None,
+        "products": keys,
+    }
+
+
+def product_value(space: DataSpace, channel: str, product: str, generation: int | None) -> tuple[int, Any]:
+    registration = _registration(space, channel)
+    if generation is None:
+        generation = space.get_last_generation_id(channel, registration["taskmanager_id"])
+        if not generation:
+            raise CommandError(f"channel {channel!r} has no generation yet")
+    try:
+        return generation, space.get_dataproduct(registration["sequence_id"], generation, product)
+    except KeyError as exc:
+        raise CommandError(exc.args[0] if exc.args else str(exc)) from None
+
+
+def product_history(space: DataSpace, channel: str, product: str, since: float, until: float | None) -> pd.DataFrame:
+    """One frame: every generation's value of ``product`` since ``since``."""
+    registration = _registration(space, channel)
+    frames = []
+    scalar_rows = []
+    for item in space.iter_products(registration["sequence_id"], product, since, until):
+        stamp = pd.Timestamp(item["generation_time"], unit="s", tz="UTC")
+        value = item["value"]
+        if isinstance(value, pd.DataFrame):
+            frame = value.reset_index(drop=True).copy()
+            frame.insert(0, "generation_time", stamp)
+            frame.insert(0, "generation_id", item["generation_id"])
+            frames.append(frame)
+        else:
+            scalar_rows.append({"generation_id": item["generation_id"], "generation_time": stamp, "value": value})
+    if frames and scalar_rows:
+        raise CommandError(f"product {product!r} changed between a DataFrame and other types: cannot make one table")
+    if frames:
+        return pd.concat(frames, ignore_index=True)
+    history = pd.DataFrame(scalar_rows, columns=["generation_id", "generation_time", "value"])
+    if any(isinstance(v, dict | list | tuple) for v in history["value"]):
+        history["value"] = [json.dumps(to_jsonable(v)) for v in history["value"]]
+    return history
+
+
+# -- writing ---------------------------------------------------------------------------------
+
+
+def _iso(epoch: float) -> str:
+    return datetime.datetime.fromtimestamp(epoch).astimezone().isoformat(timespec="seconds")
+
+
+def _select(value: Any, columns: str | None) -> Any:
+    if not columns:
+        return value
+    if not isinstance(value, pd.DataFrame):
+        raise CommandError("--columns applies to DataFrame products")
+    wanted = [c.strip() for c in columns.split(",") if c.strip()]
+    unknown = [c for c in wanted if c not in value.columns]
+    if unknown:
+        raise CommandError(f"unknown columns {unknown}; columns are {list(value.columns)}", 2)
+    keep = [c for c in ("generation_id", "generation_time") if c in value.columns and c not in wanted]
+    return value[keep + wanted]
+
+
+def _format(args: argparse.Namespace) -> str:
+    if args.format:
+        return args.format
+    if args.output:
+        suffix = pathlib.Path(args.output).suffix.lower().lstrip(".")
+        return {"csv": "csv", "json": "json", "parquet": "parquet", "pq": "parquet"}.get(suffix, "table")
+    return "table"
+
+
+def render(value: Any, fmt: str) -> bytes:
+    """``value`` (a DataFrame or any product) in format ``fmt``."""
+    if fmt == "parquet":
+        frame = value if isinstance(value, pd.DataFrame) else pd.DataFrame({"value": [json.dumps(to_jsonable(value))]})
+        buffer = io.BytesIO()
+        frame.to_parquet(buffer, index=False)
+        return buffer.getvalue()
+    if fmt == "json":
+        return (json.dumps(to_jsonable(value), indent=2) + "\n").encode()
+    if isinstance(value, pd.DataFrame):
+        shown = value.copy()
+        for column in shown.columns:
+            if isinstance(shown[column].dtype, pd.DatetimeTZDtype):
+                # CSV keeps the full precision (it is for programs); tables the local time to the millisecond.
+                if fmt == "csv":
+                    shown[column] = shown[column].map(lambda t: t.isoformat())
+                else:
+                    shown[column] = shown[column].map(
+                        lambda t: t.to_pydatetime().astimezone().isoformat(timespec="milliseconds")
+                    )
+        if fmt == "csv":
+            return shown.to_csv(index=False).encode()
+        return (tabulate(shown, headers="keys", tablefmt="psql", showindex=False, missingval="") + "\n").encode()
+    if fmt == "csv":
+        return pd.DataFrame({"value": [json.dumps(to_jsonable(value))]}).to_csv(index=False).encode()
+    return (json.dumps(to_jsonable(value), indent=2) + "\n").encode()
+
+
+def emit(data: bytes, args: argparse.Namespace, fmt: str) -> None:
+    if args.output:
+        pathlib.Path(args.output).write_bytes(data)
+        print(f"wrote {args.output} ({fmt}, {len(data):,} bytes)", file=sys.stderr)
+    elif fmt == "parquet":
+        raise CommandError("parquet is binary: give --output FILE", 2)
+    else:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    enable_completion(parser)
+    args = parser.parse_args(argv)
+    if not args.list and not args.channel:
+        parser.error("give --list, or a CHANNEL (and a PRODUCT)")
+    if (args.since is not None or args.generation is not None or args.columns) and not args.product:
+        parser.error("--since, --generation and --columns need a PRODUCT")
+    if args.until is not None and args.since is None:
+        parser.error("--until needs --since")
+    fmt = _format(args)
+    try:
+        space = DataSpace(dataspace_config(args))
+    except DataSpaceError as exc:
+        raise CommandError(str(exc)) from None
+    try:
+        if args.list:
+            emit(render(list_channels(space), fmt), args, fmt)
+        elif not args.product:
+            description = describe_channel(space, args.channel)
+            if fmt == "table":
+                print(
+                    tabulate(
+                        [[k, ", ".join(v) if isinstance(v, list) else v] for k, v in description.items()],
+                        tablefmt="plain",
+                    )
+                )
+            else:
+                emit(render(description, fmt), args, fmt)
+        elif args.since is not None:
+            history = _select(product_history(space, args.channel, args.product, args.since, args.until), args.columns)
+            emit(render(history, fmt), args, fmt)
+        else:
+            _generation, value = product_value(space, args.channel, args.product, args.generation)
+            emit(render(_select(value, args.columns), fmt), args, fmt)
+    except DataSpaceError as exc:
+        raise CommandError(str(exc)) from None
+    finally:
+        space.close()
+    return 0
+
+
+def console() -> None:
+    sys.exit(run(main, None, PROG))
+
+
+if __name__ == "__main__":
+    console()

@@ -1,0 +1,28 @@
+"""Running the operator commands as real subprocesses."""
+
+import os
+import subprocess
+import sys
+
+from tests.engine.server import REPO
+
+MODULES = {
+    "de-client": "decisionengine.framework.engine.de_client",
+    "de-reaper": "decisionengine.framework.engine.de_reaper",
+    "de-query-tool": "decisionengine.framework.engine.de_query_tool",
+}
+
+
+def command(name, *args, timeout=120, env=None):
+    """Run ``name`` (as ``python -m``) with ``args``; the CompletedProcess."""
+    environment = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200", **(env or {})}
+    environment.pop("CONFIG_PATH", None)
+    return subprocess.run(
+        [sys.executable, "-m", MODULES[name], *map(str, args)],
+        cwd=REPO,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

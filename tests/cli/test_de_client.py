@@ -1,0 +1,194 @@
+"""de-client against a real de-server: every option, as text and as JSON."""
+
+import csv
+import io
+import json
+import threading
+import time
+
+import pytest
+
+from decisionengine.testing.postgres import free_port
+from tests.cli.run import command
+from tests.engine.server import DEServer
+from tests.taskmanager.channels import counting_channel, module
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("client")
+    channel = counting_channel(str(root / "r.jsonl"))
+    channel["sources"]["counter"]["schedule"] = 0.3
+    spare = {"sources": {"c": module("ConstantSource", schedule=0.5)}, "publishers": {}}
+    server = DEServer(root, f"sqlite:///{root / 'ds.sqlite'}", {"counting": channel, "spare": spare}).start()
+    server.wait_for_generation("counting", 2, 60)
+    server.wait_for_generation("spare", 1, 60)
+    yield server
+    server.stop()
+
+
+def client(server, *args, **kwargs):
+    return command("de-client", "--host", "127.0.0.1", "--port", server.port, *args, **kwargs)
+
+
+def ok(result):
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    return result.stdout
+
+
+def as_json(result):
+    return json.loads(ok(result))
+
+
+def test_status(server):
+    text = ok(client(server, "--status"))
+    assert "counting" in text and "STEADY" in text and "counter" in text and "missed updates" in text
+    status = as_json(client(server, "--status", "--json"))
+    counting = next(c for c in status["channels"] if c["channel"] == "counting")
+    assert counting["state"] == "STEADY" and counting["generation"] >= 2
+    assert counting["sources"]["counter"]["missed_update_count"] == 0
+
+
+def test_print_products(server):
+    text = ok(client(server, "--print-products"))
+    assert "channel counting" in text and "product numbers" in text and "product constant" in text
+    assert "*** row 0 ***" in ok(client(server, "--print-products", "--vertical"))
+    products = as_json(client(server, "--print-products", "--json"))
+    assert products["counting"]["products"]["numbers"]["shape"] == [3, 2]
+
+
+def test_print_product_in_every_format(server):
+    table = ok(client(server, "--print-product", "doubled"))
+    assert "product doubled" in table and "|" in table
+    rows = list(csv.DictReader(io.StringIO(ok(client(server, "--print-product", "doubled", "--format", "csv")))))
+    assert [r["x"] for r in rows] == ["0", "2", "4"]
+    document = as_json(client(server, "--print-product", "doubled", "--json"))
+    assert [r["x"] for r in document["value"]] == [0, 2, 4]
+    assert as_json(client(server, "--print-product", "doubled", "--format", "json"))["product"] == "doubled"
+    selected = as_json(client(server, "--print-product", "numbers", "--columns", "x", "--query", "x >= 1", "--json"))
+    assert selected["value"] == [{"x": 1}, {"x": 2}]
+    vertical = ok(client(server, "--print-product", "numbers", "--vertical"))
+    assert "*** row 2 ***" in vertical
+    assert ok(client(server, "--print-product", "constant", "--channel", "spare")).rstrip().endswith("7")
+
+
+def test_wide_frames_wrap_to_the_terminal(server):
+    narrow = ok(client(server, "--print-product", "numbers", env={"COLUMNS": "20"}))
+    assert max(len(line) for line in narrow.splitlines()[1:]) <= 20
+
+
+def test_unknown_product_is_one_line(server):
+    result = client(server, "--print-product", "nothing")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert "no product 'nothing'" in result.stderr
+
+
+def test_channel_control(server):
+    assert "stopped" in ok(client(server, "--stop-channel", "spare"))
+    assert json.loads(ok(client(server, "--status", "--json")))["channels"][1]["state"] == "SHUTDOWN"
+    answer = as_json(client(server, "--start-channel", "spare", "--json"))
+    assert answer == {"method": "start_channel", "result": "channel spare started"}
+    assert "no channel is BOOT" in ok(client(server, "--block-while", "boot", "--timeout", "60"))
+    assert as_json(client(server, "--block-while", "BOOT", "--timeout", "60", "--json"))["timed_out"] is False
+    stopped = ok(client(server, "--stop-channels"))
+    assert "counting" in stopped and "spare" in stopped
+    assert "started" in ok(client(server, "--start-channels"))
+    ok(client(server, "--block-while", "BOOT", "--timeout", "60"))
+    killed = ok(client(server, "--kill-channel", "spare", "--timeout", "5"))
+    assert killed in ("channel spare stopped\n", "channel spare killed\n")
+    assert "removed" in ok(client(server, "--rm-channel", "spare"))
+    assert "started" in ok(client(server, "--start-channel", "spare"))
+    ok(client(server, "--block-while", "BOOT", "--timeout", "60"))
+
+
+def test_block_while_times_out_with_status_1(server):
+    result = client(server, "--block-while", "STEADY", "--timeout", "0.5")
+    assert result.returncode == 1
+    assert "timed out after 0.5 s; still STEADY" in result.stdout
+
+
+def test_reaper(server):
+    assert "state" in ok(client(server, "--reaper-status"))
+    assert as_json(client(server, "--reaper-status", "--json"))["retention_interval_in_days"] >= 7
+    assert ok(client(server, "--reaper-stop")) == "reaper stopped\n"
+    assert as_json(client(server, "--reaper-status", "--json"))["state"] == "SHUTDOWN"
+    assert "reaper started" in ok(client(server, "--reaper-start", "3600"))
+    assert as_json(client(server, "--reaper-status", "--json"))["state"] == "STEADY"
+
+
+def test_log_levels(server):
+    assert ok(client(server, "--print-engine-loglevel")).strip() in ("DEBUG", "INFO", "WARNING")
+    assert "WARNING" in ok(client(server, "--set-engine-loglevel", "warning"))
+    assert as_json(client(server, "--print-engine-loglevel", "--json"))["result"] == "WARNING"
+    ok(client(server, "--set-channel-loglevel", "counting", "DEBUG"))
+    assert ok(client(server, "--get-channel-loglevel", "counting")).strip() == "DEBUG"
+    bad = client(server, "--set-channel-loglevel", "counting", "LOUD")
+    assert bad.returncode == 1 and "unknown log level 'LOUD'" in bad.stderr
+
+
+def test_configuration_and_dependencies(server):
+    assert as_json(client(server, "--show-config", "counting"))["counting"]["sources"]["counter"]["schedule"] == 0.3
+    assert set(as_json(client(server, "--show-config", "--json"))) == {"counting", "spare"}
+    assert as_json(client(server, "--show-de-config", "--json"))["server_address"][1] == server.port
+    dependencies = as_json(client(server, "--product-dependencies", "--json"))
+    assert dependencies["counting"]["doubled"] == {"producer": "doubler", "consumers": ["summer"]}
+    assert "producer" in ok(client(server, "--product-dependencies"))
+
+
+def test_metrics_methods_ping(server):
+    assert "de_generations_total" in ok(client(server, "--metrics"))
+    assert "status" in ok(client(server, "--list-rpc-methods")).split()
+    assert "ping" in as_json(client(server, "--list-rpc-methods", "--json"))
+    assert ok(client(server, "--ping")) == "pong\n"
+    assert as_json(client(server, "--ping", "--json")) == {"method": "ping", "result": "pong"}
+
+
+def test_server_not_running_is_one_line_and_status_1():
+    port = free_port()
+    for args in (["--status"], ["--status", "--json"], ["--print-product", "x"], ["--follow", "demo"]):
+        result = command("de-client", "--port", port, *args)
+        assert result.returncode == 1
+        assert result.stdout == ""
+        assert result.stderr == (
+            f"de-client: cannot reach the decision engine at http://localhost:{port}: "
+            "connection refused (is de-server running?)\n"
+        )
+
+
+def test_wait_for_a_server_that_starts_late(tmp_path):
+    late = DEServer(tmp_path, f"sqlite:///{tmp_path / 'ds.sqlite'}", {})
+    threading.Timer(2, late.start, kwargs={"wait": False}).start()
+    started = time.monotonic()
+    try:
+        assert ok(command("de-client", "--port", late.port, "--wait", "60", "--ping")) == "pong\n"
+        assert time.monotonic() - started >= 2
+        assert ok(command("de-client", "--port", late.port, "--stop")) == "decision engine stopping\n"
+        assert late.process.wait(60) == 0
+    finally:
+        late.stop()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ([], "one of the arguments"),
+        (["--status", "--ping"], "not allowed with argument"),
+        (["--block-while", "SLEEPING"], "invalid choice: 'SLEEPING'"),
+        (["--print-product", "x", "--format", "xml"], "invalid choice: 'xml'"),
+        (["--port", "eighty", "--status"], "invalid int value"),
+    ],
+)
+def test_bad_arguments_are_argparse_errors(args, message):
+    result = command("de-client", *args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_help_has_examples():
+    result = command("de-client", "--help")
+    assert result.returncode == 0 and "examples:" in result.stdout and "--follow" in result.stdout

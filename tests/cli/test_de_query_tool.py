@@ -1,0 +1,134 @@
+"""de-query-tool: latest values and histories straight from the DataSpace, in every format."""
+
+import io
+import json
+import time
+
+import pandas as pd
+import pytest
+
+from decisionengine.framework.dataspace.datablock import DataBlock, Header, Metadata
+from decisionengine.framework.dataspace.dataspace import DataSpace
+from tests.cli.run import command
+from tests.conftest import global_config
+
+GENERATIONS = 20
+START = time.time() - GENERATIONS * 600  # one generation every 10 minutes, the last one now
+
+
+def frame(generation):
+    return pd.DataFrame(
+        {"site": ["a", "b", "c"], "cores": [generation, generation * 2, generation * 3], "load": [0.5, 0.25, 0.125]}
+    )
+
+
+@pytest.fixture
+def history(db_url):
+    space = DataSpace(global_config(db_url))
+    block = DataBlock(space, "chan")
+    tm = block.taskmanager_id
+    for generation in range(1, GENERATIONS + 1):
+        block.generation_id = generation
+        when = START + generation * 600
+        with block.transaction():
+            metadata = Metadata(tm, generation_time=when)
+            block.put("sites", frame(generation), Header(tm), metadata)
+            block.put("count", generation * 10, Header(tm), metadata)
+            block.put("info", {"generation": generation, "tags": ["x", "y"]}, Header(tm), metadata)
+    space.close()
+    return db_url
+
+
+def query(url, *args):
+    result = command("de-query-tool", "--url", url, *args)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_list_and_describe(history):
+    channels = json.loads(query(history, "--list", "--format", "json").stdout)
+    assert channels == [
+        {
+            "channel": "chan",
+            "generations": GENERATIONS,
+            "latest_generation": GENERATIONS,
+            "latest_time": channels[0]["latest_time"],
+            "products": 3,
+        }
+    ]
+    assert "chan" in query(history, "--list").stdout
+    described = json.loads(query(history, "chan", "--format", "json").stdout)
+    assert described["products"] == ["count", "info", "sites"]
+    assert described["first_generation"] == 1 and described["latest_generation"] == GENERATIONS
+
+
+def test_latest_and_given_generation(history):
+    latest = pd.read_csv(io.StringIO(query(history, "chan", "sites", "--format", "csv").stdout))
+    pd.testing.assert_frame_equal(latest, frame(GENERATIONS))
+    fifth = json.loads(query(history, "chan", "sites", "--generation", "5", "--format", "json").stdout)
+    assert fifth == frame(5).to_dict("records")
+    assert json.loads(query(history, "chan", "count", "--format", "json").stdout) == GENERATIONS * 10
+    table = query(history, "chan", "sites", "--columns", "site,cores").stdout
+    assert "cores" in table and "load" not in table
+
+
+def test_history_in_every_format(history, tmp_path):
+    since = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(START + 11 * 600 - 1))  # generations 11..20
+    expected = pd.concat([frame(g).assign(generation_id=g) for g in range(11, GENERATIONS + 1)], ignore_index=True)[
+        ["generation_id", "site", "cores", "load"]
+    ]
+
+    as_csv = pd.read_csv(io.StringIO(query(history, "chan", "sites", "--since", since, "--format", "csv").stdout))
+    pd.testing.assert_frame_equal(as_csv.drop(columns="generation_time"), expected)
+    times = pd.to_datetime(as_csv["generation_time"]).map(lambda t: t.timestamp())
+    assert list(times.drop_duplicates().round(3)) == [round(START + g * 600, 3) for g in range(11, GENERATIONS + 1)]
+
+    as_json = pd.DataFrame(json.loads(query(history, "chan", "sites", "--since", since, "--format", "json").stdout))
+    pd.testing.assert_frame_equal(as_json.drop(columns="generation_time"), expected)
+
+    output = tmp_path / "history.parquet"
+    query(history, "chan", "sites", "--since", since, "--output", output)
+    as_parquet = pd.read_parquet(output)
+    pd.testing.assert_frame_equal(as_parquet.drop(columns="generation_time"), expected)
+    assert str(as_parquet["generation_time"].dtype).startswith("datetime64")
+
+    table = query(history, "chan", "sites", "--since", since).stdout
+    assert table.count("| a ") == 10 and "generation_time" in table
+
+    # a duration works too, and --until bounds it
+    recent = json.loads(query(history, "chan", "count", "--since", "15m", "--format", "json").stdout)
+    assert [row["value"] for row in recent] == [190, 200]
+    until = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(START + 12 * 600 + 1))
+    bounded = json.loads(query(history, "chan", "count", "--since", since, "--until", until, "--format", "json").stdout)
+    assert [row["generation_id"] for row in bounded] == [11, 12]
+
+
+def test_history_of_non_dataframe_products(history, tmp_path):
+    rows = json.loads(query(history, "chan", "info", "--since", "1w", "--format", "json").stdout)
+    assert len(rows) == GENERATIONS
+    assert json.loads(rows[0]["value"]) == {"generation": 1, "tags": ["x", "y"]}
+    output = tmp_path / "count.csv"
+    query(history, "chan", "count", "--since", "1w", "--output", output)
+    counts = pd.read_csv(output)
+    assert list(counts["value"]) == [g * 10 for g in range(1, GENERATIONS + 1)]
+    query(history, "chan", "count", "--since", "1w", "--output", tmp_path / "count.parquet")
+    assert list(pd.read_parquet(tmp_path / "count.parquet")["value"]) == list(counts["value"])
+
+
+@pytest.mark.parametrize(
+    "args, status, message",
+    [
+        (["nochan", "sites"], 1, "no channel 'nochan' in the DataSpace; channels: chan"),
+        (["chan", "nothing"], 1, "no product 'nothing'"),
+        (["chan", "sites", "--since", "yesterday"], 2, "invalid time 'yesterday'"),
+        (["chan", "sites", "--format", "parquet"], 2, "parquet is binary: give --output FILE"),
+        (["chan", "sites", "--columns", "nope"], 2, "unknown columns ['nope']"),
+        (["--since", "2h"], 2, "give --list, or a CHANNEL"),
+        (["chan", "--since", "2h"], 2, "need a PRODUCT"),
+    ],
+)
+def test_errors(history, args, status, message):
+    result = command("de-query-tool", "--url", history, *args)
+    assert result.returncode == status, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
