@@ -42,11 +42,12 @@ class DEServer:
         }
         (root / "decision_engine.jsonnet").write_text(json.dumps(config, indent=2))
         self.pidfile = root / "de-server.pid"
+        self.env: dict[str, str] = {"DE_STATE_DIR": str(root)}
         self.process: subprocess.Popen | None = None
         self.output = root / "de-server.out"
 
     def start(self, wait: bool = True) -> DEServer:
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        env = {**os.environ, "PYTHONPATH": str(REPO), **self.env}
         env.pop("CONFIG_PATH", None)
         env.pop("CHANNEL_CONFIG_PATH", None)
         with open(self.output, "ab") as out:

@@ -261,7 +261,14 @@ def test_sigterm_during_a_generation_leaves_the_dataspace_consistent(
     registration = space.get_taskmanager("slow")
     for generation in range(1, last + 1):
         block = DataBlock(space, "slow", registration["taskmanager_id"], generation_id=generation)
-        assert set(block.keys()) == {"numbers", "doubled", "total", "de_logicengine_facts", "publisher_status"}
+        assert set(block.keys()) == {
+            "numbers",
+            "doubled",
+            "total",
+            "de_logicengine_facts",
+            "de_logicengine_fact_values",
+            "publisher_status",
+        }
     space.close()
 
     again = DEServer(server_root, sqlite_url, {"slow": channel}, shutdown_timeout=shutdown_timeout)

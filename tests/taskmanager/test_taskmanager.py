@@ -10,7 +10,7 @@ import pytest
 from decisionengine.framework.dataspace.datablock import DataBlock
 from decisionengine.framework.taskmanager.settings import TaskManagerSettings
 from decisionengine.framework.taskmanager.states import InvalidTransition, State, StateMachine
-from decisionengine.framework.taskmanager.TaskManager import PUBLISHER_STATUS, TaskManager
+from decisionengine.framework.taskmanager.TaskManager import FACT_VALUES, PUBLISHER_STATUS, TaskManager
 from tests.taskmanager.channels import counting_channel, module, plan_from
 
 
@@ -41,7 +41,7 @@ def test_generations_store_every_product(dataspace, tmp_path):
     assert tm.generation_id == 3
     assert dataspace.get_last_generation_id("counting") == 3
     block = DataBlock(dataspace, "counting", tm.taskmanager_id, generation_id=3)
-    assert set(block.keys()) == {"numbers", "doubled", "total", "de_logicengine_facts", PUBLISHER_STATUS}
+    assert set(block.keys()) == {"numbers", "doubled", "total", "de_logicengine_facts", FACT_VALUES, PUBLISHER_STATUS}
     n = int(block["numbers"]["n"].iloc[0])
     assert block["total"] == 2 * (0 + 1 + 2)
     assert list(block["doubled"]["x"]) == [0, 2, 4]
@@ -311,3 +311,13 @@ def test_transforms_see_the_products_of_earlier_transforms(dataspace, tmp_path):
     block = DataBlock(dataspace, "chain", tm.taskmanager_id, generation_id=1)
     assert isinstance(block["doubled"], pd.DataFrame)
     assert block["total"] == int(block["doubled"]["x"].sum())
+
+
+def test_every_fact_value_is_stored(dataspace, tmp_path):
+    raw = counting_channel(str(tmp_path / "r.jsonl"), max_generations=1)
+    tm, _ = run_channel(plan_from(raw, "facts"), dataspace)
+    values = DataBlock(dataspace, "facts", tm.taskmanager_id, generation_id=1)[FACT_VALUES]
+    assert values.to_dict("records") == [
+        {"fact_name": "big", "fact_value": False},
+        {"fact_name": "has_numbers", "fact_value": True},
+    ]

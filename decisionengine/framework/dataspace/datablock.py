@@ -234,6 +234,7 @@ class DataBlock:
         self.generation_id = int(generation_id)
         self.lock = threading.RLock()
         self._pending: dict[str, tuple[Any, Header, Metadata]] | None = None
+        self._announcement: dict[str, Any] | None = None
 
     def __str__(self) -> str:
         return (
@@ -277,13 +278,23 @@ class DataBlock:
                 yield self  # nested: the outer transaction commits
                 return
             self._pending = {}
+            self._announcement = None
             try:
                 yield self
                 pending, self._pending = self._pending, None
                 if pending:
-                    self.dataspace.write_generation(self.sequence_id, self.generation_id, pending)
+                    self.dataspace.write_generation(
+                        self.sequence_id, self.generation_id, pending, announce=self._announcement
+                    )
             finally:
                 self._pending = None
+                self._announcement = None
+
+    def announce(self, payload: dict[str, Any]) -> None:
+        """What to tell listeners when the current transaction commits (see DataSpace.write_generation)."""
+        if self._pending is None:
+            raise DataSpaceError("announce() is for the generation a transaction() is writing")
+        self._announcement = payload
 
     def duplicate(self) -> DataBlock:
         """Duplicate the datablock and return this new DataBlock.

@@ -155,10 +155,13 @@ class DataSource(abc.ABC):
         taskmanager_id: TaskManagerRef,
         generation_id: int,
         products: Mapping[str, tuple[Any, Any, Any]],
+        mode: str = "upsert",
+        announce: Mapping[str, Any] | None = None,
     ) -> None:
         """Write (insert or replace) several products of one generation.
 
-        Backends that can should do this in one transaction.
+        Backends that can should do this in one transaction, and tell listeners about it
+        (``announce``) when it commits.
         """
         existing = set(self.get_keys(taskmanager_id, generation_id))
         for key, (value, header, metadata) in products.items():

@@ -116,10 +116,15 @@ class DataSpace:
         self.datasource.update(taskmanager_id, generation_id, key, value, header, metadata)
 
     def write_generation(
-        self, taskmanager_id: TaskManagerRef, generation_id: int, products: Mapping[str, tuple[Any, Any, Any]]
+        self,
+        taskmanager_id: TaskManagerRef,
+        generation_id: int,
+        products: Mapping[str, tuple[Any, Any, Any]],
+        announce: Mapping[str, Any] | None = None,
     ) -> None:
-        """Insert or replace several products of one generation at once (one transaction)."""
-        self.datasource.write_generation(taskmanager_id, generation_id, products)
+        """Insert or replace several products of one generation at once (one transaction);
+        ``announce`` is what listeners hear when it commits (PostgreSQL NOTIFY)."""
+        self.datasource.write_generation(taskmanager_id, generation_id, products, announce=announce)
 
     def get_dataproduct(self, taskmanager_id: TaskManagerRef, generation_id: int, key: str) -> Any:
         return self.datasource.get_dataproduct(taskmanager_id, generation_id, key)

@@ -29,9 +29,11 @@ from decisionengine.framework.config.channel_file import read_channel_file
 from decisionengine.framework.config.channels import read_channels
 from decisionengine.framework.config.ValidConfig import ValidConfig
 from decisionengine.framework.dataspace.datasources.sql_engine import mask_url
+from decisionengine.framework.dataspace.datasources.sqlalchemy_ds import GENERATIONS_CHANNEL
 from decisionengine.framework.dataspace.dataspace import DataSpace
 from decisionengine.framework.dataspace.maintain import Reaper
 from decisionengine.framework.engine import formatting, logs, products, server_metrics
+from decisionengine.framework.engine.events import EventHub, GenerationListener
 from decisionengine.framework.engine.webserver import HttpServer
 from decisionengine.framework.engine.workers import ChannelWorker
 from decisionengine.framework.taskmanager import metrics as channel_metrics
@@ -95,6 +97,8 @@ class DecisionEngine:
         self.workers: dict[str, Any] = {}
         self.config_failures: dict[str, Any] = {}
         self.http: Any = None
+        self.events = EventHub()
+        self.listener: GenerationListener | None = None
         configs, failures = read_channels(channel_dir)
         for name, failure in failures.items():
             self.config_failures[name] = failure
@@ -123,7 +127,7 @@ class DecisionEngine:
         }
 
     def _new_worker(self, config: Any) -> ChannelWorker:
-        return ChannelWorker(config, self._launch_args(), self.context, self._notify)
+        return ChannelWorker(config, self._launch_args(), self.context, self._notify, self.events.state)
 
     def _notify(self) -> None:
         self._export_channel_states()
@@ -156,13 +160,31 @@ class DecisionEngine:
             if worker is None:
                 continue
             if kind == "status":
+                previous = worker.snapshot
                 worker.on_status(payload)
+                self._announce(name, previous, payload)
             elif kind == "plan":
                 worker.on_plan(payload)
             elif kind == "failed":
                 worker.on_failed(payload)
             elif kind == "exited":
                 worker.on_exited(payload)
+
+    def _announce(self, channel: str, previous: dict[str, Any], current: dict[str, Any]) -> None:
+        """Publish a generation a channel reports committed (the SQLite commit hook; on PostgreSQL
+        NOTIFY usually comes first, and the hub publishes each generation once)."""
+        generation = current.get("generation") or 0
+        last = current.get("last_generation") or {}
+        if generation > (previous.get("generation") or 0) and last.get("generation_id") == generation:
+            self.events.generation(
+                {
+                    "channel": channel,
+                    "generation": generation,
+                    "time": last["started"] + (last.get("duration") or 0.0),
+                    "outcome": last.get("outcome"),
+                    "duration": last.get("duration"),
+                }
+            )
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -178,6 +200,9 @@ class DecisionEngine:
             worker.start()
         if self.http is not None:
             self.http.start()
+        if self.dataspace.datasource.engine.dialect.name == "postgresql":
+            self.listener = GenerationListener(self.dataspace.datasource.engine, GENERATIONS_CHANNEL, self.events)
+            self.listener.start()
         if self.start_reaper:
             self.reaper.start(delay=float(self.global_config["dataspace"].get("reaper_start_delay_seconds", 1818)))
         self._notify()
@@ -203,6 +228,9 @@ class DecisionEngine:
         self._stop_workers(list(self.workers.values()), timeout)
         self.reaper.stop(timeout=timeout)
         server_metrics.SERVER_UP.set(0)
+        self.events.close()  # ends the event streams, so the web server can stop
+        if self.listener is not None:
+            self.listener.stop()
         if self.http is not None:
             self.http.stop()
         with contextlib.suppress(Exception):

@@ -73,6 +73,9 @@ def describe_value(value: Any) -> dict[str, Any]:
     if isinstance(value, pd.DataFrame):
         info["shape"] = list(value.shape)
         info["columns"] = [str(c) for c in value.columns]
+        info["numeric_columns"] = [
+            str(c) for c in value.columns if pd.api.types.is_numeric_dtype(value[c]) and value[c].dtype != bool
+        ]
     elif isinstance(value, np.ndarray):
         info["shape"] = list(value.shape)
     elif isinstance(value, Mapping | list | tuple | set):

@@ -1,4 +1,9 @@
-"""The server's one HTTP endpoint (CherryPy): XML-RPC at ``/RPC2`` and ``/``, metrics at ``/metrics``.
+"""The server's one HTTP endpoint (CherryPy).
+
+* ``/RPC2`` and POST ``/``: XML-RPC;
+* ``/metrics``: Prometheus;
+* ``/api/v1/...``: the JSON API and its event stream (:mod:`.api`);
+* GET ``/`` and ``/static/...``: the dashboard, shipped inside the package.
 
 XML-RPC is decoded and encoded with the standard library (``xmlrpc.client.loads`` /
 ``dumps``) and dispatched to the server's ``rpc_*`` methods.  A malformed request, an
@@ -9,6 +14,8 @@ XML-RPC fault with a clear message, never as a stack trace.
 from __future__ import annotations
 
 import inspect
+import json
+import pathlib
 import socket
 import xmlrpc.client
 from collections.abc import Callable, Mapping
@@ -18,6 +25,7 @@ import cherrypy
 import structlog
 
 from decisionengine.framework.engine import server_metrics
+from decisionengine.framework.engine.api import Api
 
 PARSE_ERROR = -32700
 METHOD_NOT_FOUND = -32601
@@ -75,12 +83,29 @@ class XmlRpc:
             return _fault(SERVER_ERROR, f"{name}: the answer cannot be sent over XML-RPC: {exc}")
 
 
+DASHBOARD = pathlib.Path(__file__).resolve().parent / "dashboard"
+
+
+class _ApiRoot:
+    """``/api``: holds the versions."""
+
+    def __init__(self, engine: Any) -> None:
+        self.v1 = Api(engine)
+
+
+def json_error_page(status: str, message: str, traceback: str, version: str) -> str:
+    """CherryPy's own errors under /api (an unknown version, a body too large...) as JSON too."""
+    cherrypy.response.headers["Content-Type"] = "application/json"
+    return json.dumps({"error": f"{status}: {message}"})
+
+
 class Root:
-    """``/``: XML-RPC on POST (the reference clients post to ``/``); ``/RPC2`` likewise."""
+    """``/``: XML-RPC on POST (the reference clients post to ``/``), the dashboard on GET."""
 
     def __init__(self, engine: Any) -> None:
         self.engine = engine
         self.rpc = XmlRpc(engine.rpc_methods())
+        self.api = _ApiRoot(engine)
 
     def _xmlrpc(self) -> bytes:
         if cherrypy.request.method != "POST":
@@ -93,8 +118,8 @@ class Root:
     def index(self) -> bytes:
         if cherrypy.request.method == "POST":
             return self._xmlrpc()
-        cherrypy.response.headers["Content-Type"] = "text/plain"
-        return b"decisionengine: XML-RPC at /RPC2 (and /), metrics at /metrics\n"
+        cherrypy.response.headers["Content-Type"] = "text/html; charset=utf-8"
+        return (DASHBOARD / "index.html").read_bytes()
 
     @cherrypy.expose
     def RPC2(self) -> bytes:
@@ -115,7 +140,8 @@ class HttpServer:
         host, port = engine.global_config.get("server_address", ["localhost", 8888])
         webserver = engine.global_config.get("webserver", {}) or {}
         self.address = (host, int(port))
-        self.threads = int(webserver.get("thread_pool", 10))
+        # Each open event stream (a dashboard, de-client --follow) holds one thread.
+        self.threads = int(webserver.get("thread_pool", 30))
         self.root = Root(engine)
         self.started = False
 
@@ -160,7 +186,11 @@ class HttpServer:
         cherrypy.tree.mount(
             self.root,
             "/",
-            {"/": {"request.dispatch": cherrypy.dispatch.Dispatcher(), "request.process_request_body": False}},
+            {
+                "/": {"request.dispatch": cherrypy.dispatch.Dispatcher(), "request.process_request_body": False},
+                "/api": {"error_page.default": json_error_page},
+                "/static": {"tools.staticdir.on": True, "tools.staticdir.dir": str(DASHBOARD)},
+            },
         )
         if hasattr(cherrypy.engine, "signal_handler"):
             cherrypy.engine.signal_handler.unsubscribe()

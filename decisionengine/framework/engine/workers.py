@@ -28,6 +28,8 @@ from decisionengine.framework.taskmanager.states import FINISHED, State
 from decisionengine.framework.util import metrics
 
 Notify = Callable[[], None]
+#: (channel, state, since): told of every change of a channel's state, whoever made it
+StateListener = Callable[[str, str, float | None], None]
 
 
 class ChannelWorker:
@@ -38,8 +40,16 @@ class ChannelWorker:
     channel (modules, products, producers), or why it is invalid.
     """
 
-    def __init__(self, config: Any, launch_args: dict[str, Any], context: Any, notify: Notify) -> None:
+    def __init__(
+        self,
+        config: Any,
+        launch_args: dict[str, Any],
+        context: Any,
+        notify: Notify,
+        on_state: StateListener | None = None,
+    ) -> None:
         self.config = config
+        self.on_state = on_state
         self.plan: dict[str, Any] | None = None
         self.name: str = config.name
         self.launch_args = launch_args
@@ -82,10 +92,13 @@ class ChannelWorker:
                 status["last_error"] = self.reason
             return status
 
-    def _set(self, **changes: Any) -> None:
+    def _replace(self, snapshot: dict[str, Any]) -> None:
+        """Every change of the snapshot goes through here, so that state changes are announced."""
         with self._lock:
-            self.snapshot = {**self.snapshot, **changes}
-        self.notify()
+            before = self.snapshot.get("state")
+            self.snapshot = snapshot
+        if self.on_state is not None and snapshot.get("state") != before:
+            self.on_state(self.name, snapshot["state"], snapshot.get("state_since"))
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -109,12 +122,14 @@ class ChannelWorker:
             )
             self.process = self.context.Process(target=main, args=(launch,), name=f"de-channel-{self.name}")
             # Report BOOT before the process exists, so that status answers at once.
-            self.snapshot = {
-                "channel": self.name,
-                "state": State.BOOT.value,
-                "state_since": self.started_at,
-                "generation": self.snapshot.get("generation"),
-            }
+            self._replace(
+                {
+                    "channel": self.name,
+                    "state": State.BOOT.value,
+                    "state_since": self.started_at,
+                    "generation": self.snapshot.get("generation"),
+                }
+            )
             self.process.start()
             self.snapshot["pid"] = self.process.pid
         self.logger.info("channel process started", pid=self.process.pid)
@@ -147,7 +162,7 @@ class ChannelWorker:
             if state not in FINISHED or state is State.OFFLINE:
                 if self.reason is None:
                     self.reason = _exit_reason(process.exitcode, state)
-                self.snapshot = {**self.snapshot, "state": State.ERROR.value, "state_since": time.time(), "busy": {}}
+                self._replace({**self.snapshot, "state": State.ERROR.value, "state_since": time.time(), "busy": {}})
             metrics.mark_process_dead(process.pid)
         level = "info" if self.state is State.SHUTDOWN else "error"
         getattr(self.logger, level)(
@@ -165,7 +180,7 @@ class ChannelWorker:
             final = snapshot.get("state") in (State.SHUTDOWN.value, State.ERROR.value)
             if not self.alive and not final and self.exit_code is not None:
                 return  # a late message from a process that has already ended: its end is what counts
-            self.snapshot = snapshot
+            self._replace(snapshot)
         self._arm_watchdog(snapshot)
         self.notify()
 
@@ -182,7 +197,7 @@ class ChannelWorker:
         """The channel's last message: the state it ended in."""
         with self._lock:
             if final_state in (State.SHUTDOWN.value, State.ERROR.value):
-                self.snapshot = {**self.snapshot, "state": final_state, "busy": {}}
+                self._replace({**self.snapshot, "state": final_state, "busy": {}})
             self._exited.set()
         self.notify()
 
@@ -196,7 +211,7 @@ class ChannelWorker:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.process.pid, signal.SIGTERM)
             if self.state not in (State.SHUTTINGDOWN, State.ERROR):
-                self.snapshot = {**self.snapshot, "state": State.SHUTTINGDOWN.value, "state_since": time.time()}
+                self._replace({**self.snapshot, "state": State.SHUTTINGDOWN.value, "state_since": time.time()})
         self.notify()
 
     def join(self, timeout: float | None) -> bool:
@@ -223,7 +238,7 @@ class ChannelWorker:
     def take_offline(self) -> None:
         with self._lock:
             if not self.alive:
-                self.snapshot = {**self.snapshot, "state": State.OFFLINE.value, "state_since": time.time()}
+                self._replace({**self.snapshot, "state": State.OFFLINE.value, "state_since": time.time()})
         self.notify()
 
     # -- hang watchdog -----------------------------------------------------------------------

@@ -51,6 +51,8 @@ from decisionengine.framework.taskmanager.settings import TaskManagerSettings
 from decisionengine.framework.taskmanager.states import State, StateMachine
 
 PUBLISHER_STATUS = "publisher_status"
+#: every fact's value in a generation (de_logicengine_facts holds the facts rules add)
+FACT_VALUES = "de_logicengine_fact_values"
 MAX_RETRY_DELAY = 3600.0
 
 Reporter = Callable[[dict[str, Any]], None]
@@ -403,6 +405,15 @@ class TaskManager:
                 fired = self._run_logic_engine(block, record)
                 statuses = self._run_publishers(block, self.plan.publishers_to_run(fired), record)
                 block.put(PUBLISHER_STATUS, statuses, self._header("taskmanager", record), self._metadata(record))
+                block.announce(
+                    {
+                        "channel": self.name,
+                        "generation": generation,
+                        "time": time.time(),
+                        "outcome": "committed" if record.outcome == "running" else record.outcome,
+                        "duration": time.monotonic() - started,
+                    }
+                )
         except Exception as exc:
             failure = exc if isinstance(exc, ModuleFailure) else None
             record.outcome = "failed"
@@ -501,9 +512,13 @@ class TaskManager:
         if spec is None:
             return frozenset()
         result = self._call(spec.key, self.instances[spec.key].evaluate_generation, block)
-        block.put(
-            FACTS_PRODUCT, result.facts_frame, self._header(spec.key, record, time.time()), self._metadata(record)
+        header = self._header(spec.key, record, time.time())
+        block.put(FACTS_PRODUCT, result.facts_frame, header, self._metadata(record))
+        values = pd.DataFrame(
+            {"fact_name": list(result.facts), "fact_value": [bool(v) for v in result.facts.values()]},
+            columns=["fact_name", "fact_value"],
         )
+        block.put(FACT_VALUES, values.astype({"fact_name": object, "fact_value": bool}), header, self._metadata(record))
         self.logger.info(
             "logic engine decided",
             generation=record.generation_id,

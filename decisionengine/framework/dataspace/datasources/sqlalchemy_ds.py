@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import hashlib
+import json
 import numbers
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -69,6 +70,8 @@ dp_t = schema.dataproduct
 IN_CHUNK = 500
 # PostgreSQL advisory lock key that serializes schema migrations between processes.
 MIGRATION_LOCK_KEY = 0x0DEC_15E0
+#: PostgreSQL NOTIFY channel announcing committed generations (see write_generation)
+GENERATIONS_CHANNEL = "decisionengine_generations"
 # New payloads up to this many pickled bytes are compressed inside a SQLite write transaction.
 INLINE_COMPRESS_BYTES = 4 << 20
 # A reaping batch should hold the SQLite write lock for about this long.
@@ -368,12 +371,17 @@ class SQLAlchemyDS(DataSource):
         generation_id: int,
         products: Mapping[str, tuple[Any, Any, Any]],
         mode: str = "upsert",
+        announce: Mapping[str, Any] | None = None,
     ) -> None:
         """Write several products of one generation in one transaction.
 
         ``mode`` is ``upsert`` (insert or replace), ``insert`` (each key must be new:
         :class:`DataSpaceExistsError` otherwise) or ``update`` (each key must exist:
         :class:`KeyError` otherwise).  On any error nothing is written.
+
+        ``announce``: on PostgreSQL, sent as a ``NOTIFY`` on :data:`GENERATIONS_CHANNEL`
+        (JSON) from inside the transaction, so listeners hear of the generation exactly
+        when it commits, and never of one that rolled back.
         """
         if not products:
             return
@@ -389,6 +397,9 @@ class SQLAlchemyDS(DataSource):
                         raise _CompressFirst(missing)
                     compressed.update((digest, self.codec.encode(raw)) for digest, raw in missing.items())
                     self._write_locked(conn, taskmanager_id, int(generation_id), prepared, known, compressed, mode)
+                    if announce is not None and is_postgresql(self.engine):
+                        payload = json.dumps(dict(announce), default=str)
+                        conn.execute(sa.select(sa.func.pg_notify(GENERATIONS_CHANNEL, payload)))
                 return
             except _CompressFirst as pending:
                 compressed.update((digest, self.codec.encode(raw)) for digest, raw in pending.payloads.items())

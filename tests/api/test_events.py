@@ -1,0 +1,165 @@
+"""Live updates: generation events reach subscribers within a second of the commit."""
+
+import json
+import queue
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from decisionengine.framework.dataspace.datablock import DataBlock, Header
+from decisionengine.framework.dataspace.datasources.sqlalchemy_ds import GENERATIONS_CHANNEL
+from decisionengine.framework.dataspace.dataspace import DataSpace
+from decisionengine.framework.engine import sse
+from decisionengine.framework.engine.events import Event, EventHub, GenerationListener
+from tests.cli.run import command
+from tests.conftest import global_config
+from tests.engine.server import REPO, DEServer
+from tests.taskmanager.channels import counting_channel
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def collect(url, into, stop_after):
+    for event in sse.stream(url, timeout=30):
+        into.put((time.time(), event))
+        if into.qsize() >= stop_after:
+            return
+
+
+def test_generation_events_arrive_within_a_second(tmp_path, db_url):
+    channel = counting_channel(str(tmp_path / "r.jsonl"))
+    channel["sources"]["counter"]["schedule"] = 0.5
+    server = DEServer(tmp_path, db_url, {"counting": channel}).start()
+    try:
+        server.wait_for_generation("counting", 1, 60)
+        received = queue.Queue()
+        reader = threading.Thread(
+            target=collect, args=(f"{server.url}/api/v1/events?channel=counting", received, 6), daemon=True
+        )
+        reader.start()
+        generations = []
+        deadline = time.time() + 60
+        while len(generations) < 3 and time.time() < deadline:
+            arrived, event = received.get(timeout=30)
+            if event.name != "generation":
+                continue
+            data = event.json()
+            assert set(data) >= {"channel", "generation", "time", "outcome", "duration"}
+            assert data["channel"] == "counting" and data["outcome"] == "committed"
+            assert arrived - data["time"] < 1.0, f"event {arrived - data['time']:.3f} s after the commit"
+            generations.append(data["generation"])
+        assert generations == sorted(generations) and len(set(generations)) == len(generations) == 3
+        # every announced generation is in the DataSpace already
+        space = DataSpace(global_config(db_url))
+        assert space.get_last_generation_id("counting") >= generations[-1]
+        space.close()
+    finally:
+        server.stop()
+
+
+def test_state_events_and_follow(tmp_path, sqlite_url):
+    channel = counting_channel(str(tmp_path / "r.jsonl"))
+    channel["sources"]["counter"]["schedule"] = 0.5
+    server = DEServer(tmp_path, sqlite_url, {"counting": channel}).start()
+    try:
+        server.wait_for_generation("counting", 1, 60)
+        received = queue.Queue()
+        threading.Thread(target=collect, args=(f"{server.url}/api/v1/events", received, 100), daemon=True).start()
+        time.sleep(0.5)
+        server.rpc().stop_channel("counting")
+        states = []
+        deadline = time.time() + 30
+        while "SHUTDOWN" not in states and time.time() < deadline:
+            _, event = received.get(timeout=30)
+            if event.name == "state":
+                states.append(event.json()["state"])
+        assert states[-2:] == ["SHUTTINGDOWN", "SHUTDOWN"]
+        server.rpc().start_channel("counting")
+
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "decisionengine.framework.engine.de_client",
+                "--port",
+                str(server.port),
+                "--follow",
+                "counting",
+                "--json",
+            ],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        lines = []
+        deadline = time.time() + 60
+        while len([line for line in lines if '"generation"' in line and '"event": "generation"' in line]) < 2:
+            assert time.time() < deadline, lines
+            lines.append(process.stdout.readline())
+        process.terminate()
+        process.wait(10)
+        events = [json.loads(line) for line in lines if line.strip()]
+        generations = [e["generation"] for e in events if e["event"] == "generation"]
+        assert generations == sorted(generations) and generations[0] >= 1
+    finally:
+        server.stop()
+
+
+def test_unknown_channel_stream_is_a_json_404(tmp_path, sqlite_url):
+    server = DEServer(tmp_path, sqlite_url, {}).start()
+    try:
+        with pytest.raises(ConnectionError, match="404"):
+            next(sse.stream(f"{server.url}/api/v1/events?channel=ghost"))
+        result = command("de-client", "--port", server.port, "--follow", "ghost")
+        assert result.returncode == 1 and "404" in result.stderr
+    finally:
+        server.stop()
+
+
+@pytest.mark.postgresql
+def test_notify_is_delivered_at_commit_and_never_for_a_rollback(pg_url):
+    space = DataSpace(global_config(pg_url))
+    hub = EventHub()
+    subscription = hub.subscribe()
+    listener = GenerationListener(space.datasource.engine, GENERATIONS_CHANNEL, hub)
+    listener.start()
+    try:
+        time.sleep(0.5)  # LISTEN is in place
+        block = DataBlock(space, "notified")
+        with pytest.raises(RuntimeError), block.transaction():
+            block.put("x", 1, Header(block.taskmanager_id))
+            block.announce({"channel": "notified", "generation": 1, "time": time.time()})
+            raise RuntimeError("rolled back")
+        with block.transaction():
+            block.put("x", 2, Header(block.taskmanager_id))
+            block.announce({"channel": "notified", "generation": 1, "time": time.time()})
+        committed = time.time()
+        events = subscription.events(keepalive=5)
+        event = next(events)
+        assert event.name == "generation" and event.data["generation"] == 1
+        assert time.time() - committed < 1.0
+        hub.close()
+        assert list(events) == []  # only one: the rolled-back write announced nothing
+    finally:
+        listener.stop()
+        space.close()
+
+
+def test_hub_never_blocks_on_a_slow_subscriber():
+    hub = EventHub(queue_size=3)
+    slow = hub.subscribe()
+    only_b = hub.subscribe("b")
+    for number in range(1, 11):
+        hub.generation({"channel": "a", "generation": number})
+    hub.generation({"channel": "a", "generation": 5})  # already seen: not published again
+    hub.publish(Event("state", {"channel": "b", "state": "STEADY"}))
+    hub.close()
+    kept = list(slow.events(keepalive=1))
+    assert [e.data.get("generation") for e in kept] == [10, None]  # the oldest were dropped
+    assert slow.dropped == 9  # 7 generations, then one for the state event, one for the end
+    assert [e.data for e in only_b.events(keepalive=1)] == [{"channel": "b", "state": "STEADY"}]
+    assert hub.subscribers == 0
