@@ -94,6 +94,7 @@ class Api:
         self.token: str | None = (engine.global_config.get("webserver") or {}).get("api_token") or None
         self.logger = structlog.get_logger("decisionengine").bind(module="api")
         self.cache = _PageCache()
+        self._sequences: dict[str, int] = {}
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -251,7 +252,21 @@ class Api:
     # -- products ---------------------------------------------------------------------------------
 
     def _latest(self, name: str) -> tuple[int, int] | None:
-        self._worker(name)
+        """(registry sequence, latest committed generation) of a channel.
+
+        A channel running here reports each commit, so its snapshot answers without a
+        database query; a channel running on another server (or not at all) is looked up.
+        """
+        worker = self._worker(name)
+        snapshot = worker.snapshot if worker is not None else {}
+        generation, taskmanager_id = snapshot.get("generation"), snapshot.get("taskmanager_id")
+        if generation and taskmanager_id and not snapshot.get("standby"):
+            sequence = self._sequences.get(taskmanager_id)
+            if sequence is None:
+                sequence = self._sequences[taskmanager_id] = self.engine.dataspace.get_taskmanager(
+                    name, taskmanager_id
+                )["sequence_id"]
+            return sequence, generation
         try:
             registration = self.engine.dataspace.get_taskmanager(name)
         except KeyError:
