@@ -36,7 +36,7 @@ def test_defaults_fill_an_empty_config():
     assert datasource["config"]["url"].startswith("sqlite:///")
     assert config["dataspace"]["retention_interval_in_days"] == 365
     assert config["dataspace"]["reaper_batch_size"] == 100
-    assert config["webserver"] == {"api_token": None}
+    assert config["webserver"] == {"api_token": None, "thread_pool": 30}
 
 
 def test_values_are_kept_and_normalized():
@@ -59,7 +59,7 @@ def test_values_are_kept_and_normalized():
         "pool_size": 5,
         "isolation_level": "x",  # engine options pass through
     }
-    assert config["webserver"] == {"api_token": "secret", "theme": "dark"}
+    assert config["webserver"] == {"api_token": "secret", "theme": "dark", "thread_pool": 30}
 
 
 def test_wrong_type_names_key_path():

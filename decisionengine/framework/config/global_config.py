@@ -110,6 +110,7 @@ DATASPACE_SCHEMA = Obj(
 WEBSERVER_SCHEMA = Obj(
     {
         "api_token": Str(None, nullable=True),
+        "thread_pool": Int(30, minimum=2),
     },
     default={},
     extra="keep",  # open-ended: the engine defines further settings
