@@ -50,6 +50,17 @@ def server_address(config_path: str | None) -> tuple[str, int]:
     return host, int(port)
 
 
+def dataspace_parser(prog: str, description: str, epilog: str) -> argparse.ArgumentParser:
+    """A parser for a command that reads a DataSpace: from the global configuration or a URL."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--config", help="global configuration file or directory (default: $CONFIG_PATH)")
+    source.add_argument("--url", help="DataSpace database URL, instead of a configuration")
+    return parser
+
+
 def dataspace_config(args: argparse.Namespace) -> dict[str, Any]:
     """A configuration for DataSpace(): the global file's, or just ``--url``."""
     if getattr(args, "url", None):

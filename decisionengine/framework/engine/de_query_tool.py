@@ -27,6 +27,7 @@ from decisionengine.framework.dataspace.dataspace import DataSpace, DataSpaceErr
 from decisionengine.framework.engine.cli_common import (
     CommandError,
     dataspace_config,
+    dataspace_parser,
     enable_completion,
     parse_time,
     run,
@@ -48,15 +49,7 @@ Completion: eval "$(register-python-argcomplete de-query-tool)"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Read decision engine products (and their history) from the DataSpace.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument("--config", help="global configuration file or directory (default: $CONFIG_PATH)")
-    source.add_argument("--url", help="DataSpace database URL, instead of a configuration")
+    parser = dataspace_parser(PROG, "Read decision engine products (and their history) from the DataSpace.", EPILOG)
     parser.add_argument("channel", nargs="?", help="channel name")
     parser.add_argument("product", nargs="?", help="product name")
     parser.add_argument("--list", action="store_true", help="list the channels in the DataSpace")

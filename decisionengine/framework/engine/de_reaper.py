@@ -20,6 +20,7 @@ from decisionengine.framework.dataspace.maintain import Reaper
 from decisionengine.framework.engine.cli_common import (
     CommandError,
     dataspace_config,
+    dataspace_parser,
     enable_completion,
     print_json,
     run,
@@ -36,15 +37,9 @@ Completion: eval "$(register-python-argcomplete de-reaper)"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Remove data older than the retention interval from a DataSpace (one Reaper pass).",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = dataspace_parser(
+        PROG, "Remove data older than the retention interval from a DataSpace (one Reaper pass).", EPILOG
     )
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument("--config", help="global configuration file or directory (default: $CONFIG_PATH)")
-    source.add_argument("--url", help="DataSpace database URL, instead of a configuration")
     parser.add_argument("--retention-days", type=float, help="override retention_interval_in_days (at least 7)")
     parser.add_argument("--batch-size", type=int, help="generations per batch (default: reaper_batch_size)")
     parser.add_argument("--dry-run", action="store_true", help="show what would be removed; remove nothing")
