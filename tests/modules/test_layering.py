@@ -38,3 +38,23 @@ def test_checker_detects_a_forbidden_import(tmp_path):
     sample = tmp_path / "bad.py"
     sample.write_text("from decisionengine.framework.taskmanager import TaskManager\n")
     assert any(name.startswith(FORBIDDEN) for name in imported_names(sample))
+
+
+def test_dataspace_imports_nothing_above_it():
+    offenders = {
+        f"{path.relative_to(FRAMEWORK)}: {name}"
+        for path in sorted((FRAMEWORK / "dataspace").rglob("*.py"))
+        for name in imported_names(path)
+        if name.startswith("decisionengine") and not name.startswith("decisionengine.framework.dataspace")
+    }
+    assert not offenders, offenders
+
+
+def test_taskmanager_does_not_import_the_engine():
+    offenders = {
+        f"{path.relative_to(FRAMEWORK)}: {name}"
+        for path in sorted((FRAMEWORK / "taskmanager").rglob("*.py"))
+        for name in imported_names(path)
+        if name.startswith("decisionengine.framework.engine")
+    }
+    assert not offenders, offenders
