@@ -235,12 +235,6 @@ class ChannelWorker:
         if self.alive:
             self.command_queue.put(("set_log_level", level))
 
-    def take_offline(self) -> None:
-        with self._lock:
-            if not self.alive:
-                self._replace({**self.snapshot, "state": State.OFFLINE.value, "state_since": time.time()})
-        self.notify()
-
     # -- hang watchdog -----------------------------------------------------------------------
 
     def _arm_watchdog(self, snapshot: dict[str, Any]) -> None:
