@@ -136,7 +136,6 @@ class DecisionEngine:
 
     def _export_channel_states(self) -> None:
         """Channels whose process is not running are exported by the server itself."""
-
         for name, worker in list(self.workers.items()):
             current = worker.state
             for state in State:
@@ -190,7 +189,6 @@ class DecisionEngine:
 
     def start(self, serve_http: bool = True) -> None:
         """Start everything and return at once: channels boot in their own processes."""
-
         server_metrics.SERVER_UP.set(1)
         if serve_http:
             self.http = HttpServer(self)
@@ -222,7 +220,6 @@ class DecisionEngine:
 
     def shutdown(self) -> None:
         """Stop every channel within one global deadline, then the Reaper and the web server."""
-
         timeout = float(self.global_config.get("shutdown_timeout", 10))
         self.logger.info("decision engine shutting down", timeout=timeout)
         self._stop_workers(list(self.workers.values()), timeout)
@@ -364,7 +361,6 @@ class DecisionEngine:
 
     def rpc_block_while(self, state: str, timeout: float | None = None, fmt: str = "table") -> str:
         """Wait until no channel is in ``state`` (one timeout for all of them together)."""
-
         wanted = State.parse(state)
         limit = float(timeout) if timeout not in (None, "") else None
 
