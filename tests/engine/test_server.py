@@ -227,7 +227,7 @@ def test_broken_channels_leave_the_others_running(server_root, sqlite_url):
 
 
 def test_status_answers_at_once_while_a_channel_boots(server_root, sqlite_url):
-    slow = {"sources": {"slow": module("SlowBootSource", schedule=60, boot_seconds=8)}, "publishers": {}}
+    slow = {"sources": {"slow": module("SlowBootSource", schedule=60, boot_seconds=4)}, "publishers": {}}
     server = DEServer(server_root, sqlite_url, {"slow": slow}).start()
     try:
         started = time.monotonic()
