@@ -8,28 +8,20 @@ import pytest
 from decisionengine.modules.demo import files
 from decisionengine.modules.demo.DemandTransform import DemandTransform
 from decisionengine.modules.demo.FigureOfMeritTransform import FigureOfMeritTransform
+from decisionengine.modules.demo.JobQueueSource import COLUMNS as JOB_COLUMNS
 from decisionengine.modules.demo.JobQueueSource import JobQueueSource
 from decisionengine.modules.demo.ProvisioningRequestPublisher import ProvisioningRequestPublisher
+from decisionengine.modules.demo.ResourceCatalogueSource import COLUMNS as CATALOGUE_COLUMNS
 from decisionengine.modules.demo.ResourceCatalogueSource import ResourceCatalogueSource
 from decisionengine.modules.demo.SummaryPublisher import SummaryPublisher
 
 
 def queue(rows):
-    return pd.DataFrame(rows, columns=["job_id", "vo", "request_cpus", "request_memory_gb", "status", "queued_seconds"])
+    return pd.DataFrame(rows, columns=JOB_COLUMNS)
 
 
 def catalogue(rows):
-    columns = [
-        "resource",
-        "provider",
-        "region",
-        "cpus",
-        "memory_gb",
-        "price_per_hour",
-        "max_instances",
-        "running_instances",
-    ]
-    return pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame(rows, columns=CATALOGUE_COLUMNS)
 
 
 def test_snapshots_rotate_with_the_clock(tmp_path):
