@@ -67,7 +67,11 @@ class DEServer:
                 stderr=subprocess.STDOUT,
             )
         if wait:
-            self.wait_until_serving()
+            try:
+                self.wait_until_serving()
+            except BaseException:
+                self.stop()  # a server that did not come up must not outlive the test
+                raise
         return self
 
     @property
