@@ -29,12 +29,22 @@ def collect(url, into, stop_after):
             return
 
 
-def test_generation_events_arrive_within_a_second(tmp_path, db_url):
+def counting_server(tmp_path, url):
+    """A de-server whose channel "counting" commits a generation every half second (one done)."""
     channel = counting_channel(str(tmp_path / "r.jsonl"))
     channel["sources"]["counter"]["schedule"] = 0.5
-    server = DEServer(tmp_path, db_url, {"counting": channel}).start()
+    server = DEServer(tmp_path, url, {"counting": channel}).start()
     try:
         server.wait_for_generation("counting", 1, 60)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def test_generation_events_arrive_within_a_second(tmp_path, db_url):
+    server = counting_server(tmp_path, db_url)
+    try:
         received = queue.Queue()
         reader = threading.Thread(
             target=collect, args=(f"{server.url}/api/v1/events?channel=counting", received, 6), daemon=True
@@ -61,11 +71,8 @@ def test_generation_events_arrive_within_a_second(tmp_path, db_url):
 
 
 def test_state_events_and_follow(tmp_path, sqlite_url):
-    channel = counting_channel(str(tmp_path / "r.jsonl"))
-    channel["sources"]["counter"]["schedule"] = 0.5
-    server = DEServer(tmp_path, sqlite_url, {"counting": channel}).start()
+    server = counting_server(tmp_path, sqlite_url)
     try:
-        server.wait_for_generation("counting", 1, 60)
         received = queue.Queue()
         threading.Thread(target=collect, args=(f"{server.url}/api/v1/events", received, 100), daemon=True).start()
         time.sleep(0.5)

@@ -28,6 +28,19 @@ def run_channel(plan, dataspace, timeout=30, **kwargs):
     return tm, snapshots
 
 
+def run_until(plan, dataspace, reached, timeout=10):
+    """Run a task manager until ``reached(tm)`` (or the timeout), then stop it."""
+    tm = TaskManager(plan, dataspace)
+    thread = threading.Thread(target=tm.run)
+    thread.start()
+    deadline = time.time() + timeout
+    while not reached(tm) and time.time() < deadline:
+        time.sleep(0.05)
+    tm.stop()
+    thread.join(10)
+    return tm
+
+
 def records(path):
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
@@ -159,14 +172,7 @@ def test_source_that_keeps_failing_misses_updates(dataspace, tmp_path):
         },
         "publishers": {},
     }
-    tm = TaskManager(plan_from(raw, "missing"), dataspace)
-    thread = threading.Thread(target=tm.run)
-    thread.start()
-    deadline = time.time() + 10
-    while tm.sources["flaky"].missed_update_count < 3 and time.time() < deadline:
-        time.sleep(0.05)
-    tm.stop()
-    thread.join(10)
+    tm = run_until(plan_from(raw, "missing"), dataspace, lambda tm: tm.sources["flaky"].missed_update_count >= 3)
     status = tm.sources["flaky"]
     assert status.missed_update_count >= 3
     assert "ConnectionError: upstream unavailable" in status.last_error
@@ -177,14 +183,7 @@ def test_source_that_keeps_failing_misses_updates(dataspace, tmp_path):
 
 def test_source_with_undeclared_products_misses_its_update(dataspace):
     raw = {"sources": {"liar": module("UndeclaredProductSource", schedule=0.1)}, "publishers": {}}
-    tm = TaskManager(plan_from(raw, "liar"), dataspace)
-    thread = threading.Thread(target=tm.run)
-    thread.start()
-    deadline = time.time() + 10
-    while tm.sources["liar"].missed_update_count < 1 and time.time() < deadline:
-        time.sleep(0.05)
-    tm.stop()
-    thread.join(10)
+    tm = run_until(plan_from(raw, "liar"), dataspace, lambda tm: tm.sources["liar"].missed_update_count >= 1)
     assert "not declared: 'surprise'" in tm.sources["liar"].last_error
     assert tm.generation_id == 0
 
