@@ -27,7 +27,7 @@ from tabulate import tabulate
 REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from decisionengine.framework.engine import sse  # noqa: E402
+from decisionengine.framework.cli import sse_client as sse  # noqa: E402
 from decisionengine.testing.postgres import free_port  # noqa: E402
 
 ROWS = 10_000
@@ -137,7 +137,7 @@ def start_server(root: pathlib.Path) -> tuple[subprocess.Popen, int]:
         )
     )
     process = subprocess.Popen(
-        [sys.executable, "-m", "decisionengine.framework.engine.server_cli", "--config", str(root), "--no-reaper"],
+        [sys.executable, "-m", "decisionengine.framework.cli.de_server", "--config", str(root), "--no-reaper"],
         cwd=REPO,
         env={"PYTHONPATH": f"{REPO}:{root}", "PATH": "/usr/bin:/bin"},
         stdout=subprocess.DEVNULL,

@@ -119,7 +119,7 @@ class Server:
             )
         )
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "decisionengine.framework.engine.server_cli", "--config", str(root)],
+            [sys.executable, "-m", "decisionengine.framework.cli.de_server", "--config", str(root)],
             cwd=REPO,
             env={**os.environ, "PYTHONPATH": str(REPO)},
             stdout=subprocess.DEVNULL,

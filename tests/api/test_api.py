@@ -6,6 +6,7 @@ import time
 import pytest
 from openapi_spec_validator import validate
 
+from decisionengine.testing.waiting import eventually
 from tests.api.client import OpenApiChecker, http
 from tests.engine.server import DEServer
 from tests.taskmanager.channels import counting_channel, module
@@ -56,10 +57,12 @@ def test_channels(server, openapi):
     assert set(by_name) == {"counting", "failing", "broken"}
     assert by_name["counting"]["state"] == "STEADY" and not by_name["counting"]["failing"]
     assert by_name["broken"]["failing"] and by_name["broken"]["config_error"]
-    deadline = time.time() + 30
-    while not by_name["failing"]["failing"] and time.time() < deadline:
-        time.sleep(0.3)
-        by_name = {c["name"]: c for c in get(server, "/channels")["channels"]}
+
+    def failing_channel():
+        return {c["name"]: c for c in get(server, "/channels")["channels"]}["failing"]
+
+    failing = eventually(lambda: (c := failing_channel())["failing"] and c, 30, what="channel 'failing' failing")
+    by_name["failing"] = failing
     assert by_name["failing"]["failing"]
     assert by_name["failing"]["sources"]["flaky"]["missed_update_count"] >= 1
 
@@ -198,10 +201,13 @@ def test_control_needs_the_token(server, openapi):
 def test_the_token_is_never_logged(server):
     http("POST", f"{server.url}/api/v1/reaper/stop", TOKEN)
     http("POST", f"{server.url}/api/v1/reaper/start?delay=3600", TOKEN)
-    time.sleep(0.5)
-    logs = "".join(path.read_text() for path in (server.root / "logs").glob("*.log"))
-    assert "POST /api/v1/reaper/stop" in logs  # the access log is there...
-    assert TOKEN not in logs  # ...without the token
+
+    def logs():
+        return "".join(path.read_text() for path in (server.root / "logs").glob("*.log"))
+
+    eventually(lambda: "POST /api/v1/reaper/start" in logs(), 10, what="the access log lines")
+    assert "POST /api/v1/reaper/stop" in logs()  # the access log is there...
+    assert TOKEN not in logs()  # ...without the token
     assert TOKEN not in json.dumps(get(server, "/channels"))
 
 

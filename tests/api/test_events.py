@@ -9,11 +9,11 @@ import time
 
 import pytest
 
+from decisionengine.framework.cli import sse_client as sse
 from decisionengine.framework.dataspace.datablock import DataBlock, Header
-from decisionengine.framework.dataspace.datasources.sqlalchemy_ds import GENERATIONS_CHANNEL
 from decisionengine.framework.dataspace.dataspace import DataSpace
-from decisionengine.framework.engine import sse
 from decisionengine.framework.engine.events import Event, EventHub, GenerationListener
+from decisionengine.testing.waiting import eventually
 from tests.cli.run import command
 from tests.conftest import global_config
 from tests.engine.server import REPO, DEServer
@@ -22,11 +22,29 @@ from tests.taskmanager.channels import counting_channel
 pytestmark = pytest.mark.timeout(240)
 
 
-def collect(url, into, stop_after):
-    for event in sse.stream(url, timeout=30):
+def collect(url, into, stop_after, connected=None):
+    for event in sse.stream(url, timeout=30, on_connected=connected.set if connected else None):
         into.put((time.time(), event))
         if into.qsize() >= stop_after:
             return
+
+
+def listen(url, stop_after=100):
+    """Read the event stream of ``url`` in a thread; (queue of (arrival, event), connected)."""
+    received, connected = queue.Queue(), threading.Event()
+    threading.Thread(target=collect, args=(url, received, stop_after, connected), daemon=True).start()
+    assert connected.wait(30), f"no event stream from {url}"
+    return received
+
+
+def drain(received):
+    """The events that have arrived so far."""
+    events = []
+    while True:
+        try:
+            events.append(received.get_nowait())
+        except queue.Empty:
+            return events
 
 
 def counting_server(tmp_path, url):
@@ -45,22 +63,21 @@ def counting_server(tmp_path, url):
 def test_generation_events_arrive_within_a_second(tmp_path, db_url):
     server = counting_server(tmp_path, db_url)
     try:
-        received = queue.Queue()
-        reader = threading.Thread(
-            target=collect, args=(f"{server.url}/api/v1/events?channel=counting", received, 6), daemon=True
-        )
-        reader.start()
+        received = listen(f"{server.url}/api/v1/events?channel=counting", 6)
         generations = []
-        deadline = time.time() + 60
-        while len(generations) < 3 and time.time() < deadline:
-            arrived, event = received.get(timeout=30)
-            if event.name != "generation":
-                continue
-            data = event.json()
-            assert set(data) >= {"channel", "generation", "time", "outcome", "duration"}
-            assert data["channel"] == "counting" and data["outcome"] == "committed"
-            assert arrived - data["time"] < 1.0, f"event {arrived - data['time']:.3f} s after the commit"
-            generations.append(data["generation"])
+
+        def three_generations():
+            for arrived, event in drain(received):
+                if event.name != "generation":
+                    continue
+                data = event.json()
+                assert set(data) >= {"channel", "generation", "time", "outcome", "duration"}
+                assert data["channel"] == "counting" and data["outcome"] == "committed"
+                assert arrived - data["time"] < 1.0, f"event {arrived - data['time']:.3f} s after the commit"
+                generations.append(data["generation"])
+            return len(generations) >= 3
+
+        eventually(three_generations, 60, what=lambda: f"three generation events, got {generations}")
         assert generations == sorted(generations) and len(set(generations)) == len(generations) == 3
         # every announced generation is in the DataSpace already
         space = DataSpace(global_config(db_url))
@@ -73,16 +90,15 @@ def test_generation_events_arrive_within_a_second(tmp_path, db_url):
 def test_state_events_and_follow(tmp_path, sqlite_url):
     server = counting_server(tmp_path, sqlite_url)
     try:
-        received = queue.Queue()
-        threading.Thread(target=collect, args=(f"{server.url}/api/v1/events", received, 100), daemon=True).start()
-        time.sleep(0.5)
+        received = listen(f"{server.url}/api/v1/events")
         server.rpc().stop_channel("counting")
         states = []
-        deadline = time.time() + 30
-        while "SHUTDOWN" not in states and time.time() < deadline:
-            _, event = received.get(timeout=30)
-            if event.name == "state":
-                states.append(event.json()["state"])
+
+        def shut_down():
+            states.extend(event.json()["state"] for _, event in drain(received) if event.name == "state")
+            return "SHUTDOWN" in states
+
+        eventually(shut_down, 30, what=lambda: f"SHUTDOWN among the state events {states}")
         assert states[-2:] == ["SHUTTINGDOWN", "SHUTDOWN"]
         server.rpc().start_channel("counting")
 
@@ -90,7 +106,7 @@ def test_state_events_and_follow(tmp_path, sqlite_url):
             [
                 sys.executable,
                 "-m",
-                "decisionengine.framework.engine.de_client",
+                "decisionengine.framework.cli.de_client",
                 "--port",
                 str(server.port),
                 "--follow",
@@ -103,10 +119,12 @@ def test_state_events_and_follow(tmp_path, sqlite_url):
             text=True,
         )
         lines = []
-        deadline = time.time() + 60
-        while len([line for line in lines if '"generation"' in line and '"event": "generation"' in line]) < 2:
-            assert time.time() < deadline, lines
+
+        def two_generations():
             lines.append(process.stdout.readline())
+            return len([line for line in lines if '"event": "generation"' in line]) >= 2
+
+        eventually(two_generations, 60, what=lambda: f"two generations followed, got {lines}")
         process.terminate()
         process.wait(10)
         events = [json.loads(line) for line in lines if line.strip()]
@@ -132,10 +150,10 @@ def test_notify_is_delivered_at_commit_and_never_for_a_rollback(pg_url):
     space = DataSpace(global_config(pg_url))
     hub = EventHub()
     subscription = hub.subscribe()
-    listener = GenerationListener(space.datasource.engine, GENERATIONS_CHANNEL, hub)
+    listener = GenerationListener(space, hub)
     listener.start()
     try:
-        time.sleep(0.5)  # LISTEN is in place
+        assert listener.listening.wait(10), "LISTEN is in place"
         block = DataBlock(space, "notified")
         with pytest.raises(RuntimeError), block.transaction():
             block.put("x", 1, Header(block.taskmanager_id))

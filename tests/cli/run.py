@@ -7,9 +7,9 @@ import sys
 from tests.engine.server import REPO
 
 MODULES = {
-    "de-client": "decisionengine.framework.engine.de_client",
-    "de-reaper": "decisionengine.framework.engine.de_reaper",
-    "de-query-tool": "decisionengine.framework.engine.de_query_tool",
+    "de-client": "decisionengine.framework.cli.de_client",
+    "de-reaper": "decisionengine.framework.cli.de_reaper",
+    "de-query-tool": "decisionengine.framework.cli.de_query_tool",
 }
 
 

@@ -87,7 +87,7 @@ def test_reads_the_global_configuration(tmp_path, sqlite_url):
 @pytest.mark.parametrize(
     "args, status, message",
     [
-        (["--url", "sqlite:////nonexistent/dir/x.sqlite"], 1, "cannot reach the dataspace database"),
+        (["--url", "sqlite:////nonexistent/x.sqlite"], 1, "no SQLite dataspace database at /nonexistent/x.sqlite"),
         (["--config", "/nonexistent"], 2, "/nonexistent"),
         (["--url", "x", "--config", "y"], 2, "not allowed with argument"),
         (["--retention-days", "soon"], 2, "invalid float value"),

@@ -1,12 +1,12 @@
 """Several processes writing one database at once: no lost and no torn generation."""
 
 import multiprocessing
-import time
 
 import pandas as pd
 
 from decisionengine.framework.dataspace.datablock import DataBlock, Header
 from decisionengine.framework.dataspace.dataspace import DataSpace
+from decisionengine.testing.waiting import eventually
 
 GENERATIONS = 30
 PRODUCTS = 5
@@ -47,8 +47,10 @@ def test_two_processes_write_one_database(dataspace, dataspace_config):
 
     # While they write, every generation a reader can see is complete and consistent.
     observed = 0
-    deadline = time.time() + 120
-    while any(p.is_alive() for p in processes) and time.time() < deadline:
+
+    def writers_done_after_a_look() -> bool:
+        nonlocal observed
+        running = any(p.is_alive() for p in processes)
         for name in names:
             last = dataspace.get_last_generation_id(name)
             if last == 0:
@@ -58,6 +60,9 @@ def test_two_processes_write_one_database(dataspace, dataspace_config):
             for product in range(PRODUCTS):
                 assert set(block[f"p{product}"]["generation"]) == {last}
             observed += 1
+        return not running
+
+    eventually(writers_done_after_a_look, 120, what="both writers to finish", interval=0, max_interval=0)
     for process in processes:
         process.join(60)
         assert process.exitcode == 0

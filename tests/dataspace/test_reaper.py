@@ -7,6 +7,7 @@ import pytest
 
 from decisionengine.framework.dataspace.datablock import DataBlock, Header, Metadata
 from decisionengine.framework.dataspace.maintain import Reaper, ReaperState
+from decisionengine.testing.waiting import eventually
 
 NOW = 2_000_000_000.0
 DAY = 86400.0
@@ -186,9 +187,7 @@ def test_start_and_stop_while_reaping(dataspace, dataspace_config):
     # and it starts again and finishes the job
     reaper.on_batch = None
     reaper.start(delay=0)
-    deadline = time.time() + 20
-    while reaper.runs < 2 and time.time() < deadline:
-        time.sleep(0.05)
+    eventually(lambda: reaper.runs >= 2, 20, what=lambda: f"two Reaper passes, ran {reaper.runs}")
     reaper.stop()
     assert generations(dataspace, block) == [40]
     assert reaper.state is ReaperState.SHUTDOWN

@@ -8,11 +8,11 @@ import pathlib
 import signal
 import subprocess
 import sys
-import time
 import xmlrpc.client
 from typing import Any
 
 from decisionengine.testing.postgres import free_port
+from decisionengine.testing.waiting import eventually
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
@@ -55,7 +55,7 @@ class DEServer:
                 [
                     sys.executable,
                     "-m",
-                    "decisionengine.framework.engine.server_cli",
+                    "decisionengine.framework.cli.de_server",
                     "--config",
                     str(self.root),
                     "--pidfile",
@@ -82,16 +82,15 @@ class DEServer:
         return xmlrpc.client.ServerProxy(f"{self.url}/RPC2", allow_none=True)
 
     def wait_until_serving(self, timeout: float = 60) -> None:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
+        def answers() -> bool:
             if self.process.poll() is not None:
                 raise RuntimeError(f"de-server exited with {self.process.returncode}: {self.output.read_text()}")
             try:
-                if self.rpc().ping() == "pong":
-                    return
+                return self.rpc().ping() == "pong"
             except OSError:
-                time.sleep(0.1)
-        raise TimeoutError(f"de-server did not answer in {timeout} s: {self.output.read_text()}")
+                return False
+
+        eventually(answers, timeout, what=lambda: f"de-server to answer: {self.output.read_text()}")
 
     def status(self) -> dict[str, Any]:
         return json.loads(self.rpc().status("json"))
@@ -104,14 +103,13 @@ class DEServer:
 
     def wait_for(self, predicate, timeout: float = 60, what: str = "condition") -> dict[str, Any]:
         """Poll the status until ``predicate(status)`` is true; the status it was true for."""
-        deadline = time.time() + timeout
-        status = {}
-        while time.time() < deadline:
-            status = self.status()
-            if predicate(status):
-                return status
-            time.sleep(0.2)
-        raise TimeoutError(f"{what} not reached in {timeout} s; last status: {json.dumps(status, indent=1)[:4000]}")
+        last: dict[str, Any] = {}
+
+        def reached() -> dict[str, Any] | None:
+            last.update(self.status())
+            return dict(last) if predicate(last) else None
+
+        return eventually(reached, timeout, what=lambda: f"{what}; last status: {json.dumps(last, indent=1)[:4000]}")
 
     def wait_for_generation(self, channel: str, at_least: int, timeout: float = 60) -> dict[str, Any]:
         def reached(status):

@@ -12,7 +12,7 @@ from tests.engine.server import REPO
 
 def de_server(*args, timeout=60):
     return subprocess.run(
-        [sys.executable, "-m", "decisionengine.framework.engine.server_cli", *args],
+        [sys.executable, "-m", "decisionengine.framework.cli.de_server", *args],
         cwd=REPO,
         env={**os.environ, "PYTHONPATH": str(REPO)},
         capture_output=True,

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from decisionengine.framework.dataspace.dataspace import DataSpace
 from decisionengine.framework.taskmanager.states import State
 from decisionengine.framework.taskmanager.TaskManager import TaskManager
+from decisionengine.testing.waiting import eventually
 from tests.taskmanager.channels import counting_channel, plan_from
 
 
@@ -20,13 +21,17 @@ def start(plan, config):
     return tm, thread, space
 
 
-def wait(predicate, timeout=20):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
+def terminate_backend(connection, pid):
+    """End a PostgreSQL backend and wait until it is gone: its locks go with it, not before."""
+    connection.execute(sa.select(sa.func.pg_terminate_backend(pid)))
+
+    def gone():
+        found = connection.execute(
+            sa.text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"), {"pid": pid}
+        ).scalar_one()
+        return found == 0
+
+    eventually(gone, 20, what=f"backend {pid} to exit")
 
 
 def test_second_owner_waits_in_standby_and_takes_over(dataspace_config, tmp_path):
@@ -34,7 +39,7 @@ def test_second_owner_waits_in_standby_and_takes_over(dataspace_config, tmp_path
     first, first_thread, first_space = start(plan, dataspace_config)
     assert first.state.wait_for(State.STEADY, 20)
     second, second_thread, second_space = start(plan, dataspace_config)
-    assert wait(lambda: second.standby)
+    eventually(lambda: second.standby, 20, what="the second owner in standby")
     time.sleep(0.5)
     assert second.state.state is State.BOOT
     assert second.status()["standby"] is True
@@ -45,7 +50,7 @@ def test_second_owner_waits_in_standby_and_takes_over(dataspace_config, tmp_path
     handed_over_at = first.generation_id
     assert second.state.wait_for(State.STEADY, 20)
     assert not second.standby
-    assert wait(lambda: second.generation_id > handed_over_at)
+    eventually(lambda: second.generation_id > handed_over_at, 20, what="a generation by the new owner")
     second.stop()
     second_thread.join(10)
     # numbering continued across owners, with no generation written twice
@@ -60,7 +65,7 @@ def test_stopping_a_standby_channel_shuts_it_down(dataspace_config, tmp_path):
     owner, owner_thread, owner_space = start(plan, dataspace_config)
     assert owner.state.wait_for(State.STEADY, 20)
     waiting, waiting_thread, waiting_space = start(plan, dataspace_config)
-    assert wait(lambda: waiting.standby)
+    eventually(lambda: waiting.standby, 20, what="the second owner in standby")
     waiting.stop()
     waiting_thread.join(10)
     assert waiting.state.state is State.SHUTDOWN
@@ -81,7 +86,7 @@ def test_losing_the_lock_to_another_server_stops_the_channel(pg_url, tmp_path):
     assert tm.state.wait_for(State.STEADY, 20)
     lock_pid = tm._ownership.conn.execute(sa.select(sa.func.pg_backend_pid())).scalar()
     with space.datasource.engine.connect() as other_server:
-        other_server.execute(sa.select(sa.func.pg_terminate_backend(lock_pid)))
+        terminate_backend(other_server, lock_pid)
         assert other_server.execute(sa.select(sa.func.pg_try_advisory_lock(lock_key("fragile")))).scalar()
         other_server.commit()
         thread.join(20)
@@ -99,9 +104,9 @@ def test_a_dropped_lock_connection_is_taken_again_when_nobody_else_did(pg_url, t
     assert tm.state.wait_for(State.STEADY, 20)
     lock_pid = tm._ownership.conn.execute(sa.select(sa.func.pg_backend_pid())).scalar()
     with space.datasource.engine.connect() as conn:
-        conn.execute(sa.select(sa.func.pg_terminate_backend(lock_pid)))
+        terminate_backend(conn, lock_pid)
     before = tm.generation_id
-    assert wait(lambda: tm.generation_id > before + 2)
+    eventually(lambda: tm.generation_id > before + 2, 20, what="three more generations")
     assert tm.state.state is State.STEADY
     assert tm._ownership.held()
     tm.stop()

@@ -11,6 +11,7 @@ from decisionengine.framework.dataspace.datablock import DataBlock
 from decisionengine.framework.taskmanager.settings import TaskManagerSettings
 from decisionengine.framework.taskmanager.states import InvalidTransition, State, StateMachine
 from decisionengine.framework.taskmanager.TaskManager import FACT_VALUES, PUBLISHER_STATUS, TaskManager
+from decisionengine.testing.waiting import eventually
 from tests.taskmanager.channels import counting_channel, module, plan_from
 
 
@@ -29,15 +30,15 @@ def run_channel(plan, dataspace, timeout=30, **kwargs):
 
 
 def run_until(plan, dataspace, reached, timeout=10):
-    """Run a task manager until ``reached(tm)`` (or the timeout), then stop it."""
+    """Run a task manager until ``reached(tm)``, then stop it (TimeoutError if it never is)."""
     tm = TaskManager(plan, dataspace)
     thread = threading.Thread(target=tm.run)
     thread.start()
-    deadline = time.time() + timeout
-    while not reached(tm) and time.time() < deadline:
-        time.sleep(0.05)
-    tm.stop()
-    thread.join(10)
+    try:
+        eventually(lambda: reached(tm), timeout, what=lambda: f"the condition; status {tm.status()}")
+    finally:
+        tm.stop()
+        thread.join(10)
     return tm
 
 

@@ -82,6 +82,8 @@ DATASOURCE_CONFIG_SCHEMA = Obj(
         "pool_recycle": Int(optional=True),
         "pool_timeout": Number(optional=True, minimum=0),
         "pool_pre_ping": Bool(optional=True),
+        "read_only": Bool(optional=True),
+        "create": Bool(optional=True),
     },
     default={},
     extra="keep",  # any other SQLAlchemy create_engine option

@@ -13,11 +13,30 @@ Throughout, ``taskmanager_id`` may be the task manager's registry sequence numbe
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 TaskManagerRef = int | str
+#: ``keys`` argument of :meth:`DataSource.get_latest_generation` asking for every product
+ALL_PRODUCTS = None
+
+
+@dataclass(frozen=True)
+class LatestGeneration:
+    """The newest committed generation of a channel, and the products asked for.
+
+    One answer to "what does this channel know now", shared by the server's product
+    methods, the JSON API and ``de-query-tool``.
+    """
+
+    channel: str
+    taskmanager_id: str
+    sequence_id: int
+    generation_id: int
+    generation_time: float | None
+    products: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -183,6 +202,79 @@ class DataSource(abc.ABC):
             value = self.get_dataproduct(taskmanager_id, generation_id, k)
             metadata = self.get_metadata(taskmanager_id, generation_id, k)
             self.update(taskmanager_id, generation_id, k, value, header, metadata)
+
+    def get_latest_generation(
+        self, taskmanager_name: str, keys: Collection[str] | None = ALL_PRODUCTS
+    ) -> LatestGeneration | None:
+        """The newest generation of the newest registration of ``taskmanager_name`` with its
+        products (all of them, the ``keys`` given, or none for ``keys=()``); None when the
+        channel is unknown or has no generation yet.  Keys it does not hold are left out.
+
+        Backends should answer from one consistent snapshot; this default asks the
+        reference methods one after the other.
+        """
+        try:
+            registration = self.get_taskmanager(taskmanager_name)
+        except KeyError:
+            return None
+        generation = self.get_last_generation_id(taskmanager_name, registration["taskmanager_id"])
+        if not generation:
+            return None
+        sequence = registration["sequence_id"]
+        if keys is ALL_PRODUCTS:
+            products = dict(self.get_datablock(sequence, generation))
+        else:
+            present = set(self.get_keys(sequence, generation))
+            products = {key: self.get_dataproduct(sequence, generation, key) for key in keys if key in present}
+        return LatestGeneration(
+            channel=taskmanager_name,
+            taskmanager_id=registration["taskmanager_id"],
+            sequence_id=sequence,
+            generation_id=generation,
+            generation_time=None,
+            products=products,
+        )
+
+    def last_generation(self, taskmanager_id: TaskManagerRef) -> int:
+        """The newest generation of a task manager given by sequence number or id (0 if none)."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement last_generation")
+
+    def get_generations(self, taskmanager_id: TaskManagerRef, since: float | None = None) -> list[dict[str, Any]]:
+        """Generations of a task manager, oldest first: ``generation_id``, ``generation_time``
+        (epoch seconds) and ``products`` (how many), optionally from ``since`` on."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement get_generations")
+
+    def iter_products(
+        self,
+        taskmanager_id: TaskManagerRef,
+        key: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Products across generations, oldest first, optionally of one key and between two
+        generation times: dicts with ``taskmanager_id``, ``sequence_id``, ``generation_id``,
+        ``generation_time``, ``key``, ``value`` and ``header``."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement iter_products")
+
+    def storage_stats(self) -> dict[str, int]:
+        """Row counts and sizes for reports (empty when the backend cannot tell)."""
+        return {}
+
+    def watch_generations(
+        self,
+        on_generation: Callable[[dict[str, Any]], None],
+        stop: threading.Event,
+        on_listening: Callable[[], None] | None = None,
+    ) -> bool:
+        """Call ``on_generation(announcement)`` for every generation any process commits
+        (the ``announce`` of :meth:`write_generation`) until ``stop`` is set; ``on_listening()``
+        is called once every commit from then on will be heard.
+
+        Returns False at once when the backend cannot notify (the server then relies on
+        what its own channel processes report); returns True when ``stop`` ended it;
+        raises when the connection is lost (the caller retries).
+        """
+        return False
 
     def delete(self, taskmanager_id: TaskManagerRef, all_generations: bool = False) -> int:
         """Delete the latest generation of a task manager (or all of them); returns generations removed."""

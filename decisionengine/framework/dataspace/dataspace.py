@@ -12,11 +12,18 @@ selects the SQL data source of this package.
 from __future__ import annotations
 
 import importlib
+import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import Any
 
-from decisionengine.framework.dataspace.datasource import DataSource, ReapReport, TaskManagerRef
+from decisionengine.framework.dataspace.datasource import (
+    ALL_PRODUCTS,
+    DataSource,
+    LatestGeneration,
+    ReapReport,
+    TaskManagerRef,
+)
 from decisionengine.framework.dataspace.errors import (
     DataSpaceConfigurationError,
     DataSpaceConnectionError,
@@ -25,11 +32,13 @@ from decisionengine.framework.dataspace.errors import (
 )
 
 __all__ = [
+    "ALL_PRODUCTS",
     "DataSpace",
     "DataSpaceConfigurationError",
     "DataSpaceConnectionError",
     "DataSpaceError",
     "DataSpaceExistsError",
+    "LatestGeneration",
 ]
 
 
@@ -194,6 +203,17 @@ class DataSpace:
     def get_last_generation_id(self, taskmanager_name: str, taskmanager_id: str | None = None) -> int:
         return self.datasource.get_last_generation_id(taskmanager_name, taskmanager_id)
 
+    def latest_generation(self, channel: str, keys: Collection[str] | None = ALL_PRODUCTS) -> LatestGeneration | None:
+        """The newest committed generation of ``channel`` with its products: all of them by
+        default, only ``keys`` when given (``()`` for none); None when the channel is
+        unknown or has committed nothing yet.  The one way every reader (the server's
+        methods, the JSON API, ``de-query-tool``) asks "what does this channel know now"."""
+        return self.datasource.get_latest_generation(channel, keys)
+
+    def channel_names(self) -> list[str]:
+        """Every channel (task manager name) the DataSpace holds, sorted."""
+        return sorted({registration["name"] for registration in self.datasource.get_taskmanagers()})
+
     def channel_lock(self, name: str) -> Any:
         """The lock making this process the one owner of channel ``name`` (see ``ownership``)."""
         return self.datasource.channel_lock(name)
@@ -205,3 +225,12 @@ class DataSpace:
 
     def storage_stats(self) -> dict[str, int]:
         return self.datasource.storage_stats()
+
+    def watch_generations(
+        self,
+        on_generation: Callable[[dict[str, Any]], None],
+        stop: threading.Event,
+        on_listening: Callable[[], None] | None = None,
+    ) -> bool:
+        """Hear every generation committed by any process (see :meth:`DataSource.watch_generations`)."""
+        return self.datasource.watch_generations(on_generation, stop, on_listening)

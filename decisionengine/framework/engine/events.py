@@ -19,9 +19,7 @@ each (channel, generation) once.
 from __future__ import annotations
 
 import contextlib
-import json
 import queue
-import select
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -143,14 +141,16 @@ class EventHub:
 
 
 class GenerationListener:
-    """LISTENs for the generations channel processes announce with NOTIFY (PostgreSQL)."""
+    """Hears the generations every process commits, when the data source can tell
+    (PostgreSQL ``LISTEN``/``NOTIFY``), and keeps listening across database outages."""
 
-    def __init__(self, engine: Any, channel: str, hub: EventHub) -> None:
-        self.engine = engine
-        self.channel = channel
+    def __init__(self, dataspace: Any, hub: EventHub) -> None:
+        self.dataspace = dataspace
         self.hub = hub
         self.logger = structlog.get_logger("decisionengine").bind(module="events")
         self._stop = threading.Event()
+        #: set while a database connection listens (every commit from then on is heard)
+        self.listening = threading.Event()
         self._thread = threading.Thread(target=self._run, name="generation-listener", daemon=True)
 
     def start(self) -> None:
@@ -158,41 +158,19 @@ class GenerationListener:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(5)
+        if self._thread.is_alive():
+            self._thread.join(5)
 
     def _run(self) -> None:
         delay = 1.0
         while not self._stop.is_set():
             try:
-                self._listen()
+                if not self.dataspace.watch_generations(self.hub.generation, self._stop, self.listening.set):
+                    return  # this data source cannot notify: channel reports are enough
                 delay = 1.0
             except Exception as exc:  # the database went away: listen again when it is back
+                self.listening.clear()
                 self.logger.warning("generation listener lost its connection", error=str(exc), retry=delay)
                 if self._stop.wait(delay):
                     return
                 delay = min(delay * 2, 30.0)
-
-    def _listen(self) -> None:
-        connection = self.engine.raw_connection()
-        try:
-            dbapi = connection.dbapi_connection
-            dbapi.autocommit = True
-            with dbapi.cursor() as cursor:
-                cursor.execute(f"LISTEN {self.channel}")
-            self.logger.info("listening for generations", channel=self.channel)
-            while not self._stop.is_set():
-                # Wait for the socket, not the database: wakes at once on a NOTIFY.
-                readable, _, _ = select.select([dbapi], [], [], 1.0)
-                if not readable:
-                    continue
-                dbapi.poll()
-                while dbapi.notifies:
-                    notice = dbapi.notifies.pop(0)
-                    try:
-                        data = json.loads(notice.payload)
-                    except ValueError:
-                        continue
-                    self.hub.generation(data)
-        finally:
-            with contextlib.suppress(Exception):
-                connection.invalidate()

@@ -1,7 +1,8 @@
-"""The command line a module file offers when run as a script (``python -m pkg.MySource``).
+"""What a module says about itself, and the hook for its command line.
 
 Every module file ends with ``X.describe(MyClass, sample_config=...)``.  On a normal import
-that call does nothing; when the file runs as ``__main__`` it parses the command line:
+that call does nothing; when the file runs as ``__main__`` (``python -m pkg.MySource``) it
+hands the command line to :mod:`decisionengine.framework.cli.module_cli`, which offers:
 
 ``--describe``
     print the products the class produces and consumes and its supported parameters;
@@ -14,20 +15,25 @@ that call does nothing; when the file runs as ``__main__`` it parses the command
     the same with the sample config given to ``describe``.
 
 With no option it prints nothing and exits 0, so running a module file stays harmless.
+
+The descriptions (:func:`description`, :func:`config_template`) live here because they
+only need the module's own declarations.  Reading a channel file and applying the
+parameter policy belong to the configuration layer, above this one, so the command line
+that needs them is in the CLI layer and is looked up by name only when a module file runs
+as a script: importing a module never loads it, and modules never depend on the layers
+that run them.
 """
 
 from __future__ import annotations
 
-import argparse
+import importlib
 import json
 import pathlib
-import pprint
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from decisionengine.framework.modules.decorators import declared_products, supported_parameters
-from decisionengine.framework.modules.Module import verify_products
 from decisionengine.framework.modules.parameter import type_name
 
 #: block of a channel file holding modules of each kind
@@ -48,49 +54,15 @@ def main_module_path(cls: type) -> str:
     return pathlib.Path(main_file).stem if main_file else "__main__"
 
 
+#: the module holding ``run(cls, kind, sample_config, argv)``, the module command line
+MODULE_CLI = "decisionengine.framework.cli.module_cli"
+
+
 def describe(cls: type, kind: str, sample_config: Mapping[str, Any] | None = None) -> None:
     """Run the module CLI for ``cls`` if (and only if) its file is executing as ``__main__``."""
     if cls.__module__ != "__main__":
         return
-    run(cls, kind, sample_config, sys.argv[1:])
-
-
-def _parser(cls: type, kind: str, sample_config: Mapping[str, Any] | None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=f"python -m {main_module_path(cls)}", description=f"{kind} {cls.__name__}: describe or try it out"
-    )
-    parser.add_argument("--describe", action="store_true", help="print produces/consumes and supported parameters")
-    parser.add_argument("--config-template", action="store_true", help="print a channel-config snippet for the module")
-    if kind == "source":
-        parser.add_argument(
-            "-c",
-            "--acquire-with-config",
-            metavar="CHANNEL_FILE",
-            help="run acquire() once with the module's parameters from CHANNEL_FILE and print the products",
-        )
-        if sample_config is not None:
-            parser.add_argument(
-                "-s",
-                "--acquire-with-sample-config",
-                action="store_true",
-                help="run acquire() once with the sample config and print the products",
-            )
-    return parser
-
-
-def run(cls: type, kind: str, sample_config: Mapping[str, Any] | None, argv: Sequence[str]) -> None:
-    """Parse ``argv`` and do what it asks (see the module docstring)."""
-    args = _parser(cls, kind, sample_config).parse_args(list(argv))
-    if args.describe:
-        print(description(cls, kind, sample_config))
-    if args.config_template:
-        print(config_template(cls, kind))
-    if kind == "source":
-        if getattr(args, "acquire_with_sample_config", False):
-            _acquire_and_print(cls, dict(sample_config or {}), SAMPLE_CHANNEL_NAME)
-        if args.acquire_with_config:
-            parameters, channel_name = config_from_channel_file(cls, args.acquire_with_config)
-            _acquire_and_print(cls, parameters, channel_name)
+    importlib.import_module(MODULE_CLI).run(cls, kind, sample_config, sys.argv[1:])
 
 
 def description(cls: type, kind: str, sample_config: Mapping[str, Any] | None = None) -> str:
@@ -148,54 +120,3 @@ def config_template(cls: type, kind: str) -> str:
     return "\n".join(
         ["{", f"  {BLOCKS[kind]}: {{", f"    {json.dumps(cls.__name__)}: {{", *body, "    },", "  },", "}"]
     )
-
-
-def config_from_channel_file(cls: type, channel_file: str) -> tuple[dict[str, Any], str]:
-    """The parameters of ``cls``'s entry in a channel file's sources, and the channel's name."""
-    from decisionengine.framework.config.ValidConfig import ValidConfig  # noqa: PLC0415 (config imports modules)
-
-    channel = ValidConfig(channel_file)
-    module_path = main_module_path(cls)
-    sources = channel.get("sources") or {}
-    matches = [
-        entry
-        for entry in sources.values()
-        if isinstance(entry, Mapping)
-        and entry.get("module") == module_path
-        and entry.get("name", cls.__name__) == cls.__name__
-    ]
-    if not matches:
-        sys.exit(f"{channel_file}: no source with module {module_path!r} and name {cls.__name__!r}")
-    if len(matches) > 1:
-        sys.exit(f"{channel_file}: {len(matches)} sources use module {module_path!r} class {cls.__name__!r}")
-    channel_name = channel.get("channel_name") or pathlib.Path(channel_file).stem
-    return dict(matches[0].get("parameters") or {}), channel_name
-
-
-def _acquire_and_print(cls: type, parameters: dict[str, Any], channel_name: str) -> None:
-    """Build the source as a channel would (parameter policy, defaults, channel_name) and acquire once."""
-    from decisionengine.framework.config.parameters import check_parameters  # noqa: PLC0415 (config imports modules)
-
-    checked = check_parameters(cls, parameters, channel_name)
-    for warning in checked.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    if checked.problems:
-        sys.exit("error: " + "; ".join(checked.problems))
-    instance = cls(checked.parameters)
-    products = instance.acquire()
-    print(format_products(products))
-    try:
-        verify_products(instance, products)
-    except RuntimeError as exc:
-        sys.exit(f"error: acquire() result does not match the declared products: {exc}")
-
-
-def format_products(products: Any) -> str:
-    """Products as text: each name, then its value (DataFrames in pandas' layout)."""
-    if not isinstance(products, Mapping):
-        return pprint.pformat(products)
-    chunks = []
-    for name, value in products.items():
-        text = value.to_string() if hasattr(value, "to_string") else pprint.pformat(value)
-        chunks.append(f"{name}:\n{text}")
-    return "\n".join(chunks)

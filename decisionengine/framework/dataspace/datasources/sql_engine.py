@@ -8,11 +8,17 @@ failing half-way when it tries to upgrade a read lock.
 
 PostgreSQL connections get a connect timeout, so that an unreachable server is
 reported in seconds, and pre-ping, so that a restarted server is reconnected to.
+
+Readers that must not change anything (``de-query-tool``, ``de-reaper --dry-run``) set
+``read_only``: SQLite opens the file read-only (a mistyped path is an error naming it,
+not a new empty database), PostgreSQL sessions are read-only transactions.  ``create:
+false`` keeps writing but refuses a database that does not exist yet.
 """
 
 from __future__ import annotations
 
 import contextlib
+import pathlib
 import re
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -28,7 +34,7 @@ from decisionengine.framework.dataspace.errors import (
 )
 
 #: datasource ``config`` keys the data source itself uses; every other key goes to create_engine.
-OWN_KEYS = {"url", "codec", "busy_timeout", "connect_timeout"}
+OWN_KEYS = {"url", "codec", "busy_timeout", "connect_timeout", "read_only", "create"}
 DEFAULT_BUSY_TIMEOUT = 30.0
 DEFAULT_CONNECT_TIMEOUT = 10
 
@@ -63,6 +69,17 @@ def create_engine(config: Mapping[str, Any]) -> sa.Engine:
             f"dataspace datasource 'url' {mask_url(raw_url)!r} is invalid: {exc}"
         ) from exc
 
+    read_only = bool(config.get("read_only", False))
+    must_exist = read_only or not config.get("create", True)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        database = pathlib.Path(url.database)
+        if must_exist and not database.is_file():
+            what = "read-only readers create nothing" if read_only else "'create' is false"
+            raise DataSpaceConnectionError(
+                f"no SQLite dataspace database at {database.resolve()} ({what}): check the path"
+            )
+        if read_only:
+            url = url.set(database=f"file:{database.resolve()}", query={**url.query, "mode": "ro", "uri": "true"})
     if url.drivername == "postgresql":
         # SQLAlchemy 2.1 defaults to psycopg 3; existing configs mean psycopg2, which we ship.
         url = url.set(drivername="postgresql+psycopg2")
@@ -76,6 +93,8 @@ def create_engine(config: Mapping[str, Any]) -> sa.Engine:
     elif backend == "postgresql":
         connect_args.setdefault("connect_timeout", int(config.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT)))
         connect_args.setdefault("application_name", "decisionengine")
+        if read_only:
+            connect_args["options"] = (connect_args.get("options", "") + " -c default_transaction_read_only=on").strip()
         # Batch executemany of upserts into few round trips (plain inserts already are).
         options.setdefault("executemany_mode", "values_plus_batch")
     try:
@@ -87,11 +106,11 @@ def create_engine(config: Mapping[str, Any]) -> sa.Engine:
     except (ImportError, sa.exc.ArgumentError) as exc:
         raise DataSpaceConfigurationError(f"dataspace datasource 'url' {mask_url(url)!r}: {exc}") from exc
     if backend == "sqlite":
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, read_only)
     return engine
 
 
-def _configure_sqlite(engine: sa.Engine) -> None:
+def _configure_sqlite(engine: sa.Engine, read_only: bool = False) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy's "begin" event below issue BEGIN, not the sqlite3 module.
@@ -99,7 +118,7 @@ def _configure_sqlite(engine: sa.Engine) -> None:
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute("PRAGMA foreign_keys=ON")
-            if engine.url.database not in (None, "", ":memory:"):
+            if engine.url.database not in (None, "", ":memory:") and not read_only:
                 # auto_vacuum can only be chosen before the first table exists.
                 if cursor.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
                     cursor.execute("PRAGMA auto_vacuum=INCREMENTAL")
@@ -110,7 +129,7 @@ def _configure_sqlite(engine: sa.Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: sa.Connection) -> None:
-        write = connection.get_execution_options().get(WRITE, False)
+        write = connection.get_execution_options().get(WRITE, False) and not read_only
         connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 

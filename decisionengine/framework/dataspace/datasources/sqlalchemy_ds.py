@@ -31,8 +31,10 @@ import datetime
 import hashlib
 import json
 import numbers
+import select
+import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,7 +45,13 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from decisionengine.framework.dataspace import codecs, migrations, ownership
 from decisionengine.framework.dataspace.datablock import Header, Metadata
-from decisionengine.framework.dataspace.datasource import DataSource, ReapReport, TaskManagerRef
+from decisionengine.framework.dataspace.datasource import (
+    ALL_PRODUCTS,
+    DataSource,
+    LatestGeneration,
+    ReapReport,
+    TaskManagerRef,
+)
 from decisionengine.framework.dataspace.datasources import schema
 from decisionengine.framework.dataspace.datasources.sql_engine import (
     WRITE,
@@ -129,6 +137,9 @@ class SQLAlchemyDS(DataSource):
             self.codec = codecs.get(codec_name)
         except ValueError as exc:
             raise DataSpaceConfigurationError(f"dataspace datasource 'codec': {exc}") from exc
+        #: whether opening may create or upgrade the schema (not for read-only readers)
+        settings = config if isinstance(config, Mapping) else {}
+        self.creates = bool(settings.get("create", True)) and not bool(settings.get("read_only", False))
         self.engine = create_engine(config)
         self.url = mask_url(config["url"])
         if not (is_sqlite(self.engine) or is_postgresql(self.engine)):
@@ -162,6 +173,9 @@ class SQLAlchemyDS(DataSource):
         Several processes may start at once: PostgreSQL serializes them with an advisory
         lock, SQLite with its write lock; the second finds the schema already current.
         """
+        if not self.creates:
+            self._check_schema()
+            return
         with self._transaction("migrate schema", write=True) as conn:
             if is_postgresql(self.engine):
                 conn.execute(sa.select(sa.func.pg_advisory_xact_lock(MIGRATION_LOCK_KEY)))
@@ -169,6 +183,17 @@ class SQLAlchemyDS(DataSource):
             if current != migrations.head_revision():
                 self.logger.info("upgrading dataspace schema", url=self.url, current=current)
                 migrations.upgrade(conn)
+
+    def _check_schema(self) -> None:
+        """For readers that must not change the database: its schema must be current."""
+        current = self.schema_revision()
+        if current is None:
+            raise DataSpaceError(f"{self.url} holds no DataSpace (no schema revision): check the database name")
+        if current != migrations.head_revision():
+            raise DataSpaceError(
+                f"the DataSpace schema of {self.url} is at revision {current}, this version needs "
+                f"{migrations.head_revision()}: start de-server (or open it read-write) once to upgrade it"
+            )
 
     def schema_revision(self) -> str | None:
         with self._transaction("read schema revision") as conn:
@@ -626,6 +651,56 @@ class SQLAlchemyDS(DataSource):
             ).all()
         return {key: self._decode(seq, generation_id, key, data) for key, data in rows}
 
+    def get_latest_generation(
+        self, taskmanager_name: str, keys: Collection[str] | None = ALL_PRODUCTS
+    ) -> LatestGeneration | None:
+        """The newest generation of a channel and its products, read from one snapshot:
+        one statement for the registration and generation, one for the products."""
+        registrations = tm_t.alias("registrations")
+        newest_registration = (
+            sa.select(sa.func.max(registrations.c.sequence_id))
+            .where(registrations.c.name == taskmanager_name)
+            .scalar_subquery()
+        )
+        generations = gen_t.alias("generations")
+        latest_id = (
+            sa.select(sa.func.max(generations.c.generation_id))
+            .where(generations.c.taskmanager_seq == tm_t.c.sequence_id)
+            .scalar_subquery()
+        )
+        query = (
+            sa.select(tm_t.c.sequence_id, tm_t.c.taskmanager_id, gen_t.c.generation_id, gen_t.c.generation_time)
+            .join_from(
+                tm_t, gen_t, sa.and_(gen_t.c.taskmanager_seq == tm_t.c.sequence_id, gen_t.c.generation_id == latest_id)
+            )
+            .where(tm_t.c.sequence_id == newest_registration)
+        )
+        with self._transaction("read latest generation", snapshot=True) as conn:
+            row = conn.execute(query).first()
+            if row is None:
+                return None
+            seq, generation_id = row.sequence_id, row.generation_id
+            self._taskmanagers[seq] = (taskmanager_name, row.taskmanager_id)
+            rows: list[Any] = []
+            if keys is ALL_PRODUCTS or keys:
+                products = (
+                    sa.select(dp_t.c.key, payload_t.c.data)
+                    .join_from(dp_t, payload_t, dp_t.c.payload_hash == payload_t.c.hash)
+                    .where(dp_t.c.taskmanager_seq == seq, dp_t.c.generation_id == generation_id)
+                    .order_by(dp_t.c.key)
+                )
+                if keys is not ALL_PRODUCTS:
+                    products = products.where(dp_t.c.key.in_(list(keys)))
+                rows = conn.execute(products).all()
+        return LatestGeneration(
+            channel=taskmanager_name,
+            taskmanager_id=row.taskmanager_id,
+            sequence_id=seq,
+            generation_id=generation_id,
+            generation_time=row.generation_time,
+            products={key: self._decode(seq, generation_id, key, data) for key, data in rows},
+        )
+
     def get_dataproducts(self, taskmanager_id: TaskManagerRef, key: str | None = None) -> list[dict[str, Any]]:
         """Every product (of one key, if given) of every generation of a task manager."""
         return list(self.iter_products(taskmanager_id, key))
@@ -715,6 +790,45 @@ class SQLAlchemyDS(DataSource):
             if since is not None:
                 query = query.where(gen_t.c.generation_time >= since)
             return [dict(row._mapping) for row in conn.execute(query)]
+
+    def watch_generations(
+        self,
+        on_generation: Callable[[dict[str, Any]], None],
+        stop: threading.Event,
+        on_listening: Callable[[], None] | None = None,
+    ) -> bool:
+        """PostgreSQL: ``LISTEN`` on :data:`GENERATIONS_CHANNEL` on a connection of its own and
+        pass on every announcement (sent by :meth:`write_generation` inside the commit, so
+        it arrives exactly when the generation is visible).  SQLite cannot notify."""
+        if not is_postgresql(self.engine):
+            return False
+        connection = self.engine.raw_connection()
+        try:
+            dbapi = connection.dbapi_connection
+            dbapi.autocommit = True
+            with dbapi.cursor() as cursor:
+                cursor.execute(f"LISTEN {GENERATIONS_CHANNEL}")
+            self.logger.info("listening for generations", notify_channel=GENERATIONS_CHANNEL)
+            if on_listening is not None:
+                on_listening()
+            while not stop.is_set():
+                # Wait on the socket, not the database: wakes at once on a NOTIFY.
+                readable, _, _ = select.select([dbapi], [], [], 1.0)
+                if not readable:
+                    continue
+                dbapi.poll()
+                while dbapi.notifies:
+                    notice = dbapi.notifies.pop(0)
+                    try:
+                        announcement = json.loads(notice.payload)
+                    except ValueError:
+                        continue
+                    if isinstance(announcement, dict):
+                        on_generation(announcement)
+            return True
+        finally:
+            with contextlib.suppress(Exception):
+                connection.invalidate()
 
     def storage_stats(self) -> dict[str, int]:
         """Row counts and payload bytes: what the Reaper and the benchmarks report."""

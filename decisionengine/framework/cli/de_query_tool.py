@@ -23,21 +23,28 @@ from typing import Any
 import pandas as pd
 from tabulate import tabulate
 
-from decisionengine.framework.dataspace.dataspace import DataSpace, DataSpaceError
-from decisionengine.framework.engine.cli_common import (
+from decisionengine.framework.cli.common import (
     CommandError,
     dataspace_config,
     dataspace_parser,
     enable_completion,
     parse_time,
-    run,
+    read_only,
 )
-from decisionengine.framework.engine.formatting import to_jsonable
+from decisionengine.framework.cli.common import (
+    console as run_console,
+)
+from decisionengine.framework.dataspace.dataspace import DataSpace, DataSpaceError
+from decisionengine.framework.web.presentation import to_jsonable
 
 PROG = "de-query-tool"
 FORMATS = ("table", "csv", "json", "parquet")
-EPILOG = """examples:
+EPILOG = """The DataSpace is the one de-server uses with the same --config/--state-dir (or
+$CONFIG_PATH/$DE_STATE_DIR), or --url.  It is opened read-only: nothing is ever created.
+
+examples:
   de-query-tool --list
+  de-query-tool --state-dir run --list                    the quick start's server
   de-query-tool demo                                      generations and products of channel demo
   de-query-tool demo demand                               the latest value of product demand
   de-query-tool demo demand --generation 120 --format json
@@ -66,17 +73,20 @@ def build_parser() -> argparse.ArgumentParser:
 # -- reading ---------------------------------------------------------------------------------
 
 
+def _known(space: DataSpace, channel: str) -> None:
+    known = space.channel_names()
+    if channel not in known:
+        raise CommandError(f"no channel {channel!r} in the DataSpace; channels: {', '.join(known) or 'none'}")
+
+
 def _registration(space: DataSpace, channel: str) -> dict[str, Any]:
-    try:
-        return space.get_taskmanager(channel)
-    except KeyError:
-        known = sorted({t["name"] for t in space.get_taskmanagers()})
-        raise CommandError(f"no channel {channel!r} in the DataSpace; channels: {', '.join(known) or 'none'}") from None
+    _known(space, channel)
+    return space.get_taskmanager(channel)
 
 
 def list_channels(space: DataSpace) -> pd.DataFrame:
     rows = []
-    for name in sorted({t["name"] for t in space.get_taskmanagers()}):
+    for name in space.channel_names():
         registration = space.get_taskmanager(name)
         generations = space.get_generations(registration["sequence_id"])
         last = generations[-1] if generations else None
@@ -95,25 +105,33 @@ def list_channels(space: DataSpace) -> pd.DataFrame:
 def describe_channel(space: DataSpace, channel: str) -> dict[str, Any]:
     registration = _registration(space, channel)
     generations = space.get_generations(registration["sequence_id"])
-    latest = generations[-1]["generation_id"] if generations else None
-    keys = space.get_keys(registration["sequence_id"], latest) if latest else []
+    latest = space.latest_generation(channel, ())
+    keys = space.get_keys(latest.sequence_id, latest.generation_id) if latest else []
     return {
         "channel": channel,
         "taskmanager_id": registration["taskmanager_id"],
         "generations": len(generations),
         "first_generation": generations[0]["generation_id"] if generations else None,
-        "latest_generation": latest,
-        "latest_time": _iso(generations[-1]["generation_time"]) if generations else None,
+        "latest_generation": latest.generation_id if latest else None,
+        "latest_time": _iso(latest.generation_time) if latest and latest.generation_time else None,
         "products": keys,
     }
 
 
 def product_value(space: DataSpace, channel: str, product: str, generation: int | None) -> tuple[int, Any]:
-    registration = _registration(space, channel)
     if generation is None:
-        generation = space.get_last_generation_id(channel, registration["taskmanager_id"])
-        if not generation:
+        latest = space.latest_generation(channel, [product])
+        if latest is None:
+            _known(space, channel)
             raise CommandError(f"channel {channel!r} has no generation yet")
+        if product not in latest.products:
+            keys = space.get_keys(latest.sequence_id, latest.generation_id)
+            raise CommandError(
+                f"no product {product!r} in generation {latest.generation_id} of channel {channel!r}; "
+                f"products: {', '.join(keys) or 'none'}"
+            )
+        return latest.generation_id, latest.products[product]
+    registration = _registration(space, channel)
     try:
         return generation, space.get_dataproduct(registration["sequence_id"], generation, product)
     except KeyError as exc:
@@ -146,6 +164,10 @@ def product_history(space: DataSpace, channel: str, product: str, since: float, 
 
 
 # -- writing ---------------------------------------------------------------------------------
+
+
+def _local_zone() -> datetime.tzinfo | None:
+    return datetime.datetime.now().astimezone().tzinfo
 
 
 def _iso(epoch: float) -> str:
@@ -192,7 +214,7 @@ def render(value: Any, fmt: str) -> bytes:
                     shown[column] = shown[column].map(lambda t: t.isoformat())
                 else:
                     shown[column] = shown[column].map(
-                        lambda t: t.to_pydatetime().astimezone().isoformat(timespec="milliseconds")
+                        lambda t: t.tz_convert(_local_zone()).isoformat(timespec="milliseconds")
                     )
         if fmt == "csv":
             return shown.to_csv(index=False).encode()
@@ -225,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--until needs --since")
     fmt = _format(args)
     try:
-        space = DataSpace(dataspace_config(args))
+        space = DataSpace(read_only(dataspace_config(args)))
     except DataSpaceError as exc:
         raise CommandError(str(exc)) from None
     try:
@@ -256,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def console() -> None:
-    sys.exit(run(main, None, PROG))
+    run_console(main, PROG)
 
 
 if __name__ == "__main__":

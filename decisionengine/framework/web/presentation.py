@@ -1,4 +1,9 @@
-"""Rendering what the server knows as text tables (for people) or JSON (for scripts)."""
+"""Rendering what the server knows as text tables (for people), CSV, or JSON (for scripts).
+
+The control service returns data; the XML-RPC methods (which answer text, as the
+reference server does) and the command-line tools render it here, so a table looks the
+same whichever way it reached the operator.
+"""
 
 from __future__ import annotations
 
@@ -123,7 +128,12 @@ def vertical(frame: pd.DataFrame) -> str:
 
 
 def status_table(channels: Iterable[Mapping[str, Any]], now: float) -> str:
-    """One block per channel: its state, generation, sources and last error."""
+    """One block per channel: its state, generation, sources and last error.
+
+    ``generation`` is the last committed generation; when a newer one is running, the
+    "last generation" line names that one's number, so its time is never read as the
+    committed generation's.
+    """
     out = []
     for status in channels:
         last = status.get("last_generation") or {}
@@ -131,7 +141,7 @@ def status_table(channels: Iterable[Mapping[str, Any]], now: float) -> str:
             ["channel", status.get("channel")],
             ["state", status.get("state")],
             ["generation", status.get("generation") if status.get("generation") is not None else "-"],
-            ["last generation", f"{when(last.get('started'))} ({last.get('outcome', '-')})" if last else "-"],
+            ["last generation", _last_generation(last) if last else "-"],
             ["failed generations", status.get("failed_generations", 0)],
         ]
         if status.get("pid"):
@@ -160,3 +170,73 @@ def status_table(channels: Iterable[Mapping[str, Any]], now: float) -> str:
             )
         out.append("")
     return "\n".join(out).rstrip() + "\n"
+
+
+def _last_generation(record: Mapping[str, Any]) -> str:
+    number = record.get("generation_id")
+    prefix = f"{number} " if number is not None else ""
+    return f"{prefix}started {when(record.get('started'))} ({record.get('outcome', '-')})"
+
+
+def status_text(status: Mapping[str, Any], now: float) -> str:
+    """The whole server status: every channel, then the Reaper."""
+    reaper = status["reaper"]
+    return (
+        status_table(status["channels"], now)
+        + f"reaper: {reaper['state']} (runs {reaper['runs']}, next {when(reaper['next_run'])})\n"
+    )
+
+
+def reaper_text(status: Mapping[str, Any]) -> str:
+    rows = [
+        [k, when(v) if k in ("last_run_started", "last_run_finished", "next_run") else v] for k, v in status.items()
+    ]
+    return tabulate(rows, tablefmt="plain") + "\n"
+
+
+def dependencies_text(graph: Mapping[str, Mapping[str, Any]]) -> str:
+    blocks = []
+    for name, dependencies in graph.items():
+        rows = [[p, d["producer"], ", ".join(d["consumers"]) or "-"] for p, d in dependencies.items()]
+        blocks.append(f"channel {name}:\n" + tabulate(rows, headers=["product", "producer", "consumers"]))
+    return "\n\n".join(blocks) + "\n"
+
+
+def latest_products_document(latest: Mapping[str, Any]) -> dict[str, Any]:
+    """{channel: {generation, products: {key: type and shape}}} of each channel's latest generation."""
+    return {
+        name: {
+            "generation": generation.generation_id if generation is not None else None,
+            "products": {k: describe_value(v) for k, v in (generation.products if generation else {}).items()},
+        }
+        for name, generation in latest.items()
+    }
+
+
+def latest_products_text(latest: Mapping[str, Any], fmt: str, max_rows: int | None) -> str:
+    """Every channel's latest products as tables (``vertical``: one block per row)."""
+    text = []
+    for name, generation in latest.items():
+        number = generation.generation_id if generation is not None else "-"
+        text.append(f"channel {name}: generation {number}")
+        for key, value in (generation.products if generation else {}).items():
+            info = describe_value(value)
+            shape = f" {tuple(info['shape'])}" if "shape" in info else ""
+            text.append(f"\n  product {key} ({info['type']}{shape}):")
+            rendered = render_value(value, "vertical" if fmt == "vertical" else "table", max_rows)
+            text.append("\n".join("    " + line for line in rendered.splitlines()))
+        text.append("")
+    return "\n".join(text) + "\n"
+
+
+def product_text(document: Mapping[str, Any], fmt: str, max_rows: int | None) -> str:
+    """One product (as the control service returns it) in ``fmt``."""
+    if fmt == "json":
+        return dumps(document)
+    rendered = render_value(document["value"], fmt, max_rows)
+    if fmt == "csv":
+        return rendered
+    return (
+        f"channel {document['channel']}, generation {document['generation']}, product {document['product']}:\n"
+        f"{rendered}\n"
+    )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import http.client
 import json
 import urllib.parse
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,8 +42,9 @@ def parse(lines: Iterable[str]) -> Iterator[Event]:
             data.append(value)
 
 
-def stream(url: str, timeout: float | None = None) -> Iterator[Event]:
-    """Connect to ``url`` and yield its events until the server closes the stream."""
+def stream(url: str, timeout: float | None = None, on_connected: Callable[[], None] | None = None) -> Iterator[Event]:
+    """Connect to ``url`` and yield its events until the server closes the stream;
+    ``on_connected()`` is called once the server has accepted the subscription."""
     parts = urllib.parse.urlsplit(url)
     connection = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout)
     path = parts.path + (f"?{parts.query}" if parts.query else "")
@@ -52,6 +53,8 @@ def stream(url: str, timeout: float | None = None) -> Iterator[Event]:
     if response.status != 200:
         body = response.read(2000).decode(errors="replace")
         raise ConnectionError(f"{url} answered {response.status} {response.reason}: {body.strip()}")
+    if on_connected is not None:
+        on_connected()
 
     def lines() -> Iterator[str]:
         while True:

@@ -1,7 +1,7 @@
-"""Reading channels' products from the DataSpace for the server's answers.
+"""Client queries over a product: the rows of a DataFrame that match, and some columns.
 
-The server does not ask channel processes for their data: it reads the latest committed
-generation from the DataSpace, so a question never waits on a busy (or hung) channel.
+A client's query is untrusted text: it is checked against the logic engine's allow-list
+of names and operations before it is evaluated, so it cannot run code on the server.
 """
 
 from __future__ import annotations
@@ -11,27 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from decisionengine.framework.dataspace.dataspace import DataSpace
 from decisionengine.framework.logicengine.expressions import compile_fact, evaluation_functions
-
-
-def latest_generation(dataspace: DataSpace, channel: str) -> tuple[int, int] | None:
-    """(sequence id, latest generation) of a channel, None if it has stored nothing."""
-    try:
-        registration = dataspace.get_taskmanager(channel)
-    except KeyError:
-        return None
-    last = dataspace.get_last_generation_id(channel, registration["taskmanager_id"])
-    return (registration["sequence_id"], last) if last else None
-
-
-def latest_products(dataspace: DataSpace, channel: str) -> tuple[int | None, dict[str, Any]]:
-    """(generation, {product: value}) of a channel's latest generation."""
-    found = latest_generation(dataspace, channel)
-    if found is None:
-        return None, {}
-    sequence, generation = found
-    return generation, dataspace.get_datablock(sequence, generation)
 
 
 def select(value: Any, columns: Iterable[str] | None = None, query: str | None = None) -> Any:

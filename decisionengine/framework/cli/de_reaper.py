@@ -14,20 +14,24 @@ from typing import Any
 
 from tabulate import tabulate
 
-from decisionengine.framework.dataspace.datasource import ReapReport
-from decisionengine.framework.dataspace.dataspace import DataSpaceError
-from decisionengine.framework.dataspace.maintain import Reaper
-from decisionengine.framework.engine.cli_common import (
+from decisionengine.framework.cli.common import (
     CommandError,
     dataspace_config,
     dataspace_parser,
     enable_completion,
     print_json,
+    read_only,
     run,
 )
+from decisionengine.framework.dataspace.datasource import ReapReport
+from decisionengine.framework.dataspace.dataspace import DataSpaceError
+from decisionengine.framework.dataspace.maintain import Reaper
 
 PROG = "de-reaper"
-EPILOG = """examples:
+EPILOG = """The DataSpace is the one de-server uses with the same --config/--state-dir (or
+$CONFIG_PATH/$DE_STATE_DIR), or --url; it must exist (nothing is created).
+
+examples:
   de-reaper --dry-run                         what would go, with the global configuration's retention
   de-reaper --retention-days 30               remove generations older than 30 days
   de-reaper --url postgresql://de@db/de --retention-days 90 --json
@@ -88,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     enable_completion(parser)
     args = parser.parse_args(argv)
     config = dataspace_config(args)
+    if args.dry_run:
+        config = read_only(config)
+    else:  # a real pass writes, but never to a database that does not exist yet
+        config["dataspace"]["datasource"].setdefault("config", {})["create"] = False
     settings = config["dataspace"]
     if args.retention_days is not None:
         settings["retention_interval_in_days"] = args.retention_days

@@ -11,7 +11,6 @@ import argparse
 import http.client
 import json
 import socket
-import sys
 import time
 import xmlrpc.client
 from collections.abc import Callable
@@ -20,21 +19,24 @@ from typing import Any
 import pandas as pd
 from tabulate import tabulate
 
-from decisionengine.framework.engine import sse
-from decisionengine.framework.engine.cli_common import (
+from decisionengine.framework.cli import sse_client
+from decisionengine.framework.cli.common import (
     CommandError,
     enable_completion,
     print_json,
-    run,
     server_address,
     terminal_width,
 )
-from decisionengine.framework.engine.formatting import vertical
+from decisionengine.framework.cli.common import (
+    console as run_console,
+)
 from decisionengine.framework.taskmanager.states import State
+from decisionengine.framework.web.presentation import vertical
 
 PROG = "de-client"
 EPILOG = """examples:
   de-client --status                          state of every channel
+  de-client --health                          one line; exit 0 fine, 1 a channel failing, 2 no server
   de-client --status --json | jq '.channels[].state'
   de-client --print-product demand --columns vo,idle_cpus --query "idle_cpus > 0"
   de-client --print-product figure_of_merit --format csv > fom.csv
@@ -133,7 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument(
         "--wait", type=float, default=0, metavar="SECONDS", help="wait up to SECONDS for the server to answer"
     )
-    where.add_argument("--rpc-timeout", type=float, default=None, metavar="SECONDS", help="give up on a call after")
+    where.add_argument(
+        "--rpc-timeout", type=float, default=None, metavar="SECONDS", help="give up on a call after SECONDS"
+    )
 
     out = parser.add_argument_group("output")
     out.add_argument("--json", action="store_true", help="JSON output, for scripts")
@@ -147,8 +151,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=None, metavar="SECONDS", help="for --block-while and --kill-channel"
     )
 
-    actions = parser.add_argument_group("actions (one per call)").add_mutually_exclusive_group(required=True)
+    # Not required=True: argparse would then answer an unknown option with "one of the
+    # arguments ... is required" instead of naming it; main() checks that one was given.
+    actions = parser.add_argument_group("actions (one per call)").add_mutually_exclusive_group()
     actions.add_argument("--status", action="store_true", help="every channel: state, generation, sources, errors")
+    actions.add_argument(
+        "--health",
+        action="store_true",
+        help="one line for monitoring; exit 0 all channels fine, 1 a channel in ERROR or not running, "
+        "2 server unreachable",
+    )
     actions.add_argument("--print-products", action="store_true", help="the latest products of every channel")
     actions.add_argument("--print-product", metavar="PRODUCT", help="one product of the latest generation")
     actions.add_argument("--start-channel", metavar="CHANNEL", help="start (or restart) a channel")
@@ -241,7 +253,7 @@ def _follow(client: Client, args: argparse.Namespace) -> int:
     client.call("ping")  # one clear line if the server is not there
     url = f"{client.url}/api/v1/events?channel={args.follow}"
     try:
-        for event in sse.stream(url):
+        for event in sse_client.stream(url):
             data = event.json()
             if data.get("channel") != args.follow:
                 continue
@@ -259,6 +271,53 @@ def _follow(client: Client, args: argparse.Namespace) -> int:
     except (ConnectionError, OSError, http.client.HTTPException) as exc:
         raise CommandError(f"event stream of {client.url} failed: {exc}") from None
     return 0
+
+
+#: channel states that count as "running" for --health (standby channels are BOOT)
+HEALTHY_STATES = {State.BOOT.value, State.ACTIVE.value, State.STEADY.value}
+
+
+def health(status: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """(exit status, summary) of a server status: 0 every channel fine, 1 some failing."""
+    channels = status.get("channels") or []
+    failing = sorted(c["channel"] for c in channels if c.get("state") == State.ERROR.value)
+    offline = sorted(
+        c["channel"] for c in channels if c.get("state") not in HEALTHY_STATES and c["channel"] not in failing
+    )
+    code = 1 if failing or offline else 0
+    return code, {
+        "healthy": code == 0,
+        "channels": len(channels),
+        "error": failing,
+        "not_running": offline,
+        "reaper": (status.get("reaper") or {}).get("state"),
+    }
+
+
+def _health(client: Client, args: argparse.Namespace) -> int:
+    try:
+        status = json.loads(client.call("status", "json"))
+    except CommandError as exc:
+        if args.json:
+            print_json({"healthy": False, "reachable": False, "error": str(exc)})
+        else:
+            print(f"UNREACHABLE: {exc}")
+        return 2
+    code, summary = health(status)
+    if args.json:
+        print_json({**summary, "reachable": True})
+        return code
+    count = summary["channels"]
+    if code == 0:
+        print(f"OK: {count} channel{'s' if count != 1 else ''} running")
+    else:
+        parts = []
+        if summary["error"]:
+            parts.append(f"ERROR: {', '.join(summary['error'])}")
+        if summary["not_running"]:
+            parts.append(f"not running: {', '.join(summary['not_running'])}")
+        print(f"FAILING: {'; '.join(parts)} (of {count} channels)")
+    return code
 
 
 def _json_text(client: Client, args: argparse.Namespace, method: str, *params: Any) -> int:
@@ -282,6 +341,7 @@ def _list_methods(client: Client, args: argparse.Namespace) -> int:
 
 ACTIONS: list[tuple[str, Callable[[Client, argparse.Namespace], int]]] = [
     ("status", lambda c, a: _formatted(c, a, "status")),
+    ("health", _health),
     ("print_products", lambda c, a: _formatted(c, a, "print_products")),
     ("print_product", _print_product),
     ("start_channel", lambda c, a: _plain(c, a, "start_channel", a.start_channel)),
@@ -313,6 +373,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     enable_completion(parser)
     args = parser.parse_args(argv)
+    chosen = [name for name, _ in ACTIONS if getattr(args, name) not in (None, False)]
+    if not chosen:
+        parser.error("no action given: add one, such as --status or --health (de-client --help lists them all)")
     if args.host is None or args.port is None:
         try:
             host, port = server_address(args.config)
@@ -331,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def console() -> None:
-    sys.exit(run(main, None, PROG))
+    run_console(main, PROG)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,12 @@
+"""The daemon's core: channels in their own processes, the Reaper, logging, live events.
+
+* :mod:`.DecisionEngine` -- the server's state and lifecycle (the reference's module name);
+* :mod:`.workers` -- the server's handle on one channel process (supervision, watchdog);
+* :mod:`.channel_process` -- what runs inside a channel's process;
+* :mod:`.preload` -- the fork server's preloading (shared, frozen pages);
+* :mod:`.events` -- live events (generations, state changes) for subscribers;
+* :mod:`.logs` -- structured logging of every process through one writer;
+* :mod:`.server_metrics` -- the server's own Prometheus metrics.
+
+Nothing here serves HTTP or parses a command line: that is :mod:`..web` and :mod:`..cli`.
+"""
