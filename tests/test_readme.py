@@ -22,6 +22,8 @@ def test_the_two_commands_open_the_readme_and_ci_runs_the_second():
     run, test = commands()
     assert "de-server" in run and "de-client" in run and "--status" in run
     assert "pytest" in test
+    for step in ("scripts/system-packages", "ruff check .", "ruff format --check .", "lint-imports"):
+        assert step in test, step
     ci = (REPO / ".ci" / "run").read_text().strip().splitlines()
     assert ci[-1] == test
     assert "export CI=true" in ci

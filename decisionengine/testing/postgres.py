@@ -44,15 +44,6 @@ def find_bin_dir() -> Path:
     )
 
 
-def install_postgresql() -> None:
-    """Install Debian's PostgreSQL 15 server package (root only): what CI does on a bare image."""
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        raise PostgresUnavailable("cannot install PostgreSQL: not root or no apt-get")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-q"], check=True, env=env, capture_output=True)
-    subprocess.run(["apt-get", "install", "-y", "-q", "postgresql-15"], check=True, env=env, capture_output=True)
-
-
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

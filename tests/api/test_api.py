@@ -1,5 +1,6 @@
 """The JSON API against a real server: every endpoint, every error, the OpenAPI document."""
 
+import http.client as http_client
 import json
 import time
 
@@ -211,16 +212,67 @@ def test_the_token_is_never_logged(server):
     assert TOKEN not in json.dumps(get(server, "/channels"))
 
 
-def test_every_documented_response_was_checked(openapi, server):
-    """The tests above validated a real response for each documented 200."""
-    documented = {
-        (path, method)
-        for path, methods in openapi.document["paths"].items()
-        for method, operation in methods.items()
-        if "application/json" in operation["responses"].get("200", {}).get("content", {})
-    }
-    checked = {(path, method) for path, method, status in openapi.checked if status == "200"}
-    assert documented - checked <= {("/channels/{name}/start", "post"), ("/reaper/start", "post")}
+#: one real request for each documented operation: (method, path template, concrete path)
+EXAMPLES = [
+    ("get", "/", "/"),
+    ("get", "/channels", "/channels"),
+    ("get", "/channels/{name}", "/channels/counting"),
+    ("get", "/channels/{name}/graph", "/channels/counting/graph"),
+    ("get", "/channels/{name}/products", "/channels/counting/products"),
+    ("get", "/channels/{name}/products/{key}", "/channels/counting/products/doubled?limit=2"),
+    ("get", "/channels/{name}/products/{key}/history", "/channels/counting/products/numbers/history"),
+    ("get", "/channels/{name}/decisions", "/channels/counting/decisions"),
+    ("post", "/channels/{name}/stop", "/channels/failing/stop"),
+    ("post", "/channels/{name}/start", "/channels/failing/start"),
+    ("get", "/reaper", "/reaper"),
+    ("post", "/reaper/stop", "/reaper/stop"),
+    ("post", "/reaper/start", "/reaper/start?delay=3600"),
+    ("get", "/events", None),  # a stream, not JSON: tests/api/test_events.py
+]
+
+
+def test_every_documented_operation_answers_as_documented(openapi, server):
+    """Each documented operation, requested here (in this order, by this test alone),
+    answers 200 with a body its schema accepts; nothing depends on other tests."""
+    documented = {(path, method) for path, methods in openapi.document["paths"].items() for method in methods}
+    assert documented == {(template, method) for method, template, _ in EXAMPLES}
+    for method, template, path in EXAMPLES:
+        if path is None:
+            continue
+        status, _, body = http(method.upper(), f"{server.url}/api/v1{path}", TOKEN if method == "post" else None)
+        assert status == 200, (method, path, body)
+        openapi.check(template, method, status, body)
+
+
+def test_the_api_index_links_everything(server, openapi):
+    status, headers, index = http("GET", f"{server.url}/api/v1/")
+    assert status == 200 and headers["Content-Type"] == "application/json"
+    assert index["openapi"] == "/api/v1/openapi.json" and index["dashboard"] == "/"
+    paths = {resource["path"] for resource in index["resources"]}
+    assert {"/api/v1/channels", "/api/v1/reaper", "/api/v1/events"} <= paths
+    for resource in index["resources"]:
+        if "GET" in resource["methods"] and "{" not in resource["path"] and not resource["path"].endswith("events"):
+            assert http("GET", f"{server.url}{resource['path']}")[0] == 200, resource
+    assert http("GET", f"{server.url}/api")[0] == 200  # redirected to the index
+
+
+@pytest.mark.parametrize("path", ["/api/v1/channels/counting/stop", "/api/v1/nowhere", "/api/v2/channels"])
+def test_a_body_too_large_is_a_json_413_and_changes_nothing(server, path):
+    """The request declares more than 10 MiB; the server answers before reading it."""
+    connection = http_client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        connection.putrequest("POST", path)
+        connection.putheader("Content-Length", str(10 * 1024 * 1024 + 1))
+        connection.putheader("Authorization", f"Bearer {TOKEN}")
+        connection.endheaders()
+        response = connection.getresponse()
+        body = response.read()
+    finally:
+        connection.close()
+    assert response.status == 413, body
+    assert response.getheader("Content-Type") == "application/json"
+    assert "too large" in json.loads(body)["error"]
+    assert get(server, "/channels/counting")["state"] in ("ACTIVE", "STEADY")  # nothing was done
 
 
 def test_read_only_without_a_token(tmp_path):

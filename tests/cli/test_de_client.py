@@ -3,14 +3,18 @@
 import csv
 import io
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 
 from decisionengine.testing.postgres import free_port
-from tests.cli.run import command
-from tests.engine.server import DEServer
+from tests.cli.run import MODULES, command
+from tests.engine.server import REPO, DEServer
 from tests.taskmanager.channels import counting_channel, module
 
 pytestmark = pytest.mark.timeout(300)
@@ -175,7 +179,9 @@ def test_wait_for_a_server_that_starts_late(tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        ([], "one of the arguments"),
+        ([], "no action given"),
+        (["--bogus"], "unrecognized arguments: --bogus"),
+        (["--status", "--bogus"], "unrecognized arguments: --bogus"),
         (["--status", "--ping"], "not allowed with argument"),
         (["--block-while", "SLEEPING"], "invalid choice: 'SLEEPING'"),
         (["--print-product", "x", "--format", "xml"], "invalid choice: 'xml'"),
@@ -186,9 +192,76 @@ def test_bad_arguments_are_argparse_errors(args, message):
     result = command("de-client", *args)
     assert result.returncode == 2
     assert message in result.stderr
+    assert "one of the arguments" not in result.stderr
     assert "Traceback" not in result.stderr
 
 
 def test_help_has_examples():
     result = command("de-client", "--help")
     assert result.returncode == 0 and "examples:" in result.stdout and "--follow" in result.stdout
+
+
+def test_rpc_timeout_help_is_a_whole_sentence():
+    help_text = " ".join(command("de-client", "--help", env={"COLUMNS": "300"}).stdout.split())
+    assert "--rpc-timeout SECONDS give up on a call after SECONDS" in help_text
+
+
+def test_health_is_one_line_and_its_exit_status_says_how_things_are(tmp_path):
+    channels = {
+        "good": {"sources": {"c": module("ConstantSource", schedule=0.5)}, "publishers": {}},
+        "bad": {"sources": {"c": module("ConstantSource", schedule=0.5)}, "publishers": {}},
+    }
+    server = DEServer(tmp_path, f"sqlite:///{tmp_path / 'ds.sqlite'}", channels).start()
+    try:
+        server.wait_for_generation("good", 1, 60)
+        server.wait_for_generation("bad", 1, 60)
+        healthy = client(server, "--health")
+        assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+        assert healthy.stdout == "OK: 2 channels running\n"
+        assert as_json(client(server, "--health", "--json"))["healthy"] is True
+
+        server.rpc().stop_channel("bad")
+        stopped = client(server, "--health")
+        assert stopped.returncode == 1
+        assert stopped.stdout == "FAILING: not running: bad (of 2 channels)\n"
+
+        server.rpc().start_channel("bad")
+        server.wait_for(lambda s: any(c["state"] == "STEADY" for c in s["channels"] if c["channel"] == "bad"))
+        pid = server.channel("bad")["pid"]
+        os.kill(pid, signal.SIGKILL)  # the channel dies: ERROR
+        server.wait_for(lambda s: any(c["state"] == "ERROR" for c in s["channels"] if c["channel"] == "bad"))
+        failed = client(server, "--health")
+        assert failed.returncode == 1
+        assert failed.stdout == "FAILING: ERROR: bad (of 2 channels)\n"
+        summary = json.loads(client(server, "--health", "--json").stdout)
+        assert summary["healthy"] is False and summary["error"] == ["bad"] and summary["reachable"] is True
+    finally:
+        server.stop()
+    gone = command("de-client", "--port", server.port, "--health")
+    assert gone.returncode == 2
+    assert gone.stdout.startswith("UNREACHABLE: cannot reach the decision engine") and gone.stdout.count("\n") == 1
+    assert json.loads(command("de-client", "--port", server.port, "--health", "--json").stdout)["reachable"] is False
+
+
+def test_a_closed_pipe_ends_every_command_quietly(server, tmp_path):
+    """``de-client ... | head``: the reader goes away before the output is written."""
+    space = f"sqlite:///{server.root / 'ds.sqlite'}"
+    commands = [
+        [sys.executable, "-m", MODULES["de-client"], "--port", str(server.port), "--status"],
+        [sys.executable, "-m", MODULES["de-client"], "--port", str(server.port), "--print-products"],
+        [sys.executable, "-m", MODULES["de-query-tool"], "--url", space, "counting", "numbers", "--since", "1d"],
+        [sys.executable, "-m", MODULES["de-reaper"], "--url", space, "--dry-run"],
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for argv in commands:
+        for _ in range(3):  # the race between writer and reader went either way: try it several times
+            read, write = os.pipe()
+            os.close(read)  # nobody will ever read: the first write fails
+            process = subprocess.run(
+                argv, check=False, stdout=write, stderr=subprocess.PIPE, env=env, cwd=REPO, timeout=120
+            )
+            os.close(write)
+            stderr = process.stderr.decode()
+            assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, (argv, stderr)
+            assert stderr == "", (argv, stderr)
+            assert process.returncode == 141, (argv, process.returncode)

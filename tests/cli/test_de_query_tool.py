@@ -132,3 +132,49 @@ def test_errors(history, args, status, message):
     assert result.returncode == status, result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_history_prints_no_warnings(history):
+    """Generation times have nanoseconds; printing them as local times must not warn."""
+    for fmt in ("table", "csv", "json"):
+        result = query(history, "chan", "sites", "--since", "1w", "--format", fmt)
+        assert result.stderr == "", result.stderr
+
+
+@pytest.mark.parametrize("command_args", [("de-query-tool", "--list"), ("de-reaper", "--dry-run")])
+def test_a_mistyped_sqlite_path_is_an_error_and_creates_nothing(tmp_path, command_args):
+    name, *args = command_args
+    typo = tmp_path / "dataspcae.sqlite"
+    result = command(name, "--url", f"sqlite:///{typo}", *args)
+    assert result.returncode == 1
+    assert (
+        result.stderr
+        == f"{name}: no SQLite dataspace database at {typo} (read-only readers create nothing): check the path\n"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_readers_find_the_database_of_a_server_started_with_state_dir(tmp_path):
+    """The same --config/--state-dir as de-server: the quick start's database, no --url."""
+    config = tmp_path / "etc"
+    config.mkdir()
+    (config / "decision_engine.jsonnet").write_text("{ dataspace: { retention_interval_in_days: 30 } }")
+    state = tmp_path / "run"
+    state.mkdir()
+    space = DataSpace(global_config(f"sqlite:///{state / 'dataspace.sqlite'}"))
+    block = DataBlock(space, "quick")
+    with block.transaction():
+        block.put("answer", 42, Header(block.taskmanager_id))
+    space.close()
+
+    found = command("de-query-tool", "--config", config, "--state-dir", state, "quick", "answer", "--format", "json")
+    assert found.returncode == 0, found.stderr
+    assert json.loads(found.stdout) == 42
+    from_env = command("de-query-tool", "--config", config, "--list", env={"DE_STATE_DIR": str(state)})
+    assert from_env.returncode == 0 and "quick" in from_env.stdout
+    reaper = command("de-reaper", "--config", config, "--state-dir", state, "--dry-run", "--json")
+    assert reaper.returncode == 0, reaper.stderr
+    assert json.loads(reaper.stdout)["retention_days"] == 30
+    elsewhere = command("de-query-tool", "--config", config, "--state-dir", tmp_path / "nothing", "--list")
+    assert elsewhere.returncode == 1 and "no SQLite dataspace database at" in elsewhere.stderr
+    assert not (tmp_path / "nothing").exists()

@@ -6,6 +6,8 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 from decisionengine.testing.postgres import free_port
 from tests.engine.server import REPO
 
@@ -78,3 +80,30 @@ def test_help_has_examples():
     result = de_server("--help")
     assert result.returncode == 0
     assert "examples:" in result.stdout and "--state-dir" in result.stdout
+
+
+def test_a_busy_port_is_found_before_anything_is_created(tmp_path):
+    """A second server started by mistake leaves no state directory, database or pidfile."""
+    port = free_port()
+    config = config_dir(tmp_path, port)
+    state = tmp_path / "state"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        result = de_server("--config", str(config), "--state-dir", str(state), "--pidfile", str(tmp_path / "de.pid"))
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert not state.exists()
+    assert not (tmp_path / "ds.sqlite").exists()
+    assert not (tmp_path / "de.pid").exists()
+
+
+@pytest.mark.parametrize("extra", [[], ["--port", "0"]])
+def test_server_address_must_be_host_and_port(tmp_path, extra):
+    (tmp_path / "config.d").mkdir()
+    (tmp_path / "decision_engine.jsonnet").write_text("{ server_address: 'localhost' }")
+    result = de_server("--config", str(tmp_path), *extra)
+    assert result.returncode == 2
+    assert result.stderr.startswith("de-server: ")
+    assert "server_address: expected [host, port] with a non-empty host string and an integer port" in result.stderr
+    assert "does not resolve" not in result.stderr and "Traceback" not in result.stderr

@@ -60,6 +60,7 @@ LOGGER_SCHEMA = Obj(
     {
         "log_file": Str(None, nullable=True),
         "log_level": _log_level("INFO"),
+        "format": Str("text", choices=("text", "json"), case_insensitive=True),
         "file_rotate_by": Str("size", choices=("size", "time")),
         "rotation_time_unit": Str("D", choices=ROTATION_TIME_UNITS, case_insensitive=True),
         "rotation_time_interval": Int(1, minimum=1),

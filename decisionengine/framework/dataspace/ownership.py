@@ -92,6 +92,14 @@ class PostgresAdvisoryLock(ChannelLock):
 
 
 class FileLock(ChannelLock):
+    """``flock`` on a file next to the SQLite database, removed when released.
+
+    Removing a lock file is only safe with a check after locking: a process that opened
+    the file just before its owner removed it would otherwise lock a file nobody else can
+    see.  So after ``flock`` succeeds, the path must still name the file that was locked;
+    if not, try again with the new one.
+    """
+
     def __init__(self, database: str, name: str) -> None:
         safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
         self.path = f"{database}.{safe}.lock"
@@ -100,22 +108,32 @@ class FileLock(ChannelLock):
     def acquire(self) -> bool:
         if self.fd is not None:
             return True
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self.fd = fd
-        return True
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return False
+            try:
+                current = os.stat(self.path).st_ino
+            except FileNotFoundError:
+                current = None
+            if current != os.fstat(fd).st_ino:  # released and removed meanwhile: lock the new file
+                os.close(fd)
+                continue
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            self.fd = fd
+            return True
 
     def held(self) -> bool:
         return self.fd is not None
 
     def release(self) -> None:
         if self.fd is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)  # while still locked: nobody can hold the file we remove
             with contextlib.suppress(OSError):
                 fcntl.flock(self.fd, fcntl.LOCK_UN)
                 os.close(self.fd)

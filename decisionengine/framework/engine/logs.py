@@ -232,7 +232,7 @@ class LogService:
         self.queue = ctx.Queue()
         self.writer = _Writer(self.settings)
         self.listener = logging.handlers.QueueListener(self.queue, self.writer, respect_handler_level=False)
-        self.json_lines = bool(self.settings.get("json", False))
+        self.json_lines = str(self.settings.get("format", "text")).lower() == "json"
 
     def start(self) -> None:
         self.listener.start()

@@ -30,7 +30,6 @@ import datetime
 import os
 import threading
 import time
-import traceback
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -429,7 +428,7 @@ class TaskManager:
                 generation=generation,
                 failed_module=record.module,
                 error=record.error,
-                traceback="".join(traceback.format_exception(failure.error if failure else exc)),
+                exc_info=failure.error if failure else exc,
             )
             self._report()
             return

@@ -211,7 +211,22 @@ REAPER = _object(
 
 ERROR = _object({"error": {"type": "string"}})
 
+INDEX = _object(
+    {
+        "name": {"type": "string"},
+        "version": {"type": "string"},
+        "openapi": {"type": "string", "description": "path of this document"},
+        "dashboard": {"type": "string"},
+        "events": {"type": "string"},
+        "resources": {
+            "type": "array",
+            "items": _object({"path": {"type": "string"}, "methods": {"type": "array", "items": {"type": "string"}}}),
+        },
+    }
+)
+
 SCHEMAS = {
+    "Index": INDEX,
     "Generation": GENERATION,
     "Source": SOURCE,
     "Channel": CHANNEL,
@@ -240,6 +255,7 @@ def _errors(*codes: int) -> dict[str, Any]:
         404: "no such channel, product or path",
         405: "wrong method",
         409: "not available in the channel's current state",
+        413: "the request body is too large",
     }
     return {str(code): _response("Error", meaning[code]) for code in codes}
 
@@ -275,6 +291,12 @@ def document() -> dict[str, Any]:
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
         "paths": {
+            "/": {
+                get: {
+                    "summary": "an index: this document, the dashboard, the event stream, every resource",
+                    "responses": {"200": _response("Index", "the index")},
+                }
+            },
             "/channels": {
                 get: {"summary": "every channel", "responses": {"200": _response("ChannelList", "channels")}}
             },
@@ -346,7 +368,10 @@ def document() -> dict[str, Any]:
                     "summary": "start a channel",
                     "security": SECURED,
                     "parameters": [CHANNEL_NAME],
-                    "responses": {"200": _response("ControlResult", "started"), **_errors(401, 403, 404, 409)},
+                    "responses": {
+                        "200": _response("ControlResult", "started"),
+                        **_errors(401, 403, 404, 409, 413),
+                    },
                 }
             },
             "/channels/{name}/stop": {

@@ -16,11 +16,10 @@ from typing import Any
 
 import cherrypy
 
-from decisionengine.framework.web.api import Api
+from decisionengine.framework.web.api import Api, ApiError, check_body_size
 from decisionengine.framework.web.service import ControlService
 from decisionengine.framework.web.xmlrpc import XmlRpcDispatcher, XmlRpcMethods
 
-MAX_BODY = 10 * 1024 * 1024
 DASHBOARD = pathlib.Path(__file__).resolve().parent / "dashboard"
 DEFAULT_ADDRESS = ("localhost", 8888)
 
@@ -33,12 +32,22 @@ def listening_address(global_config: dict[str, Any]) -> tuple[str, int]:
 def raw_body() -> bytes:
     """The request body as sent (request body processing is off for this application)."""
     try:
-        length = int(cherrypy.request.headers.get("Content-Length") or 0)
-    except ValueError:
-        raise cherrypy.HTTPError(400, "invalid Content-Length") from None
-    if length > MAX_BODY:
-        raise cherrypy.HTTPError(413, f"request body larger than {MAX_BODY} bytes")
+        length = check_body_size()
+    except ApiError as exc:
+        raise cherrypy.HTTPError(exc.status, str(exc)) from None
     return cherrypy.request.rfile.read(length) if length else b""
+
+
+def _limit_body() -> None:
+    """Refuse a declared body over the limit before anything else (dispatch included).
+
+    Any other early error would leave the HTTP server reading the unread body before it
+    answers; a 413 makes it close the connection instead.
+    """
+    try:
+        check_body_size()
+    except ApiError as exc:
+        raise cherrypy.HTTPError(exc.status, str(exc)) from None
 
 
 def json_error_page(status: str, message: str, traceback: str, version: str) -> str:
@@ -111,7 +120,9 @@ class HttpServer:
                 "server.socket_host": self.address[0],
                 "server.socket_port": self.address[1],
                 "server.thread_pool": self.threads,
-                "server.max_request_body_size": MAX_BODY,
+                # No limit in the HTTP server: it would answer in plain text; every route
+                # checks the size itself (check_body_size) and answers in its own shape.
+                "server.max_request_body_size": 0,
                 "log.screen": False,
                 "log.access_file": "",
                 "log.error_file": "",
@@ -121,11 +132,16 @@ class HttpServer:
             }
         )
         # Bodies are read raw by the handlers: an XML-RPC call is never parsed as a form.
+        cherrypy.tools.de_body_limit = cherrypy.Tool("on_start_resource", _limit_body, priority=10)
         cherrypy.tree.mount(
             self.root,
             "/",
             {
-                "/": {"request.dispatch": cherrypy.dispatch.Dispatcher(), "request.process_request_body": False},
+                "/": {
+                    "request.dispatch": cherrypy.dispatch.Dispatcher(),
+                    "request.process_request_body": False,
+                    "tools.de_body_limit.on": True,
+                },
                 "/api": {"error_page.default": json_error_page},
                 "/static": {"tools.staticdir.on": True, "tools.staticdir.dir": str(DASHBOARD)},
             },
