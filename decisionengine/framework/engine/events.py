@@ -128,6 +128,11 @@ class EventHub:
             self._generations[channel] = number
         self.publish(Event("generation", data))
 
+    def last_generation(self, channel: str) -> int | None:
+        """The newest generation of ``channel`` announced as committed, if any was heard."""
+        with self._lock:
+            return self._generations.get(channel)
+
     def state(self, channel: str, state: str, since: float | None) -> None:
         self.publish(Event("state", {"channel": channel, "state": state, "since": since}))
 

@@ -238,17 +238,16 @@ class Api:
         offset = int(_number(params, "offset", 0, minimum=0, integer=True))
         limit = int(_number(params, "limit", DEFAULT_LIMIT, minimum=0, maximum=MAX_LIMIT, integer=True))
         columns = _columns(params)
-        current = self.service.latest(caller, name, ())
-        if current is None:
+        generation = self.service.known_generation(caller, name)
+        if generation is None:
             raise ApiError(404, f"channel {name!r} has no generation yet")
-        cache_key = (name, current.sequence_id, current.generation_id, key, offset, limit, tuple(columns or ()))
-        cached = self.cache.get(cache_key)
+        cached = self.cache.get((name, generation, key, offset, limit, tuple(columns or ())))
         if cached is not None:
             return cached
         latest = self.service.latest(caller, name, [key])
         if latest is None or key not in latest.products:
-            generation = latest.generation_id if latest is not None else current.generation_id
-            raise ApiError(404, f"no product {key!r} in generation {generation} of channel {name!r}")
+            number = latest.generation_id if latest is not None else generation
+            raise ApiError(404, f"no product {key!r} in generation {number} of channel {name!r}")
         value = latest.products[key]
         document: dict[str, Any] = {
             "channel": name,
@@ -281,7 +280,7 @@ class Api:
             if columns is not None:
                 raise ApiError(400, "columns applies to DataFrame products")
             body = _json({**document, "value": value})
-        self.cache.put((name, latest.sequence_id, latest.generation_id, key, offset, limit, tuple(columns or ())), body)
+        self.cache.put((name, latest.generation_id, key, offset, limit, tuple(columns or ())), body)
         return body
 
     def _history(self, caller: Caller, name: str, key: str, params: dict[str, Any]) -> dict[str, Any]:

@@ -379,6 +379,18 @@ class ControlService:
         return self.engine.dataspace.latest_generation(self._known(channel), keys)
 
     @read
+    def known_generation(self, caller: Caller, channel: Any) -> int | None:
+        """The newest committed generation of ``channel`` this server has heard announced
+        (no database query), else the DataSpace's; None when it has none.  For caches keyed
+        by generation: at worst a few milliseconds behind a commit."""
+        name = self._known(channel)
+        heard = self.engine.events.last_generation(name)
+        if heard is not None:
+            return heard
+        latest = self.engine.dataspace.latest_generation(name, ())
+        return latest.generation_id if latest is not None else None
+
+    @read
     def latest_of_all(self, caller: Caller) -> dict[str, LatestGeneration | None]:
         return {name: self.engine.dataspace.latest_generation(name) for name in sorted(self.engine.workers)}
 
