@@ -9,7 +9,7 @@ const live = document.getElementById("live");
 const message = document.getElementById("message");
 const tokenInput = document.getElementById("token");
 const tokenClear = document.getElementById("token-clear");
-let current = { name: null, chart: null };
+let current = { name: null, chart: null, product: null };
 
 // -- helpers -----------------------------------------------------------------------------------
 
@@ -67,10 +67,24 @@ function stateBadge(state) {
   return el("span", { class: `state state-${state}` }, state);
 }
 
+// A table (or the graph) in a box of its own that scrolls sideways when it is wider than its card.
+// `key` names the box, so that a re-rendered page keeps where the user scrolled it to.
+function scroller(key, child) {
+  return el("div", { class: "scroller", "data-scroll": key }, child);
+}
+
+// Replace the view's content, keeping the sideways scroll of every scroller.
+function render(...children) {
+  const scrolled = {};
+  for (const box of view.querySelectorAll("[data-scroll]")) scrolled[box.dataset.scroll] = box.scrollLeft;
+  view.replaceChildren(...children);
+  for (const box of view.querySelectorAll("[data-scroll]")) box.scrollLeft = scrolled[box.dataset.scroll] || 0;
+}
+
 // -- overview ----------------------------------------------------------------------------------
 
 async function showOverview() {
-  current = { name: null, chart: null };
+  current = { name: null, chart: null, product: null };
   const [{ channels }, reaper] = await Promise.all([api("/channels"), api("/reaper")]);
   const failing = channels.filter((c) => c.failing).length;
   const rows = channels.map((c) =>
@@ -80,29 +94,34 @@ async function showOverview() {
       el("td", { class: "generation" }, c.generation ?? "-"),
       el("td", {}, c.last_generation ? `${when(c.last_generation.started)} (${c.last_generation.outcome})` : "-"),
       el("td", {}, Object.entries(c.sources).map(([k, s]) =>
-        el("div", {}, `${k}: ${ago(s.last_update)}`, s.missed_update_count ? el("span", { class: "error" }, ` missed ${s.missed_update_count}`) : ""))),
+        el("div", { class: "nowrap" }, `${k}: ${ago(s.last_update)}`, s.missed_update_count ? el("span", { class: "error" }, ` missed ${s.missed_update_count}`) : ""))),
       el("td", { class: "error" }, c.last_error || "")));
-  view.replaceChildren(
+  render(
     el("h1", {}, `Channels (${channels.length}, ${failing} failing)`),
-    el("table", { id: "channels" },
-      el("tr", {}, ["channel", "state", "generation", "last generation", "sources", "last error"].map((h) => el("th", {}, h))),
-      rows),
-    el("h2", {}, "Reaper"),
-    el("p", { id: "reaper" }, stateBadge(reaper.state),
-      ` retention ${reaper.retention_interval_in_days} days, ${reaper.runs} passes, next ${when(reaper.next_run)}`),
-    token() ? el("div", { class: "controls" },
-      el("button", { onclick: () => control("/reaper/start") }, "start reaper"),
-      el("button", { onclick: () => control("/reaper/stop") }, "stop reaper")) : "");
+    el("div", { class: "grid" },
+      el("div", { class: "card wide" }, scroller("channels", el("table", { id: "channels" },
+        el("tr", {}, ["channel", "state", "generation", "last generation", "sources", "last error"].map((h) => el("th", {}, h))),
+        rows))),
+      el("div", { class: "card" },
+        el("h2", {}, "Reaper"),
+        el("p", { id: "reaper" }, stateBadge(reaper.state),
+          ` retention ${reaper.retention_interval_in_days} days, ${reaper.runs} passes, next ${when(reaper.next_run)}`),
+        token() ? el("div", { class: "controls" },
+          el("button", { onclick: () => control("/reaper/start") }, "start reaper"),
+          el("button", { onclick: () => control("/reaper/stop") }, "stop reaper")) : "")));
 }
 
 // -- one channel -------------------------------------------------------------------------------
 
 async function showChannel(name) {
-  const keep = current.name === name ? current.chart : null;
-  current = { name, chart: keep };
+  // A live update re-renders the page: the chart's choice and the open product stay.
+  const same = current.name === name;
+  current = { name, chart: same ? current.chart : null, product: same ? current.product : null };
   const path = `/channels/${encodeURIComponent(name)}`;
-  const [channel, products, decisions] = await Promise.all([
-    api(path), api(`${path}/products`), api(`${path}/decisions?limit=1`)]);
+  const shown = current.product;
+  const [channel, products, decisions, productPage] = await Promise.all([
+    api(path), api(`${path}/products`), api(`${path}/decisions?limit=1`),
+    shown ? fetchProduct(name, shown).catch(() => null) : null]);
   let graph = null;
   try { graph = await api(`${path}/graph`); } catch (error) { graph = null; }
   const latest = decisions.decisions[decisions.decisions.length - 1];
@@ -111,7 +130,7 @@ async function showChannel(name) {
     el("button", { id: "start", onclick: () => control(`${path}/start`) }, "start"),
     el("button", { id: "stop", onclick: () => control(`${path}/stop`) }, "stop")) : "";
 
-  const summary = el("table", { class: "kv" },
+  const summary = el("table", { class: "kv", id: "summary" },
     el("tr", {}, el("td", {}, "state"), el("td", { id: "state" }, stateBadge(channel.state))),
     el("tr", {}, el("td", {}, "generation"), el("td", { id: "generation" }, channel.generation ?? "-")),
     el("tr", {}, el("td", {}, "last generation"), el("td", {},
@@ -119,7 +138,7 @@ async function showChannel(name) {
     el("tr", {}, el("td", {}, "failed generations"), el("td", {}, channel.failed_generations)),
     channel.last_error ? el("tr", {}, el("td", {}, "last error"), el("td", { class: "error" }, channel.last_error)) : "");
 
-  const sources = el("table", {},
+  const sources = el("table", { id: "sources" },
     el("tr", {}, ["source", "last update", "deliveries", "missed updates", "last error"].map((h) => el("th", {}, h))),
     Object.entries(channel.sources).map(([key, s]) => el("tr", { class: s.missed_update_count ? "failing" : "" },
       el("td", {}, key), el("td", {}, ago(s.last_update)), el("td", {}, s.deliveries),
@@ -127,11 +146,11 @@ async function showChannel(name) {
 
   const decision = latest ? el("div", { id: "decision" },
     el("p", {}, `generation ${latest.generation_id}: actions `, el("strong", {}, latest.actions.join(", ") || "none")),
-    el("table", {}, el("tr", {}, el("th", {}, "fact"), el("th", {}, "value")),
+    scroller("decision", el("table", {}, el("tr", {}, el("th", {}, "fact"), el("th", {}, "value")),
       latest.facts.map((f) => el("tr", {}, el("td", {}, f.fact_name),
         el("td", { class: f.fact_value ? "fact-true" : "fact-false" }, String(f.fact_value)))),
       latest.new_facts.map((f) => el("tr", {}, el("td", {}, `${f.fact_name} (rule ${f.rule_name})`),
-        el("td", { class: f.fact_value ? "fact-true" : "fact-false" }, String(f.fact_value))))))
+        el("td", { class: f.fact_value ? "fact-true" : "fact-false" }, String(f.fact_value)))))))
     : el("p", {}, "no decision yet");
 
   const productList = el("ul", { id: "products" }, products.products.map((p) =>
@@ -139,35 +158,87 @@ async function showChannel(name) {
       ` ${p.type}${p.shape ? " " + p.shape.join("x") : ""}`)));
 
   const chooser = chartChooser(name, products.products);
-  view.replaceChildren(
+  let productNodes = productPage ? productView(shown, productPage) : [];
+  if (current.product !== shown) {
+    // the user opened another product meanwhile: keep the view as it is (showProduct fills it in)
+    const old = document.getElementById("product-view");
+    productNodes = old ? [...old.childNodes] : [];
+  } else if (shown && !productPage) {
+    current.product = null;  // gone from the channel
+  }
+  render(
     el("h1", {}, el("a", { href: "#/" }, "Channels"), " / ", name, " ", stateBadge(channel.state)),
     controls,
     el("div", { class: "grid" },
-      el("div", { class: "card" }, el("h2", {}, "Status"), summary, el("h2", {}, "Sources"), sources),
-      el("div", { class: "card wide" }, el("h2", {}, "Modules"), graph ? drawGraph(graph) : el("p", {}, "not validated yet")),
+      el("div", { class: "card" }, el("h2", {}, "Status"), scroller("summary", summary),
+        el("h2", {}, "Sources"), scroller("sources", sources)),
+      el("div", { class: "card wide" }, el("h2", {}, "Modules"),
+        graph ? scroller("graph", drawGraph(graph)) : el("p", {}, "not validated yet")),
       el("div", { class: "card" }, el("h2", {}, "Latest decision"), decision),
-      el("div", { class: "card" }, el("h2", {}, "History"), chooser, el("div", { id: "chart-area" }))),
-    el("h2", {}, "Products"), productList, el("div", { id: "product-view" }));
+      el("div", { class: "card" }, el("h2", {}, "History"), chooser, el("div", { id: "chart-area" })),
+      el("div", { class: "card wide" }, el("h2", {}, "Products"), productList,
+        el("div", { id: "product-view" }, productNodes))));
   await drawChart();
 }
 
-async function showProduct(channel, key) {
-  const page = await api(`/channels/${encodeURIComponent(channel)}/products/${encodeURIComponent(key)}?limit=50`);
-  const target = document.getElementById("product-view");
-  if (page.type === "DataFrame") {
-    target.replaceChildren(el("h2", {}, `${key} (generation ${page.generation}, ${page.total_rows} rows)`),
-      el("table", { class: "product-table" },
-        el("tr", {}, page.columns.map((c) => el("th", {}, c))),
-        page.rows.map((row) => el("tr", {}, page.columns.map((c) => el("td", {}, row[c] ?? ""))))));
-  } else {
-    target.replaceChildren(el("h2", {}, `${key} (generation ${page.generation})`),
-      el("pre", {}, JSON.stringify(page.value, null, 2)));
-  }
+function fetchProduct(channel, key) {
+  return api(`/channels/${encodeURIComponent(channel)}/products/${encodeURIComponent(key)}?limit=50`);
 }
 
-// -- module graph: columns by depth, edges labelled with products ------------------------------------
+function productView(key, page) {
+  if (page.type === "DataFrame") {
+    return [el("h2", {}, `${key} (generation ${page.generation}, ${page.total_rows} rows)`),
+      scroller("product", el("table", { class: "product-table" },
+        el("tr", {}, page.columns.map((c) => el("th", {}, c))),
+        page.rows.map((row) => el("tr", {}, page.columns.map((c) => el("td", {}, row[c] ?? ""))))))];
+  }
+  return [el("h2", {}, `${key} (generation ${page.generation})`), el("pre", {}, JSON.stringify(page.value, null, 2))];
+}
+
+async function showProduct(channel, key) {
+  current.product = key;
+  const page = await fetchProduct(channel, key);
+  const target = document.getElementById("product-view");
+  if (target && current.name === channel && current.product === key) target.replaceChildren(...productView(key, page));
+}
+
+// -- module graph ----------------------------------------------------------------------------------
+// Modules stand in columns by depth, with one arrow per pair of modules, labelled with the products
+// it carries. Between two columns of modules is a column of labels: each arrow has a slot of its own
+// there, right after its source, and a thin slot of its own in every later column it crosses. So no
+// two labels overlap, no label lies on a module and no arrow passes behind one. Boxes are as wide
+// as their texts (as the page's CSS draws them); a text longer than GRAPH.maxText is cut with "…",
+// and the tooltip (<title>) of its module or arrow has it in full.
+
+const GRAPH = { pad: 10, gap: 26, nodeHeight: 36, line: 12, maxText: 220, minScale: 0.9 };
+
+// Text widths measured in a hidden <svg>, with the classes the graph uses.
+function textMeasurer() {
+  const probe = svg("svg", { width: 0, height: 0, style: "position: absolute; visibility: hidden" });
+  document.body.append(probe);
+  const cache = {};
+  const width = (text, cls) => {
+    const key = `${cls}\u0000${text}`;
+    if (!(key in cache)) {
+      const node = svg("text", { class: cls }, text);
+      probe.append(node);
+      cache[key] = node.getComputedTextLength();
+      node.remove();
+    }
+    return cache[key];
+  };
+  // The longest start of `text` that, with "…", is at most `room` wide.
+  const fit = (text, cls, room) => {
+    if (width(text, cls) <= room) return text;
+    let length = text.length - 1;
+    while (length > 1 && width(text.slice(0, length) + "\u2026", cls) > room) length -= 1;
+    return text.slice(0, length) + "\u2026";
+  };
+  return { width, fit, done: () => probe.remove() };
+}
 
 function drawGraph(graph) {
+  if (!graph.nodes.length) return el("p", {}, "no modules");
   const depth = {};
   const byKey = Object.fromEntries(graph.nodes.map((n) => [n.key, n]));
   const incoming = {};
@@ -176,48 +247,133 @@ function drawGraph(graph) {
     if (key in depth) return depth[key];
     if (seen.has(key)) return 0;
     seen.add(key);
-    const parents = incoming[key] || [];
+    const parents = (incoming[key] || []).filter((p) => p in byKey);
     depth[key] = byKey[key].kind === "source" || !parents.length ? 0 : 1 + Math.max(...parents.map((p) => rank(p, seen)));
     return depth[key];
   };
   graph.nodes.forEach((n) => rank(n.key));
-  const columns = {};
-  for (const node of graph.nodes) (columns[depth[node.key]] = columns[depth[node.key]] || []).push(node);
-  const width = 200, height = 34, gapX = 110, gapY = 26;
-  const position = {};
-  let maxRows = 0;
-  for (const [column, nodes] of Object.entries(columns)) {
-    nodes.forEach((node, row) => { position[node.key] = { x: 10 + column * (width + gapX), y: 10 + row * (height + gapY) }; });
-    maxRows = Math.max(maxRows, nodes.length);
+
+  // The boxes ("items"): modules, arrows' labels and arrows' pass-through slots, each in a column.
+  const measure = textMeasurer();
+  const items = [];
+  const add = (item) => { items.push(Object.assign(item, { prev: [], next: [] })); return item; };
+  const moduleItem = {};
+  for (const node of graph.nodes) {
+    const wanted = Math.max(measure.width(node.key, "node-key") + 12 + measure.width(node.kind, "node-kind"),
+      measure.width(node.class_name, "node-detail"));
+    moduleItem[node.key] = add({ type: "node", node, column: 2 * depth[node.key], height: GRAPH.nodeHeight,
+      width: Math.min(wanted, GRAPH.maxText) + 16 });
   }
-  const totalWidth = 20 + Object.keys(columns).length * (width + gapX);
-  const totalHeight = 20 + maxRows * (height + gapY);
-  // One arrow per pair of modules, labelled with every product it carries.
+  // One arrow per pair of modules, labelled with every product it carries (one a line).
   const pairs = {};
   for (const edge of graph.edges) {
+    if (!(edge.from in byKey && edge.to in byKey)) continue;
     const key = `${edge.from}\u0000${edge.to}`;
     (pairs[key] = pairs[key] || { from: edge.from, to: edge.to, products: [] }).products.push(edge.product);
   }
-  const edges = Object.values(pairs).map((edge) => {
-    edge.product = edge.products.join(", ");
-    const a = position[edge.from], b = position[edge.to];
-    const x1 = a.x + width, y1 = a.y + height / 2, x2 = b.x, y2 = b.y + height / 2;
-    const mid = (x1 + x2) / 2;
+  const arrows = Object.values(pairs);
+  for (const arrow of arrows) {
+    const from = moduleItem[arrow.from], to = moduleItem[arrow.to];
+    const widest = Math.max(...arrow.products.map((p) => measure.width(p, "edge-label")));
+    const label = add({ type: "label", arrow, column: from.column + 1,
+      height: arrow.products.length * GRAPH.line + 6, width: Math.min(widest, GRAPH.maxText) + 12 });
+    arrow.chain = [from, label];
+    for (let column = label.column + 1; column < to.column; column++) {
+      arrow.chain.push(add({ type: "pass", arrow, column, height: 4, width: 0 }));
+    }
+    arrow.chain.push(to);
+    for (let i = 1; i < arrow.chain.length; i++) {
+      arrow.chain[i].prev.push(arrow.chain[i - 1]);
+      arrow.chain[i - 1].next.push(arrow.chain[i]);
+    }
+  }
+  const columns = [];
+  for (const item of items) (columns[item.column] = columns[item.column] || []).push(item);
+  for (let c = 0; c < columns.length; c++) columns[c] = columns[c] || [];
+
+  // Order each column by the mean position of its items' neighbours in the column before (then
+  // after) it, a few times over: fewer crossing arrows.
+  const position = (item) => columns[item.column].indexOf(item);
+  for (let sweep = 0; sweep < 4; sweep++) {
+    const forward = sweep % 2 === 0;
+    for (const column of forward ? columns.slice(1) : columns.slice(0, -1).reverse()) {
+      const order = new Map(column.map((item, i) => {
+        const near = (forward ? item.prev : item.next).filter((n) => Math.abs(n.column - item.column) === 1);
+        return [item, near.length ? near.reduce((sum, n) => sum + position(n), 0) / near.length : i];
+      }));
+      column.sort((a, b) => order.get(a) - order.get(b));
+    }
+  }
+
+  // Where the arrows run through a box: a label's arrow runs under its text.
+  const anchorOffset = (item) => (item.type === "label" ? item.height - 2 : item.height / 2);
+  const anchor = (item) => item.y + anchorOffset(item);
+  // Top to bottom in each column, every box as level with its arrows' previous boxes as there is room for.
+  for (const column of columns) {
+    let above = null;
+    for (const item of column) {
+      const near = item.prev.filter((n) => n.column < item.column);
+      const wanted = near.length ? near.reduce((sum, n) => sum + anchor(n), 0) / near.length - anchorOffset(item) : 0;
+      const spacing = above && (above.type === "node" || item.type === "node") ? 14 : 6;
+      item.y = Math.max(above ? above.y + above.height + spacing : GRAPH.pad, wanted);
+      above = item;
+    }
+  }
+  const widths = columns.map((column) => Math.max(0, ...column.map((item) => item.width)));
+  const left = [];
+  let x = GRAPH.pad;
+  for (const width of widths) { left.push(x); x += width + GRAPH.gap; }
+  const totalWidth = Math.ceil(x - GRAPH.gap + GRAPH.pad);
+  const totalHeight = Math.ceil(Math.max(...items.map((item) => item.y + item.height)) + GRAPH.pad);
+
+  // Each module's arrows leave (and arrive) at points spread along its side, in the order of the
+  // boxes they go to (come from).
+  const port = {};
+  for (const item of items.filter((i) => i.type === "node")) {
+    for (const [side, neighbours] of [["out", item.next], ["in", item.prev]]) {
+      const sorted = [...neighbours].sort((a, b) => anchor(a) - anchor(b));
+      sorted.forEach((n, i) => { port[`${side}\u0000${item.node.key}\u0000${n.arrow.from}\u0000${n.arrow.to}`] =
+        item.y + (item.height * (i + 1)) / (sorted.length + 1); });
+    }
+  }
+  const curve = (x1, y1, x2, y2) => { const mid = (x1 + x2) / 2; return ` C${mid},${y1} ${mid},${y2} ${x2},${y2}`; };
+  const edges = arrows.map((arrow) => {
+    const [from, label, ...rest] = arrow.chain;
+    const to = rest.pop();
+    const pair = `${arrow.from}\u0000${arrow.to}`;
+    let cx = left[from.column] + widths[from.column], cy = port[`out\u0000${arrow.from}\u0000${pair}`];
+    let d = `M${cx},${cy}`;
+    for (const item of [label, ...rest]) {
+      d += curve(cx, cy, left[item.column], anchor(item));
+      [cx, cy] = [left[item.column] + widths[item.column], anchor(item)];
+      d += ` L${cx},${cy}`;
+    }
+    d += curve(cx, cy, left[to.column], port[`in\u0000${arrow.to}\u0000${pair}`]);
+    const middle = left[label.column] + widths[label.column] / 2;
     return svg("g", {},
-      svg("path", { class: "edge", d: `M${x1},${y1} C${mid},${y1} ${mid},${y2} ${x2},${y2}`, "marker-end": "url(#arrow)" }),
-      svg("text", { class: "edge-label", x: mid, y: (y1 + y2) / 2 - 4, "text-anchor": "middle" }, edge.product));
+      svg("title", {}, `${arrow.from} \u2192 ${arrow.to}: ${arrow.products.join(", ")}`),
+      svg("path", { class: "edge", d, "marker-end": "url(#arrow)" }),
+      svg("text", { class: "edge-label", x: middle, y: label.y + GRAPH.line - 3, "text-anchor": "middle" },
+        arrow.products.map((product, i) => svg("tspan", { x: middle, dy: i ? GRAPH.line : 0 },
+          measure.fit(product, "edge-label", GRAPH.maxText)))));
   });
-  const nodes = graph.nodes.map((node) => {
-    const p = position[node.key];
+  const nodes = items.filter((i) => i.type === "node").map((item) => {
+    const node = item.node, x0 = left[item.column], y0 = item.y, width = widths[item.column];
+    const kind = measure.width(node.kind, "node-kind");
     return svg("g", { class: `node ${node.kind}`, "data-key": node.key },
-      svg("rect", { x: p.x, y: p.y, width, height, rx: 5 }),
-      svg("text", { x: p.x + 8, y: p.y + 14 }, node.key),
-      svg("text", { x: p.x + 8, y: p.y + 27, class: "edge-label" }, `${node.kind} ${node.class_name}`));
+      svg("title", {}, `${node.key}: ${node.kind} ${node.module}`),
+      svg("rect", { x: x0, y: y0, width, height: item.height, rx: 5 }),
+      svg("text", { class: "node-key", x: x0 + 8, y: y0 + 15 }, measure.fit(node.key, "node-key", width - 28 - kind)),
+      svg("text", { class: "node-kind", x: x0 + width - 8, y: y0 + 15, "text-anchor": "end" }, node.kind),
+      svg("text", { class: "node-detail", x: x0 + 8, y: y0 + 29 }, measure.fit(node.class_name, "node-detail", width - 16)));
   });
+  measure.done();
   const arrow = svg("defs", {}, svg("marker", { id: "arrow", viewBox: "0 0 10 10", refX: 10, refY: 5, markerWidth: 6, markerHeight: 6, orient: "auto" },
     svg("path", { d: "M0,0 L10,5 L0,10 z", fill: "#9aa4b1" })));
-  return svg("svg", { id: "graph", width: "100%", style: `max-width:${totalWidth}px`, viewBox: `0 0 ${totalWidth} ${totalHeight}` },
-    arrow, edges, nodes);
+  // As wide as the card allows, but never shrunk below GRAPH.minScale: then its box scrolls.
+  return svg("svg", { id: "graph", width: totalWidth, height: totalHeight, viewBox: `0 0 ${totalWidth} ${totalHeight}`,
+    style: `max-width: ${totalWidth}px; min-width: ${Math.ceil(totalWidth * GRAPH.minScale)}px` },
+  arrow, edges, nodes);
 }
 
 // -- history chart -------------------------------------------------------------------------------
