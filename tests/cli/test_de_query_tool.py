@@ -13,7 +13,13 @@ from tests.cli.run import command
 from tests.conftest import global_config
 
 GENERATIONS = 20
-START = time.time() - GENERATIONS * 600  # one generation every 10 minutes, the last one now
+
+
+class History(str):
+    """The database URL of a history, with the time its generations count from (``start``):
+    taken when the history is written, so a test running late in the suite sees it as fresh."""
+
+    start: float
 
 
 def frame(generation):
@@ -27,16 +33,19 @@ def history(db_url):
     space = DataSpace(global_config(db_url))
     block = DataBlock(space, "chan")
     tm = block.taskmanager_id
+    start = time.time() - GENERATIONS * 600  # one generation every 10 minutes, the last one now
     for generation in range(1, GENERATIONS + 1):
         block.generation_id = generation
-        when = START + generation * 600
+        when = start + generation * 600
         with block.transaction():
             metadata = Metadata(tm, generation_time=when)
             block.put("sites", frame(generation), Header(tm), metadata)
             block.put("count", generation * 10, Header(tm), metadata)
             block.put("info", {"generation": generation, "tags": ["x", "y"]}, Header(tm), metadata)
     space.close()
-    return db_url
+    written = History(db_url)
+    written.start = start
+    return written
 
 
 def query(url, *args):
@@ -73,6 +82,7 @@ def test_latest_and_given_generation(history):
 
 
 def test_history_in_every_format(history, tmp_path):
+    START = history.start
     since = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(START + 11 * 600 - 1))  # generations 11..20
     expected = pd.concat([frame(g).assign(generation_id=g) for g in range(11, GENERATIONS + 1)], ignore_index=True)[
         ["generation_id", "site", "cores", "load"]

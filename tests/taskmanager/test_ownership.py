@@ -26,6 +26,8 @@ def terminate_backend(connection, pid):
     connection.execute(sa.select(sa.func.pg_terminate_backend(pid)))
 
     def gone():
+        # pg_stat_activity is a snapshot taken once per transaction: drop it to see the present.
+        connection.execute(sa.text("SELECT pg_stat_clear_snapshot()"))
         found = connection.execute(
             sa.text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"), {"pid": pid}
         ).scalar_one()
