@@ -279,6 +279,6 @@ def test_read_only_without_a_token(tmp_path):
     server = DEServer(tmp_path, f"sqlite:///{tmp_path / 'ds.sqlite'}", {}).start()
     try:
         code, _, body = http("POST", f"{server.url}/api/v1/reaper/stop", "anything")
-        assert code == 403 and "read-only" in body["error"]
+        assert code == 403 and "control needs webserver.api_token" in body["error"]
     finally:
         server.stop()

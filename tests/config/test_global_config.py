@@ -2,6 +2,19 @@
 
 import pytest
 
+WEBSERVER_DEFAULTS = {
+    "api_token": None,
+    "api_token_file": None,
+    "read_token": None,
+    "read_token_file": None,
+    "allowed_hosts": [],
+    "thread_pool": 30,
+    "max_event_streams": 10,
+    "ssl_certificate": None,
+    "ssl_private_key": None,
+    "socket_mode": "0660",
+}
+
 from decisionengine.framework.config.errors import ConfigError
 from decisionengine.framework.config.global_config import (
     DEFAULT_DATASOURCE_MODULE,
@@ -36,7 +49,7 @@ def test_defaults_fill_an_empty_config():
     assert datasource["config"]["url"].startswith("sqlite:///")
     assert config["dataspace"]["retention_interval_in_days"] == 365
     assert config["dataspace"]["reaper_batch_size"] == 100
-    assert config["webserver"] == {"api_token": None, "thread_pool": 30}
+    assert config["webserver"] == WEBSERVER_DEFAULTS
 
 
 def test_values_are_kept_and_normalized():
@@ -59,7 +72,7 @@ def test_values_are_kept_and_normalized():
         "pool_size": 5,
         "isolation_level": "x",  # engine options pass through
     }
-    assert config["webserver"] == {"api_token": "secret", "theme": "dark", "thread_pool": 30}
+    assert config["webserver"] == {**WEBSERVER_DEFAULTS, "api_token": "secret", "theme": "dark"}
 
 
 def test_wrong_type_names_key_path():

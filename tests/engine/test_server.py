@@ -121,7 +121,9 @@ def test_server_runs_a_channel_and_answers_every_method(server_root, db_url):
         with pytest.raises(xmlrpc.client.Fault) as fault:
             rpc.ping("unexpected")
         assert fault.value.faultCode == -32602
-        request = urllib.request.Request(f"{server.url}/RPC2", data=b"<methodCall><oops", method="POST")
+        request = urllib.request.Request(
+            f"{server.url}/RPC2", data=b"<methodCall><oops", method="POST", headers={"Content-Type": "text/xml"}
+        )
         with urllib.request.urlopen(request) as response:
             body = response.read().decode()
         assert "malformed XML-RPC request" in body and "Traceback" not in body

@@ -57,12 +57,17 @@ def server_address(config_path: str | None) -> tuple[str, int]:
     return host, int(port)
 
 
-def check_listening_address(address: tuple[str, int]) -> None:
-    """Fail with a clear message if ``de-server`` could not listen on ``address``.
+def check_listening_address(address: tuple[str, int] | str) -> None:
+    """Fail with a clear message if ``de-server`` could not listen on ``address`` ((host,
+    port), or a Unix socket's path).
 
     CherryPy ends the whole process (exit status 70) when its server cannot bind, so the
-    server checks first, before it creates anything or starts any channel.
+    server checks first, before it creates anything or starts any channel.  A Unix socket
+    left by a server that died is removed; one a live server answers on is an error.
     """
+    if isinstance(address, str):
+        _check_socket_file(pathlib.Path(address))
+        return
     host, port = address
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -78,6 +83,23 @@ def check_listening_address(address: tuple[str, int]) -> None:
                 f"cannot listen on {host}:{port}: {exc.strerror} "
                 "(is another de-server running? set server_address or --port)"
             ) from None
+
+
+def _check_socket_file(path: pathlib.Path) -> None:
+    if not path.parent.is_dir():
+        raise CommandError(f"server_address: the directory of the Unix socket {path} does not exist", 2)
+    if not path.exists() and not path.is_symlink():
+        return
+    if not path.is_socket():
+        raise CommandError(f"server_address: {path} exists and is not a socket; not touching it", 2)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(2)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            path.unlink()  # nobody answers: what a dead server left behind
+            return
+    raise CommandError(f"cannot listen on {path}: a server answers there (is another de-server running?)")
 
 
 # -- where the configuration and the state are ------------------------------------------------

@@ -11,7 +11,9 @@ import argparse
 import http.client
 import json
 import socket
+import ssl
 import time
+import urllib.parse
 import xmlrpc.client
 from collections.abc import Callable
 from typing import Any
@@ -24,12 +26,20 @@ from decisionengine.framework.cli.common import (
     CommandError,
     enable_completion,
     print_json,
-    server_address,
     terminal_width,
 )
 from decisionengine.framework.cli.common import (
     console as run_console,
 )
+from decisionengine.framework.cli.connection import (
+    TOKEN_ENV,
+    ConnectionSetupError,
+    ServerLocation,
+    normalize_url,
+    token_from,
+    url_from_config,
+)
+from decisionengine.framework.config.global_config import load_global_config
 from decisionengine.framework.taskmanager.states import State
 from decisionengine.framework.web.presentation import vertical
 
@@ -45,8 +55,10 @@ EPILOG = """examples:
   de-client --follow demo                     print each new generation as it lands
   de-client --set-channel-loglevel demo DEBUG
 
-The server's address comes from --host/--port, else the global configuration's
-server_address ($CONFIG_PATH or /etc/decisionengine), else localhost:8888.
+The server is --url (http://host:port, https://host:port, unix:/path), else --host/--port,
+else the global configuration's server_address ($CONFIG_PATH or /etc/decisionengine), else
+http://localhost:8888.  The API token (needed for control when the server has one) comes
+from --token-file, else $DE_API_TOKEN, else the configuration's webserver.api_token_file.
 Completion: eval "$(register-python-argcomplete de-client)"
 """
 
@@ -54,9 +66,10 @@ Completion: eval "$(register-python-argcomplete de-client)"
 class Client:
     """Calls server methods, turning transport problems and faults into one-line errors."""
 
-    def __init__(self, host: str, port: int, timeout: float | None) -> None:
-        self.url = f"http://{host}:{port}"
-        self.proxy = xmlrpc.client.ServerProxy(f"{self.url}/RPC2", allow_none=True, transport=_Transport(timeout))
+    def __init__(self, location: ServerLocation) -> None:
+        self.location = location
+        self.url = location.display
+        self.proxy = location.xmlrpc_proxy()
 
     def call(self, method: str, *args: Any) -> Any:
         try:
@@ -65,6 +78,8 @@ class Client:
             raise CommandError(fault.faultString) from None
         except xmlrpc.client.ProtocolError as exc:
             raise CommandError(f"the decision engine at {self.url} answered {exc.errcode} {exc.errmsg}") from None
+        except ssl.SSLError as exc:
+            raise CommandError(f"cannot reach the decision engine at {self.url}: TLS: {exc.reason or exc}") from None
         except (TimeoutError, ConnectionError, socket.gaierror, http.client.HTTPException, OSError) as exc:
             raise CommandError(f"cannot reach the decision engine at {self.url}: {_reason(exc)}") from None
 
@@ -78,17 +93,6 @@ class Client:
                 if time.monotonic() >= deadline:
                     raise
                 time.sleep(0.25)
-
-
-class _Transport(xmlrpc.client.Transport):
-    def __init__(self, timeout: float | None) -> None:
-        super().__init__()
-        self.timeout = timeout
-
-    def make_connection(self, host: Any) -> http.client.HTTPConnection:
-        connection = super().make_connection(host)
-        connection.timeout = self.timeout
-        return connection
 
 
 def _reason(exc: BaseException) -> str:
@@ -129,9 +133,22 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     where = parser.add_argument_group("server")
-    where.add_argument("--host", help="server host (default: from the global configuration, else localhost)")
-    where.add_argument("--port", type=int, help="server port (default: from the global configuration, else 8888)")
-    where.add_argument("--config", help="global configuration file or directory to read server_address from")
+    where.add_argument(
+        "--url",
+        help="the server: http://host:port, https://host:port or unix:/path/to/socket "
+        "(default: the global configuration's server_address, else http://localhost:8888)",
+    )
+    where.add_argument("--host", help="server host (instead of --url; default: from the global configuration)")
+    where.add_argument("--port", type=int, help="server port (instead of --url; default: from the configuration)")
+    where.add_argument(
+        "--config", help="global configuration file or directory to read server_address (and the token file) from"
+    )
+    where.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help=f"file holding the API token (default: ${TOKEN_ENV}, else the configuration's webserver.api_token_file)",
+    )
+    where.add_argument("--ca-file", metavar="FILE", help="certificate authority to check an https server with")
     where.add_argument(
         "--wait", type=float, default=0, metavar="SECONDS", help="wait up to SECONDS for the server to answer"
     )
@@ -251,9 +268,9 @@ def _block_while(client: Client, args: argparse.Namespace) -> int:
 
 def _follow(client: Client, args: argparse.Namespace) -> int:
     client.call("ping")  # one clear line if the server is not there
-    url = f"{client.url}/api/v1/events?channel={args.follow}"
+    path = f"/api/v1/events?channel={urllib.parse.quote(args.follow)}"
     try:
-        for event in sse_client.stream(url):
+        for event in sse_client.stream(path, location=client.location):
             data = event.json()
             if data.get("channel") != args.follow:
                 continue
@@ -376,14 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     chosen = [name for name, _ in ACTIONS if getattr(args, name) not in (None, False)]
     if not chosen:
         parser.error("no action given: add one, such as --status or --health (de-client --help lists them all)")
-    if args.host is None or args.port is None:
-        try:
-            host, port = server_address(args.config)
-        except Exception as exc:
-            raise CommandError(f"cannot read the server address from the configuration: {exc}", 2) from None
-        args.host = args.host or host
-        args.port = args.port or port
-    client = Client(args.host, args.port, args.rpc_timeout)
+    client = Client(location(args))
     if args.wait:
         client.wait_until_reachable(args.wait)
     for name, action in ACTIONS:
@@ -391,6 +401,32 @@ def main(argv: list[str] | None = None) -> int:
         if value is not None and value is not False:  # --reaper-start 0 is an action
             return action(client, args)
     raise CommandError("no action given", 2)  # argparse requires one; kept for safety
+
+
+def location(args: argparse.Namespace) -> ServerLocation:
+    """Where the server is and the token to send, from the options and the configuration."""
+    config = None
+    try:
+        config, _warnings = load_global_config(args.config)
+    except Exception as exc:
+        if args.config:  # the operator named a file: say what is wrong with it
+            raise CommandError(f"cannot read the configuration: {exc}", 2) from None
+    try:
+        if args.url:
+            if args.host or args.port:
+                raise CommandError("give --url, or --host/--port, not both", 2)
+            url = normalize_url(args.url)
+        else:
+            url = url_from_config(config)
+            if args.host or args.port:
+                parts = urllib.parse.urlsplit(url if not url.startswith("unix:") else "http://localhost:8888")
+                host = args.host or parts.hostname or "localhost"
+                host = f"[{host}]" if ":" in host else host
+                url = f"{parts.scheme}://{host}:{args.port or parts.port or 8888}"
+        token = token_from(args.token_file, config)
+    except ConnectionSetupError as exc:
+        raise CommandError(str(exc), 2) from None
+    return ServerLocation(url, token, args.ca_file, args.rpc_timeout)
 
 
 def console() -> None:

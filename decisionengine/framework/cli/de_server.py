@@ -30,6 +30,7 @@ from decisionengine.framework.cli.common import (
     resolve_server_paths,
     say,
 )
+from decisionengine.framework.web.credentials import Credentials, CredentialsError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,7 +65,8 @@ def resolve_config(args: argparse.Namespace) -> ServerPaths:
         overrides["log_level"] = args.log_level
     paths = resolve_server_paths(args.config, args.state_dir, channels=args.channels, **overrides)
     if args.host or args.port is not None:
-        host, port = paths.config["server_address"]
+        address = paths.config["server_address"]
+        host, port = ("localhost", 8888) if isinstance(address, str) else address
         paths.config["server_address"] = [args.host or host, args.port if args.port is not None else port]
     if not pathlib.Path(paths.channel_dir).is_dir():
         raise RuntimeError(f"channel configuration directory {paths.channel_dir!r} does not exist")
@@ -96,11 +98,19 @@ def main(argv: list[str] | None = None) -> int:
         say(f"de-server: {exc}")
         return 2
     try:
-        host, port = paths.config["server_address"]
-        check_listening_address((host, int(port)))
+        address = paths.config["server_address"]
+        if isinstance(address, str):
+            check_listening_address(address.removeprefix("unix:"))
+        else:
+            check_listening_address((address[0], int(address[1])))
     except CommandError as exc:
         say(f"de-server: {exc}")
         return exc.status
+    try:  # the secrets are read once, here: a bad token file stops the start with its name
+        credentials = Credentials.from_config(paths.config.get("webserver") or {})
+    except CredentialsError as exc:
+        say(f"de-server: {exc}")
+        return 2
     if args.pidfile:
         try:
             _claim_pidfile(args.pidfile)
@@ -144,11 +154,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         signal.signal(signal.SIGTERM, lambda *_: engine.request_stop())
         signal.signal(signal.SIGINT, lambda *_: engine.request_stop())
-        http = HttpServer(ControlService(engine))
+        http = HttpServer(ControlService(engine, credentials))
         engine.start()
         http.start()
-        logger.info("serving", address=f"{http.address[0]}:{http.address[1]}")
-        say(f"de-server: serving on http://{http.address[0]}:{http.address[1]} (pid {os.getpid()})")
+        logger.info("serving", address=http.url)
+        say(f"de-server: serving on {http.url} (pid {os.getpid()})")
         engine.wait()
     except RuntimeError as exc:  # a problem the message explains (missing directory...)
         logger.error("de-server cannot run", error=str(exc))

@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from decisionengine.framework.cli.connection import ServerLocation
+
 
 @dataclass(frozen=True)
 class Event:
@@ -42,13 +44,27 @@ def parse(lines: Iterable[str]) -> Iterator[Event]:
             data.append(value)
 
 
-def stream(url: str, timeout: float | None = None, on_connected: Callable[[], None] | None = None) -> Iterator[Event]:
+def stream(
+    url: str,
+    timeout: float | None = None,
+    on_connected: Callable[[], None] | None = None,
+    location: ServerLocation | None = None,
+) -> Iterator[Event]:
     """Connect to ``url`` and yield its events until the server closes the stream;
-    ``on_connected()`` is called once the server has accepted the subscription."""
-    parts = urllib.parse.urlsplit(url)
-    connection = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout)
-    path = parts.path + (f"?{parts.query}" if parts.query else "")
-    connection.request("GET", path, headers={"Accept": "text/event-stream"})
+    ``on_connected()`` is called once the server has accepted the subscription.
+
+    With ``location`` (TLS, a Unix socket, a token), ``url`` is the path on that server.
+    """
+    headers = {"Accept": "text/event-stream"}
+    if location is not None:
+        connection = location.http_connection(timeout)
+        headers.update(location.headers())
+        path = url
+    else:
+        parts = urllib.parse.urlsplit(url)
+        connection = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout)
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
+    connection.request("GET", path, headers=headers)
     response = connection.getresponse()
     if response.status != 200:
         body = response.read(2000).decode(errors="replace")

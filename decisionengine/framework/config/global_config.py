@@ -16,7 +16,7 @@ from typing import Any
 
 from decisionengine.framework.config import policies
 from decisionengine.framework.config.errors import ConfigError
-from decisionengine.framework.config.schema import Bool, Custom, Int, Number, Obj, Str, check
+from decisionengine.framework.config.schema import Bool, Custom, Int, ListOf, Number, Obj, Str, check
 from decisionengine.framework.config.ValidConfig import ValidConfig
 from decisionengine.framework.dataspace.maintain import (
     DEFAULT_BATCH_SIZE,
@@ -34,7 +34,13 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 ROTATION_TIME_UNITS = ("S", "M", "H", "D", "midnight", "W0", "W1", "W2", "W3", "W4", "W5", "W6")
 
 
+#: a Unix socket instead of [host, port]: ``"unix:/run/decisionengine/de.sock"``
+UNIX_PREFIX = "unix:"
+
+
 def _is_address(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.startswith(UNIX_PREFIX) and value[len(UNIX_PREFIX) :].startswith("/")
     return (
         isinstance(value, list)
         and len(value) == 2
@@ -49,7 +55,19 @@ def _is_address(value: Any) -> bool:
 
 class _Address(Custom):
     def normalize(self, value: Any, path: Any, report: Any) -> Any:
+        if isinstance(value, str):
+            return value
         return [value[0], int(value[1])]
+
+
+def _is_mode(value: Any) -> bool:
+    """A file mode as an octal string ("0660"): jsonnet has no octal numbers."""
+    if not isinstance(value, str):
+        return False
+    try:
+        return 0 <= int(value, 8) <= 0o777
+    except ValueError:
+        return False
 
 
 def _log_level(default: str) -> Str:
@@ -113,7 +131,15 @@ DATASPACE_SCHEMA = Obj(
 WEBSERVER_SCHEMA = Obj(
     {
         "api_token": Str(None, nullable=True),
-        "thread_pool": Int(30, minimum=2),
+        "api_token_file": Str(None, nullable=True),
+        "read_token": Str(None, nullable=True),
+        "read_token_file": Str(None, nullable=True),
+        "allowed_hosts": ListOf(Str(), default=[]),
+        "thread_pool": Int(30, minimum=4),
+        "max_event_streams": Int(10, minimum=0),
+        "ssl_certificate": Str(None, nullable=True),
+        "ssl_private_key": Str(None, nullable=True),
+        "socket_mode": Custom('a file mode as an octal string such as "0660"', _is_mode, "0660"),
     },
     default={},
     extra="keep",  # open-ended: the engine defines further settings
@@ -122,7 +148,8 @@ WEBSERVER_SCHEMA = Obj(
 GLOBAL_SCHEMA = Obj(
     {
         "server_address": _Address(
-            "[host, port] with a non-empty host string and an integer port in 0..65535",
+            "[host, port] with a non-empty host string and an integer port in 0..65535, "
+            "or 'unix:/absolute/path' for a Unix socket",
             _is_address,
             DEFAULT_SERVER_ADDRESS,
         ),
@@ -143,10 +170,41 @@ def validate_global_config(config: Mapping[str, Any], path: str | None = None) -
     listing every problem.
     """
     normalized, report = check(GLOBAL_SCHEMA, config)
+    if not report.problems:
+        _check_webserver(normalized["webserver"], report)
     if report.problems:
         raise ConfigError(path, report.problems)
+    if path:
+        _resolve_webserver_files(normalized["webserver"], pathlib.Path(path).resolve().parent)
     where = f"{path}: " if path else ""
     return normalized, [where + warning for warning in report.warnings]
+
+
+#: webserver keys naming files; relative ones are relative to the global file
+WEBSERVER_FILES = ("api_token_file", "read_token_file", "ssl_certificate", "ssl_private_key")
+
+
+def _check_webserver(webserver: dict[str, Any], report: Any) -> None:
+    """Rules between keys: a secret given once, TLS given whole, streams below the pool."""
+    for secret in ("api_token", "read_token"):
+        if webserver.get(secret) and webserver.get(f"{secret}_file"):
+            report.problem(("webserver", f"{secret}_file"), f"give {secret} or {secret}_file, not both")
+    if bool(webserver.get("ssl_certificate")) != bool(webserver.get("ssl_private_key")):
+        report.problem(("webserver", "ssl_private_key"), "TLS needs both ssl_certificate and ssl_private_key")
+    streams, threads = webserver["max_event_streams"], webserver["thread_pool"]
+    if streams > threads - 4:
+        report.problem(
+            ("webserver", "max_event_streams"),
+            f"expected at most thread_pool - 4 = {threads - 4} (each stream holds a thread; "
+            f"the rest must stay free for requests), got {streams}",
+        )
+
+
+def _resolve_webserver_files(webserver: dict[str, Any], base: pathlib.Path) -> None:
+    for key in WEBSERVER_FILES:
+        value = webserver.get(key)
+        if value and not pathlib.Path(value).is_absolute():
+            webserver[key] = str(base / value)
 
 
 def load_global_config(path_or_dir: str | os.PathLike[str] | None = None) -> tuple[dict[str, Any], list[str]]:

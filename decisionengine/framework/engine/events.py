@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
+import typing
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -93,9 +94,18 @@ class EventHub:
         self._generations: dict[str, int] = {}
         self._closed = False
 
-    def subscribe(self, channel: str | None = None) -> Subscription:
+    @typing.overload
+    def subscribe(self, channel: str | None = None) -> Subscription: ...
+
+    @typing.overload
+    def subscribe(self, channel: str | None, limit: int) -> Subscription | None: ...
+
+    def subscribe(self, channel: str | None = None, limit: int | None = None) -> Subscription | None:
+        """A new subscription; None when ``limit`` subscriptions are open already."""
         subscription = Subscription(self, channel, self.queue_size)
         with self._lock:
+            if limit is not None and len(self._subscriptions) >= limit:
+                return None
             if self._closed:
                 subscription.close()
             else:

@@ -63,7 +63,15 @@ class ApiError(Exception):
 
 
 #: HTTP status of each kind of refusal of the control service
-STATUS_OF = {"invalid": 400, "unauthorized": 401, "forbidden": 403, "not_found": 404, "conflict": 409}
+STATUS_OF = {
+    "invalid": 400,
+    "unauthorized": 401,
+    "forbidden": 403,
+    "not_found": 404,
+    "conflict": 409,
+    "unsupported": 415,
+    "unavailable": 503,
+}
 
 
 def _json(value: Any) -> bytes:
@@ -110,12 +118,6 @@ def check_body_size() -> int:
     return length
 
 
-def _bearer_token() -> str | None:
-    header = cherrypy.request.headers.get("Authorization", "")
-    scheme, _, offered = header.partition(" ")
-    return offered.strip() if scheme.lower() == "bearer" and offered.strip() else None
-
-
 class Api:
     """Mounted at ``/api/v1``; every path below goes through :meth:`default`."""
 
@@ -132,8 +134,7 @@ class Api:
         cherrypy.response.headers["Cache-Control"] = "no-store"
         try:
             check_body_size()
-            caller = self.service.identify("api", _bearer_token())
-            return self._route(caller, cherrypy.request.method, list(path), params)
+            return self._route(cherrypy.request.de_caller, cherrypy.request.method, list(path), params)
         except (ApiError, ServiceError) as exc:
             status = exc.status if isinstance(exc, ApiError) else STATUS_OF.get(exc.kind, 400)
             cherrypy.response.status = status
@@ -315,7 +316,7 @@ class Api:
             cherrypy.response.headers["Content-Type"] = "application/json"
             return iter([_json({"error": "use GET here"})])
         try:
-            subscription = self.service.subscribe(self.service.identify("api", _bearer_token()), channel)
+            subscription = self.service.subscribe(cherrypy.request.de_caller, channel)
         except ServiceError as exc:
             cherrypy.response.status = STATUS_OF.get(exc.kind, 400)
             cherrypy.response.headers["Content-Type"] = "application/json"

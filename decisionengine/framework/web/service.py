@@ -18,14 +18,11 @@ text is :mod:`.presentation`'s job.
 
 from __future__ import annotations
 
-import copy
-import enum
 import functools
-import hmac
 import math
 import os
+import re
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from decisionengine.framework.config.ValidConfig import ValidConfig
@@ -39,30 +36,17 @@ from decisionengine.framework.logicengine.LogicEngine import FACTS_PRODUCT as FA
 from decisionengine.framework.taskmanager.states import State
 from decisionengine.framework.taskmanager.TaskManager import FACT_VALUES, PUBLISHER_STATUS
 from decisionengine.framework.web import product_query
+from decisionengine.framework.web.access import INTERNAL, Access, AccessPolicy, Caller, Refusal, RequestInfo
+from decisionengine.framework.web.credentials import Credentials
+from decisionengine.framework.web.masking import mask_secrets
+
+__all__ = ["INTERNAL", "Access", "Caller", "ControlService", "RequestInfo", "ServiceError"]
+
+#: what a channel name may look like (a file name without its directory or suffix)
+CHANNEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 #: the longest delay a client may ask for (the Reaper's first pass, a wait): one year
 MAX_DELAY_SECONDS = 365 * 86400.0
-
-
-class Access(enum.IntEnum):
-    """What a caller may do: every operation needs one of these levels."""
-
-    NONE = 0
-    READ = 1
-    CONTROL = 2
-
-
-@dataclass(frozen=True)
-class Caller:
-    """Who is asking, as established by :meth:`ControlService.identify`."""
-
-    access: Access
-    transport: str  # "xmlrpc", "api", "dashboard", "internal"
-    token_configured: bool = False
-
-
-#: the server itself (tests, the de-server command): may do everything
-INTERNAL = Caller(Access.CONTROL, "internal")
 
 
 class ServiceError(Exception):
@@ -94,9 +78,31 @@ class Unauthorized(ServiceError):
 
 
 class Forbidden(ServiceError):
-    """The server does not allow this at all (e.g. control without a configured token)."""
+    """The server does not allow this here (control without a configured token, a cross-site
+    request, a foreign Host)."""
 
     kind = "forbidden"
+
+
+class Unsupported(ServiceError):
+    """The request is not in a form this server takes (XML-RPC without an XML content type)."""
+
+    kind = "unsupported"
+
+
+class Unavailable(ServiceError):
+    """Not now: a limit is reached (event streams); try again later."""
+
+    kind = "unavailable"
+
+
+ERRORS: dict[str, type[ServiceError]] = {
+    cls.kind: cls for cls in (InvalidArgument, NotFound, Conflict, Unauthorized, Forbidden, Unsupported, Unavailable)
+}
+
+
+def refused(refusal: Refusal) -> ServiceError:
+    return ERRORS[refusal.kind](refusal.message)
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -133,6 +139,14 @@ def check_text(value: Any, name: str, *, allow_empty: bool = False) -> str:
     if not isinstance(value, str) or (not allow_empty and not value.strip()):
         raise InvalidArgument(f"{name} must be a non-empty string, not {value!r}")
     return value
+
+
+def check_channel_name(value: Any) -> str:
+    """A channel name: letters, digits, ``_``, ``.``, ``-`` (never a path)."""
+    name = check_text(value, "channel")
+    if not CHANNEL_NAME.fullmatch(name) or name.endswith(".jsonnet"):
+        raise NotFound(f"no channel {name!r}: a channel name is letters, digits, '_', '.' and '-'")
+    return name
 
 
 def check_number(
@@ -187,35 +201,38 @@ def check_columns(value: Any) -> list[str] | None:
 class ControlService:
     """Every operation of the server, validated and authorized (see the module docstring)."""
 
-    def __init__(self, engine: DecisionEngine) -> None:
+    def __init__(self, engine: DecisionEngine, credentials: Credentials | None = None) -> None:
         self.engine = engine
         webserver = engine.global_config.get("webserver") or {}
-        self._control_token: str | None = webserver.get("api_token") or None
+        self.credentials = credentials if credentials is not None else Credentials.from_config(webserver)
+        address = engine.global_config.get("server_address") or ["localhost", 8888]
+        host, port = (None, None) if isinstance(address, str) else (str(address[0]), int(address[1]))
+        self.policy = AccessPolicy(self.credentials, host, port, webserver.get("allowed_hosts") or ())
+        self.max_event_streams = int(webserver.get("max_event_streams", 10))
 
     # -- who may do what -------------------------------------------------------------------------
 
-    def identify(self, transport: str, token: str | None = None) -> Caller:
-        """The access a request gets from its transport and the token it presents.
+    def admit(self, request: RequestInfo) -> Caller:
+        """Who a request is (see :mod:`.access`); refuses a foreign Host or a malformed call."""
+        try:
+            return self.policy.admit(request)
+        except Refusal as refusal:
+            raise refused(refusal) from None
 
-        JSON API and dashboard: read for anyone; control with the configured API token
-        (and never without one configured).  XML-RPC: control, as the reference server.
-        """
-        configured = self._control_token is not None
-        if transport == "xmlrpc":
-            return Caller(Access.CONTROL, transport, configured)
-        if configured and token is not None and hmac.compare_digest(token.encode(), self._control_token.encode()):
-            return Caller(Access.CONTROL, transport, configured)
-        return Caller(Access.READ, transport, configured)
+    def identify(self, transport: str, token: str | None = None, local: bool = True) -> Caller:
+        """A caller for requests that carry nothing more than a transport and a token."""
+        return self.admit(RequestInfo(transport, token=token, local=local, content_type="text/xml"))
 
     def authorize(self, caller: Caller, operation: str, level: Access) -> None:
-        if caller.access >= level:
-            return
-        if level is Access.CONTROL and not caller.token_configured:
-            raise Forbidden(
-                f"{operation} is refused: the server is read-only here; set webserver.api_token in the "
-                "global configuration to allow control"
-            )
-        raise Unauthorized(f"{operation} needs the API token: Authorization: Bearer <token>")
+        try:
+            self.policy.authorize(caller, operation, level)
+        except Refusal as refusal:
+            raise refused(refusal) from None
+
+    @property
+    def control_open_to_local_users(self) -> bool:
+        """No token configured: local XML-RPC clients may control the server (as the reference)."""
+        return not self.credentials.configured
 
     @classmethod
     def operations(cls) -> dict[str, Access]:
@@ -270,7 +287,7 @@ class ControlService:
     # -- channels ----------------------------------------------------------------------------------
 
     def _known(self, channel: Any) -> str:
-        name = check_text(channel, "channel")
+        name = check_channel_name(channel)
         if name not in self.engine.workers and name not in self.engine.config_failures:
             raise NotFound(f"no channel {name!r}; channels are {', '.join(self.engine.channel_names()) or 'none'}")
         return name
@@ -321,14 +338,14 @@ class ControlService:
         for name in names:
             path = self.engine.channel_file(name)
             try:
-                configs[name] = ValidConfig(path).to_dict()
+                configs[name] = mask_secrets(ValidConfig(path).to_dict())
             except Exception as exc:
                 configs[name] = {"error": str(exc)}
         return configs
 
     @control
     def start_channel(self, caller: Caller, channel: Any) -> str:
-        return self.engine.start_channel(check_text(channel, "channel"))
+        return self.engine.start_channel(check_channel_name(channel))
 
     @control
     def stop_channel(self, caller: Caller, channel: Any) -> str:
@@ -456,9 +473,19 @@ class ControlService:
 
     @read
     def subscribe(self, caller: Caller, channel: Any = None) -> Subscription:
-        """Live events (generations, state changes) of one channel or of all."""
+        """Live events (generations, state changes) of one channel or of all.
+
+        Each open stream holds a web server thread, so there are at most
+        ``webserver.max_event_streams`` of them: the other threads stay free for requests.
+        """
         name = None if channel in (None, "") else self._known(channel)
-        return self.engine.events.subscribe(name)
+        subscription = self.engine.events.subscribe(name, limit=self.max_event_streams)
+        if subscription is None:
+            raise Unavailable(
+                f"too many event streams open ({self.max_event_streams}, webserver.max_event_streams); "
+                "close one or try again later"
+            )
+        return subscription
 
     # -- the Reaper --------------------------------------------------------------------------------
 
@@ -479,12 +506,9 @@ class ControlService:
 
 
 def masked_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The global configuration with passwords in URLs and the API token hidden."""
-    shown = copy.deepcopy(dict(config))
+    """The global configuration with every secret hidden (tokens, passwords, URLs' passwords)."""
+    shown = mask_secrets(dict(config))
     datasource = shown.get("dataspace", {}).get("datasource", {}).get("config", {})
-    if isinstance(datasource, dict) and datasource.get("url"):
+    if isinstance(datasource, dict) and isinstance(datasource.get("url"), str):
         datasource["url"] = mask_url(datasource["url"])
-    webserver = shown.get("webserver")
-    if isinstance(webserver, dict) and webserver.get("api_token"):
-        webserver["api_token"] = "***"
     return shown
