@@ -45,6 +45,8 @@ class DEServer:
         self.env: dict[str, str] = {"DE_STATE_DIR": str(root)}
         self.process: subprocess.Popen | None = None
         self.output = root / "de-server.out"
+        #: the token the helper's own calls send (a server with a read token needs one)
+        self.token: str | None = None
 
     def start(self, wait: bool = True) -> DEServer:
         env = {**os.environ, "PYTHONPATH": str(REPO), **self.env}
@@ -79,7 +81,9 @@ class DEServer:
         return f"http://127.0.0.1:{self.port}"
 
     def rpc(self, timeout: float = 30) -> xmlrpc.client.ServerProxy:
-        return xmlrpc.client.ServerProxy(f"{self.url}/RPC2", allow_none=True)
+        headers = [("Authorization", f"Bearer {self.token}")] if self.token else []
+        transport = xmlrpc.client.Transport(headers=headers)
+        return xmlrpc.client.ServerProxy(f"{self.url}/RPC2", allow_none=True, transport=transport)
 
     def wait_until_serving(self, timeout: float = 60) -> None:
         def answers() -> bool:

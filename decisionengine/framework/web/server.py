@@ -258,9 +258,10 @@ class HttpServer:
             cherrypy.engine.start()
             cherrypy.engine.wait(cherrypy.engine.states.STARTED)
         self.started = True
-        bound = cherrypy.server.bound_addr
-        if bound and not isinstance(self.address, str):
-            self.address = (self.address[0], bound[1])
+        if not isinstance(self.address, str):
+            bound = cherrypy.server.bound_addr
+            if bound:
+                self.address = (self.address[0], bound[1])
         if self.service.control_open_to_local_users:
             self.logger.warning(
                 "no webserver.api_token: control over XML-RPC is open to every user of this host "

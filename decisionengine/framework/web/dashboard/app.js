@@ -441,12 +441,18 @@ document.getElementById("token-form").addEventListener("submit", (event) => {
   tokenInput.value = "";
   updateTokenUi();
   route();
+  listen();
 });
-tokenClear.addEventListener("click", () => { sessionStorage.removeItem("de-api-token"); updateTokenUi(); route(); });
+tokenClear.addEventListener("click", () => {
+  sessionStorage.removeItem("de-api-token");
+  updateTokenUi();
+  route();
+  listen();
+});
 
 function updateTokenUi() {
   tokenClear.hidden = !token();
-  tokenInput.placeholder = token() ? "token set" : "API token (for control)";
+  tokenInput.placeholder = token() ? "token set" : "token (to read or to control)";
 }
 
 // -- routing and live updates ---------------------------------------------------------------------
@@ -467,18 +473,42 @@ function refreshSoon() {
   refreshing = setTimeout(route, 150);
 }
 
+// The event stream is read with fetch() rather than EventSource, so that it can carry the token
+// (a server with a read token answers nothing without it), and is opened again after a break.
+let stream = null;
 function listen() {
-  const events = new EventSource(`${API}/events`);
-  events.onopen = () => live.classList.add("on");
-  events.onerror = () => live.classList.remove("on");
-  const onEvent = (event) => {
-    const data = JSON.parse(event.data);
+  if (stream) stream.abort();
+  const controller = new AbortController();
+  stream = controller;
+  const headers = { Accept: "text/event-stream" };
+  if (token()) headers.Authorization = `Bearer ${token()}`;
+  const onEvent = (data) => {
     live.classList.add("flash");
     setTimeout(() => live.classList.remove("flash"), 400);
     if (current.name === null || current.name === data.channel) refreshSoon();
   };
-  events.addEventListener("generation", onEvent);
-  events.addEventListener("state", onEvent);
+  const retry = () => {
+    live.classList.remove("on");
+    if (stream === controller) setTimeout(() => { if (stream === controller) listen(); }, 2000);
+  };
+  fetch(`${API}/events`, { headers, signal: controller.signal }).then(async (response) => {
+    if (!response.ok || !response.body) return retry();
+    live.classList.add("on");
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return retry();
+      buffer += value;
+      let end;
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        const block = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        const data = block.split("\n").filter((line) => line.startsWith("data:")).map((line) => line.slice(5).trim());
+        if (data.length) onEvent(JSON.parse(data.join("\n")));
+      }
+    }
+  }).catch((error) => { if (error.name !== "AbortError") retry(); });
 }
 
 window.addEventListener("hashchange", route);
