@@ -114,6 +114,10 @@ WEBSERVER_SCHEMA = Obj(
     {
         "api_token": Str(None, nullable=True),
         "thread_pool": Int(30, minimum=2),
+        # client queries (de-client --query): see decisionengine.framework.web.query_runner
+        "query_timeout": Number(5, minimum=0.1, maximum=3600),
+        "query_memory_mb": Int(1024, minimum=64),
+        "query_workers": Int(2, minimum=1, maximum=64),
     },
     default={},
     extra="keep",  # open-ended: the engine defines further settings

@@ -63,7 +63,14 @@ class ApiError(Exception):
 
 
 #: HTTP status of each kind of refusal of the control service
-STATUS_OF = {"invalid": 400, "unauthorized": 401, "forbidden": 403, "not_found": 404, "conflict": 409}
+STATUS_OF = {
+    "invalid": 400,
+    "unauthorized": 401,
+    "forbidden": 403,
+    "not_found": 404,
+    "conflict": 409,
+    "unavailable": 503,
+}
 
 
 def _json(value: Any) -> bytes:

@@ -56,7 +56,7 @@ from decisionengine.framework.logicengine.expressions import parse
 
 MAX_QUERY_LENGTH = 2000
 MAX_QUERY_NODES = 300
-MAX_QUERY_DEPTH = 32
+MAX_QUERY_DEPTH = 64
 #: the name standing for the product in ``df['column']``
 FRAME = "df"
 
@@ -481,7 +481,9 @@ def _check_size(tree: ast.AST) -> None:
             raise QueryError(f"the query is too complex: more than {MAX_QUERY_NODES} parts")
         if depth > MAX_QUERY_DEPTH:
             raise QueryError(f"the query is nested too deeply: more than {MAX_QUERY_DEPTH} levels")
-        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+        stack.extend(
+            (child, depth + 1) for child in ast.iter_child_nodes(node) if not isinstance(child, ast.expr_context)
+        )
 
 
 # -- compilation ------------------------------------------------------------------------------

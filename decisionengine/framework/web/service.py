@@ -39,6 +39,7 @@ from decisionengine.framework.logicengine.LogicEngine import FACTS_PRODUCT as FA
 from decisionengine.framework.taskmanager.states import State
 from decisionengine.framework.taskmanager.TaskManager import FACT_VALUES, PUBLISHER_STATUS
 from decisionengine.framework.web import product_query
+from decisionengine.framework.web.query_runner import QueryLimits, QueryRunner, QueryUnavailable
 
 #: the longest delay a client may ask for (the Reaper's first pass, a wait): one year
 MAX_DELAY_SECONDS = 365 * 86400.0
@@ -97,6 +98,12 @@ class Forbidden(ServiceError):
     """The server does not allow this at all (e.g. control without a configured token)."""
 
     kind = "forbidden"
+
+
+class Unavailable(ServiceError):
+    """The server cannot do this now (e.g. every query worker is busy); try again later."""
+
+    kind = "unavailable"
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -191,6 +198,12 @@ class ControlService:
         self.engine = engine
         webserver = engine.global_config.get("webserver") or {}
         self._control_token: str | None = webserver.get("api_token") or None
+        # client queries run in worker processes forked from the channels' fork server
+        self.queries = QueryRunner(QueryLimits.from_config(webserver), context=getattr(engine, "context", None))
+
+    def close(self) -> None:
+        """Stop what the service started (the query workers); the server is stopping."""
+        self.queries.close()
 
     # -- who may do what -------------------------------------------------------------------------
 
@@ -410,9 +423,11 @@ class ControlService:
             if latest is None or key not in latest.products:
                 continue
             try:
-                value = product_query.select(latest.products[key], wanted, query or None)
-            except ValueError as exc:
+                value = product_query.select(latest.products[key], wanted, query or None, self.queries)
+            except ValueError as exc:  # refused, failed or stopped queries included
                 raise InvalidArgument(str(exc)) from None
+            except QueryUnavailable as exc:
+                raise Unavailable(str(exc)) from None
             return {"channel": name, "generation": latest.generation_id, "product": key, "value": value}
         where = f"channel {channel!r}" if channel not in (None, "") else "any channel's latest generation"
         raise NotFound(f"no product {key!r} in {where}")
