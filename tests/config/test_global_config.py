@@ -36,7 +36,13 @@ def test_defaults_fill_an_empty_config():
     assert datasource["config"]["url"].startswith("sqlite:///")
     assert config["dataspace"]["retention_interval_in_days"] == 365
     assert config["dataspace"]["reaper_batch_size"] == 100
-    assert config["webserver"] == {"api_token": None, "thread_pool": 30}
+    assert config["webserver"] == {
+        "api_token": None,
+        "thread_pool": 30,
+        "query_timeout": 5,
+        "query_memory_mb": 1024,
+        "query_workers": 2,
+    }
 
 
 def test_values_are_kept_and_normalized():
@@ -59,7 +65,14 @@ def test_values_are_kept_and_normalized():
         "pool_size": 5,
         "isolation_level": "x",  # engine options pass through
     }
-    assert config["webserver"] == {"api_token": "secret", "theme": "dark", "thread_pool": 30}
+    assert config["webserver"] == {
+        "api_token": "secret",
+        "theme": "dark",
+        "thread_pool": 30,
+        "query_timeout": 5,
+        "query_memory_mb": 1024,
+        "query_workers": 2,
+    }
 
 
 def test_wrong_type_names_key_path():
@@ -88,6 +101,9 @@ def test_wrong_type_names_key_path():
         ({"dataspace": {"reaper_run_interval": 60}}, "dataspace.reaper_run_interval: expected a number >= 7080"),
         ({"dataspace": {"reaper_batch_size": 0}}, "dataspace.reaper_batch_size: expected an integer >= 1"),
         ({"webserver": {"api_token": 12}}, "webserver.api_token: expected a string or null, got 12"),
+        ({"webserver": {"query_timeout": 0}}, "webserver.query_timeout: expected a number >= 0.1 and <= 3600, got 0"),
+        ({"webserver": {"query_memory_mb": 8}}, "webserver.query_memory_mb: expected an integer >= 64, got 8"),
+        ({"webserver": {"query_workers": 0}}, "webserver.query_workers: expected an integer >= 1 and <= 64, got 0"),
     ],
 )
 def test_errors_name_key_and_expectation(config, expected):

@@ -9,7 +9,8 @@ The worker:
 
 * caps its address space (``RLIMIT_AS``) at what it holds when it starts plus the
   configured query memory, so a query that allocates too much gets a MemoryError (answered
-  as such) instead of exhausting the machine;
+  as such) instead of exhausting the machine (Arrow, which holds pandas' strings, is moved
+  to the system allocator first, so its buffers count too);
 * dies with its parent (``PR_SET_PDEATHSIG`` on Linux), and before each query sets a CPU
   time limit (``RLIMIT_CPU``) a little beyond the query timeout, so that it stops by
   itself even if nobody kills it;
@@ -70,7 +71,28 @@ def _address_space() -> int:
         return 0
 
 
+def _settle_allocators() -> None:
+    """Make the address space at start a fair baseline.
+
+    pandas stores strings in Arrow arrays; Arrow's bundled allocator (mimalloc) reserves a
+    1 GiB arena on its first allocation, whichever pool is the default.  Switch Arrow to the
+    system allocator, so query buffers count against the cap like any other memory, and make
+    one Arrow allocation now, so the arena's reservation is part of the baseline rather
+    than taken out of the query's allowance.
+    """
+    try:
+        import pyarrow  # noqa: PLC0415  (optional: pandas without Arrow strings)
+    except ImportError:
+        return
+    with contextlib.suppress(Exception):
+        pyarrow.set_memory_pool(pyarrow.system_memory_pool())
+        text = pd.Series(["settle", "allocators", None])  # pandas' default string storage
+        (text == "settle").sum()
+        (text.str.lower().str.contains("a", regex=False) | text.isin(["x"])).to_numpy()
+
+
 def _limit_memory(query_memory: int) -> None:
+    _settle_allocators()
     _, hard = resource.getrlimit(resource.RLIMIT_AS)
     limit = _address_space() + query_memory
     if hard != resource.RLIM_INFINITY:
