@@ -88,24 +88,18 @@ def test_repetition_known_only_from_the_values_is_refused_while_evaluating(produ
         assert engine({"f": fact}).evaluate_facts({**products, "n": 2}) == {"f": small}
 
 
-def test_guards_leave_numbers_and_small_repetitions_alone(products):
-    facts = engine(
-        {
-            "numbers": "(vals * 10**9).sum() == 60 * 10**9",
-            "remainder": "(vals % 7).tolist() == [3, 6, 2]",
-            "strings": "(names * 2).tolist() == ['abab', 'cc', 'defdef']",
-            "list": "items * 2 == [1, 2, 1, 2]",
-            "format": "'%s-%d' % ('a', val) == 'a-12'",
-        }
-    )
-    assert facts.evaluate_facts(products) == dict.fromkeys(facts.facts, True)
-
-
-def test_fail_on_error_makes_an_over_limit_fact_false(products):
-    le = engine({"f": "fail_on_error((names * n).empty)", "g": "val > 1"})
-    result = le.evaluate_generation({**products, "n": 10**9})
-    assert result.facts == {"f": False, "g": True}
-    assert "repeats 1000000000 times" in result.suppressed_errors["f"]
+def test_guards_refuse_repetitions_and_leave_numbers_alone(products):
+    facts = {
+        "numbers": "(vals * 10**9).sum() == 60 * 10**9",
+        "remainder": "(vals % 7).tolist() == [3, 6, 2]",
+        "strings": "(names * 2).tolist() == ['abab', 'cc', 'defdef']",
+        "list": "items * 2 == [1, 2, 1, 2]",
+        "format": "'%s-%d' % ('a', val) == 'a-12'",
+        "repeated": "fail_on_error((names * n).empty)",
+    }
+    result = engine(facts).evaluate_generation({**products, "n": 10**9})
+    assert result.facts == {**dict.fromkeys(facts, True), "repeated": False}
+    assert "ResourceLimitError: repeating a Series: repeats 1000000000 times" in result.suppressed_errors["repeated"]
 
 
 def test_an_over_limit_fact_stops_the_channel_when_it_loads():

@@ -106,6 +106,8 @@ def render_product(document: dict[str, Any], vertical_view: bool, width: int) ->
     """A product from the server's JSON form, fitted to the terminal."""
     value = document["value"]
     title = f"channel {document['channel']}, generation {document['generation']}, product {document['product']}:"
+    if isinstance(value, list) and not value:
+        return f"{title}\n(no rows)"  # an empty frame, or a query that matched nothing
     if isinstance(value, list) and all(isinstance(row, dict) for row in value):
         frame = pd.DataFrame(value)
         if vertical_view:

@@ -313,5 +313,5 @@ def checked_modulo(left: Any, right: Any) -> Any:
 def refused_string_formatting(left: Any, right: Any) -> Any:
     """``left % right`` for numbers only: client queries format no strings."""
     if any(True for _ in _format_strings(left)):
-        raise ResourceLimitError("string formatting with % is not allowed (% is the remainder of numbers)")
+        raise ResourceLimitError("string formatting with % is not allowed; % may only take the remainder of numbers")
     return left % right

@@ -240,6 +240,10 @@ _BIN_OPS: dict[type[ast.operator], str] = {
 _UNARY_OPS = (ast.Not, ast.USub, ast.UAdd, ast.Invert)
 _COMPARE_OPS = (ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.In, ast.NotIn)
 
+EXAMPLE = "a query is an expression such as: cores > 4 and site == 'A'"
+ONE_BY_ONE = "pass the arguments one by one, e.g. x.between(1, 5)"
+NUMBERS_ONLY = "% may only take the remainder of numbers"
+
 ALLOWED_SUMMARY = (
     "a query may use columns (name, or df['name']), literals, and/or/not, & | ~, comparisons, "
     "in/not in a literal list, + - * / // % **, and the methods "
@@ -338,8 +342,8 @@ class _Checker(ast.NodeVisitor):
     def visit_Name(self, node: ast.Name) -> None:
         if node.id.startswith("_"):
             raise QueryError(
-                f"name {node.id!r} is not allowed (names starting with '_' are refused; "
-                f"a column named so is df[{node.id!r}])"
+                f"name {node.id!r} is not allowed (names starting with '_' are refused); "
+                f"use df[{node.id!r}] for a column named so"
             )
         if node.id == FRAME:
             raise QueryError(f"{FRAME!r} stands for the product and may only be used as {FRAME}['column']")
@@ -378,7 +382,7 @@ class _Checker(ast.NodeVisitor):
                 f"operators are {' '.join(_BIN_OPS.values())}"
             )
         if isinstance(node.op, ast.Mod) and _constant(node.left, str):
-            raise QueryError(f"string formatting with % is not allowed ({_show(node)})")
+            raise QueryError(f"string formatting with % is not allowed ({_show(node)}); {NUMBERS_ONLY}")
         try:
             limits.check_operation(node)
         except ExpressionError as exc:
@@ -447,7 +451,7 @@ class _Checker(ast.NodeVisitor):
 
     def _check_arguments(self, node: ast.Call, name: str, method: Method) -> None:
         if any(isinstance(argument, ast.Starred) for argument in node.args):
-            raise QueryError("'*' unpacking is not allowed")
+            raise QueryError(f"'*' unpacking is not allowed in {name}; {ONE_BY_ONE}")
         if len(node.args) > len(method.positional):
             raise QueryError(f"{name} takes at most {len(method.positional)} positional argument(s)")
         if len(node.args) < method.required and not node.keywords:
@@ -456,7 +460,7 @@ class _Checker(ast.NodeVisitor):
             self._check_kind(argument, kind, f"argument {index + 1} of {name}")
         for keyword in node.keywords:
             if keyword.arg is None:
-                raise QueryError("'**' unpacking is not allowed")
+                raise QueryError(f"'**' unpacking is not allowed in {name}; {ONE_BY_ONE}")
             kind = method.keywords.get(keyword.arg)
             if kind is None:
                 accepted = ", ".join(sorted(method.keywords)) or "no keyword arguments"
@@ -478,9 +482,9 @@ def _check_size(tree: ast.AST) -> None:
         node, depth = stack.pop()
         count += 1
         if count > MAX_QUERY_NODES:
-            raise QueryError(f"the query is too complex: more than {MAX_QUERY_NODES} parts")
+            raise QueryError(f"the query is too complex: at most {MAX_QUERY_NODES} parts are allowed")
         if depth > MAX_QUERY_DEPTH:
-            raise QueryError(f"the query is nested too deeply: more than {MAX_QUERY_DEPTH} levels")
+            raise QueryError(f"the query is nested too deeply: at most {MAX_QUERY_DEPTH} levels are allowed")
         stack.extend(
             (child, depth + 1) for child in ast.iter_child_nodes(node) if not isinstance(child, ast.expr_context)
         )
@@ -587,9 +591,9 @@ def compile_query(source: Any, labels: Sequence[Hashable]) -> CompiledQuery:
     try:
         tree = parse(source)
     except ExpressionError as exc:
-        raise QueryError(f"query {source.strip()!r}: {exc}") from None
+        raise QueryError(f"query {source.strip()!r}: {exc}; {EXAMPLE}") from None
     except (RecursionError, MemoryError):
-        raise QueryError("the query is nested too deeply") from None
+        raise QueryError(f"the query is nested too deeply; at most {MAX_QUERY_DEPTH} levels are allowed") from None
     _check_size(tree)
     columns = _Columns(labels)
     _Checker(columns).visit(tree)
