@@ -12,9 +12,12 @@ selects columns only), so XML-RPC and de-client are the two ways a query reaches
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
+import os
 import pathlib
+import signal
 import threading
 import time
 import xmlrpc.client
@@ -22,6 +25,7 @@ import xmlrpc.client
 import pytest
 
 from decisionengine.framework.logicengine.LogicEngine import LogicEngine, LogicEngineConfigError
+from decisionengine.testing.waiting import eventually
 from tests.cli.run import command
 from tests.engine.server import DEServer
 from tests.taskmanager.channels import module
@@ -332,8 +336,35 @@ def test_query_workers_end_with_the_server(tmp_path):
     assert not [pid for pid in workers if pathlib.Path(f"/proc/{pid}").exists()]
 
 
-def query_workers_of(server_pid: int) -> list[int]:
-    """Pids of the ``de-query-worker`` processes descending from ``server_pid`` (Linux /proc)."""
+def test_query_workers_end_when_the_server_is_killed(tmp_path):
+    channel = {"sources": {"jobs": module("JobsSource", schedule=3600, rows=20)}, "publishers": {}}
+    server = DEServer(tmp_path, f"sqlite:///{tmp_path / 'ds.sqlite'}", {"small": channel}).start()
+    family: list[int] = []
+    try:
+        server.wait_for_generation("small", 1, 60)
+        assert ids(select(server, "id < 2")) == [0, 1]
+        workers = query_workers_of(server.process.pid)
+        family = descendants_of(server.process.pid)
+        assert workers
+        server.process.send_signal(signal.SIGKILL)
+        server.process.wait(30)
+        eventually(lambda: not any(alive(pid) for pid in workers), 20, what=f"query workers {workers} to end")
+    finally:
+        server.stop()
+        for pid in family:  # the channel's processes outlive a killed server (not the queries' business)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _process_table() -> tuple[dict[int, int], dict[int, str]]:
     parents: dict[int, int] = {}
     names: dict[int, str] = {}
     for proc in pathlib.Path("/proc").glob("[0-9]*"):
@@ -343,12 +374,24 @@ def query_workers_of(server_pid: int) -> list[int]:
         except OSError:
             continue
         parents[int(proc.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    return parents, names
+
+
+def descendants_of(root: int) -> list[int]:
+    """Pids of every process descending from ``root`` (Linux /proc)."""
+    parents, _ = _process_table()
 
     def descends(pid: int) -> bool:
         while pid > 1:
             pid = parents.get(pid, 0)
-            if pid == server_pid:
+            if pid == root:
                 return True
         return False
 
-    return [pid for pid, name in names.items() if name == "de-query-worker" and descends(pid)]
+    return [pid for pid in parents if descends(pid)]
+
+
+def query_workers_of(server_pid: int) -> list[int]:
+    """Pids of the ``de-query-worker`` processes descending from ``server_pid`` (Linux /proc)."""
+    _, names = _process_table()
+    return [pid for pid in descendants_of(server_pid) if names.get(pid) == "de-query-worker"]

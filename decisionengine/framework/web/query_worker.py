@@ -11,9 +11,11 @@ The worker:
   configured query memory, so a query that allocates too much gets a MemoryError (answered
   as such) instead of exhausting the machine (Arrow, which holds pandas' strings, is moved
   to the system allocator first, so its buffers count too);
-* dies with its parent (``PR_SET_PDEATHSIG`` on Linux), and before each query sets a CPU
-  time limit (``RLIMIT_CPU``) a little beyond the query timeout, so that it stops by
-  itself even if nobody kills it;
+* ends when the server goes away, even if the server is killed: an idle worker sees the
+  end of its pipe at once; a busy one is stopped by the CPU time limit (``RLIMIT_CPU``) it
+  sets before each query, a little beyond the query timeout, so it stops by itself even if
+  nobody kills it.  (Its parent is the fork server, which lives as long as any process it
+  forked; ``PR_SET_PDEATHSIG`` covers the fork server itself being killed.)
 * ignores SIGINT (a Ctrl-C to the server's terminal is the server's to handle), and is
   named ``de-query-worker`` in ``ps``;
 * answers each request ``(query, frame)`` with raw bytes, never a pickle, so that the
