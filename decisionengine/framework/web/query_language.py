@@ -18,9 +18,9 @@ A query may contain:
   ``|``, ``~``, comparisons ``== != < <= > >=`` (chains such as ``1 < x <= 4``), ``in`` and
   ``not in`` a literal list/tuple/set, ``+ - * / // % **`` and unary ``-``/``+``;
 * **methods** on columns and expressions over them, with keyword arguments only from each
-  method's own list (:data:`COLUMN_METHODS`, :data:`STR_METHODS`), and the fields of
-  ``.dt`` (:data:`DT_FIELDS`).  ``.str.contains`` always matches plain text (``regex`` is
-  forced to False), so no regular expression ever runs.
+  method's own list, and the fields of ``.dt`` (the tables of :mod:`.query_allowlist`).
+  ``.str.contains`` always matches plain text (``regex`` is forced to False), so no
+  regular expression ever runs.
 
 Resource limits (:mod:`decisionengine.framework.logicengine.limits`, shared with facts):
 the exponent of ``**`` is a literal within +-64, literal strings and lists are repeated at
@@ -42,8 +42,8 @@ from __future__ import annotations
 import ast
 import operator
 import types
-from collections.abc import Callable, Hashable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import reduce
 from typing import Any
 
@@ -53,6 +53,19 @@ import pandas as pd
 from decisionengine.framework.logicengine import limits
 from decisionengine.framework.logicengine.errors import ExpressionError
 from decisionengine.framework.logicengine.expressions import parse
+from decisionengine.framework.web.query_allowlist import (
+    ALLOWED_SUMMARY,
+    BIN_OPS,
+    COLUMN_METHODS,
+    COMPARE_OPS,
+    DT_FIELDS,
+    STR_METHODS,
+    UNARY_OPS,
+    Kind,
+    Method,
+    is_constant,
+    is_literal_collection,
+)
 
 MAX_QUERY_LENGTH = 2000
 MAX_QUERY_NODES = 300
@@ -65,192 +78,9 @@ class QueryError(ExpressionError):
     """A client query is refused (not on the allow-list, over a limit) or failed."""
 
 
-# -- argument kinds ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Kind:
-    """What one argument may be: ``test`` on the node, or any allowed expression (``test`` None)."""
-
-    description: str
-    test: Callable[[ast.expr], bool] | None = None
-
-
-def _constant(node: ast.expr, *types_: type) -> bool:
-    return isinstance(node, ast.Constant) and isinstance(node.value, types_)
-
-
-def _scalar(node: ast.expr) -> bool:
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
-        return _constant(node.operand, int, float) and not _constant(node.operand, bool)
-    return isinstance(node, ast.Constant) and (node.value is None or isinstance(node.value, int | float | str))
-
-
-def _small_int(node: ast.expr) -> bool:
-    value = limits.literal_count(node)
-    return value is not None and not _constant(node, bool) and abs(value) <= limits.MAX_EXPONENT
-
-
-def _fraction(node: ast.expr) -> bool:
-    value = limits.literal_number(node)
-    return value is not None and 0 <= value <= 1
-
-
-def _texts(node: ast.expr) -> bool:
-    if isinstance(node, ast.Tuple):
-        return bool(node.elts) and all(_constant(e, str) for e in node.elts)
-    return _constant(node, str)
-
-
-def _literal_collection(node: ast.expr) -> bool:
-    return isinstance(node, ast.List | ast.Tuple | ast.Set) and all(_scalar(e) for e in node.elts)
-
-
-def _choice(*values: str) -> Kind:
-    return Kind(f"one of {', '.join(map(repr, values))}", lambda n: _constant(n, str) and n.value in values)
-
-
-BOOL = Kind("True or False", lambda n: _constant(n, bool))
-FALSE = Kind("False (regular expressions are not allowed)", lambda n: _constant(n, bool) and n.value is False)
-SMALL_INT = Kind(f"a literal integer between -{limits.MAX_EXPONENT} and {limits.MAX_EXPONENT}", _small_int)
-FRACTION = Kind("a literal number between 0 and 1", _fraction)
-TEXT = Kind("a literal string", lambda n: _constant(n, str))
-TEXT_OR_NONE = Kind("a literal string or None", lambda n: _constant(n, str) or _constant(n, type(None)))
-TEXTS = Kind("a literal string or a tuple of literal strings", _texts)
-SCALAR = Kind("a literal number, string, True, False or None", _scalar)
-LITERALS = Kind("a list, tuple or set of literals", _literal_collection)
-VALUE = Kind("a column, a literal or an expression over them")
-
-
-@dataclass(frozen=True)
-class Method:
-    """An allowed method: its positional arguments, keywords, and keywords we always set."""
-
-    positional: tuple[Kind, ...] = ()
-    required: int = 0
-    keywords: Mapping[str, Kind] = field(default_factory=dict)
-    forced: Mapping[str, Any] = field(default_factory=dict)
-
-
-_SKIPNA = {"skipna": BOOL}
-
-#: methods of a column (or of an expression over columns): pure, none takes a callable, a
-#: module name or ``inplace``.  Reductions give one value; the others one value per row.
-COLUMN_METHODS: dict[str, Method] = {
-    # reductions
-    "all": Method(keywords=_SKIPNA),
-    "any": Method(keywords=_SKIPNA),
-    "count": Method(),
-    "max": Method(keywords=_SKIPNA),
-    "mean": Method(keywords=_SKIPNA),
-    "median": Method(keywords=_SKIPNA),
-    "min": Method(keywords=_SKIPNA),
-    "nunique": Method(keywords={"dropna": BOOL}),
-    "quantile": Method(positional=(FRACTION,), keywords={"q": FRACTION}),
-    "std": Method(keywords={**_SKIPNA, "ddof": SMALL_INT}),
-    "sum": Method(keywords={**_SKIPNA, "min_count": SMALL_INT}),
-    "var": Method(keywords={**_SKIPNA, "ddof": SMALL_INT}),
-    # one value per row
-    "abs": Method(),
-    "between": Method(
-        positional=(VALUE, VALUE), required=2, keywords={"inclusive": _choice("both", "neither", "left", "right")}
-    ),
-    "clip": Method(positional=(VALUE, VALUE), keywords={"lower": VALUE, "upper": VALUE}),
-    "fillna": Method(positional=(SCALAR,), keywords={"value": SCALAR}),
-    "isin": Method(positional=(LITERALS,), required=1),
-    "isna": Method(),
-    "isnull": Method(),
-    "notna": Method(),
-    "notnull": Method(),
-    "round": Method(positional=(SMALL_INT,), keywords={"decimals": SMALL_INT}),
-}
-
-#: methods of ``column.str``: plain-text tests and transformations (no regular expressions)
-STR_METHODS: dict[str, Method] = {
-    "contains": Method(
-        positional=(TEXT,),
-        required=1,
-        keywords={"case": BOOL, "na": SCALAR, "regex": FALSE},
-        forced={"regex": False},
-    ),
-    "startswith": Method(positional=(TEXTS,), required=1, keywords={"na": SCALAR}),
-    "endswith": Method(positional=(TEXTS,), required=1, keywords={"na": SCALAR}),
-    "len": Method(),
-    "lower": Method(),
-    "upper": Method(),
-    "casefold": Method(),
-    "strip": Method(positional=(TEXT_OR_NONE,), keywords={"to_strip": TEXT_OR_NONE}),
-    "lstrip": Method(positional=(TEXT_OR_NONE,), keywords={"to_strip": TEXT_OR_NONE}),
-    "rstrip": Method(positional=(TEXT_OR_NONE,), keywords={"to_strip": TEXT_OR_NONE}),
-    **{
-        name: Method()
-        for name in (
-            "isalnum",
-            "isalpha",
-            "isdecimal",
-            "isdigit",
-            "islower",
-            "isnumeric",
-            "isspace",
-            "istitle",
-            "isupper",
-        )
-    },
-}
-
-#: fields of ``column.dt`` (attributes, not calls)
-DT_FIELDS: frozenset[str] = frozenset(
-    [
-        "year",
-        "month",
-        "day",
-        "hour",
-        "minute",
-        "second",
-        "microsecond",
-        "nanosecond",
-        "dayofweek",
-        "day_of_week",
-        "weekday",
-        "dayofyear",
-        "day_of_year",
-        "quarter",
-        "days_in_month",
-        "is_month_start",
-        "is_month_end",
-        "is_quarter_start",
-        "is_quarter_end",
-        "is_year_start",
-        "is_year_end",
-        "is_leap_year",
-    ]
-)
-
-_BIN_OPS: dict[type[ast.operator], str] = {
-    ast.Add: "+",
-    ast.Sub: "-",
-    ast.Mult: "*",
-    ast.Div: "/",
-    ast.FloorDiv: "//",
-    ast.Mod: "%",
-    ast.Pow: "**",
-    ast.BitAnd: "&",
-    ast.BitOr: "|",
-}
-_UNARY_OPS = (ast.Not, ast.USub, ast.UAdd, ast.Invert)
-_COMPARE_OPS = (ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.In, ast.NotIn)
-
 EXAMPLE = "a query is an expression such as: cores > 4 and site == 'A'"
 ONE_BY_ONE = "pass the arguments one by one, e.g. x.between(1, 5)"
 NUMBERS_ONLY = "% may only take the remainder of numbers"
-
-ALLOWED_SUMMARY = (
-    "a query may use columns (name, or df['name']), literals, and/or/not, & | ~, comparisons, "
-    "in/not in a literal list, + - * / // % **, and the methods "
-    f"{', '.join(sorted(COLUMN_METHODS))}; "
-    f".str.{', .str.'.join(sorted(STR_METHODS))}; "
-    f".dt.{', .dt.'.join(sorted(DT_FIELDS))}"
-)
 
 
 def _show(node: ast.AST) -> str:
@@ -359,7 +189,7 @@ class _Checker(ast.NodeVisitor):
         self.columns.position(label, node)
 
     def _visit_collection(self, node: ast.List | ast.Tuple | ast.Set) -> None:
-        if not _literal_collection(node):
+        if not is_literal_collection(node):
             raise QueryError(f"{_show(node)}: lists, tuples and sets may only hold literals")
 
     visit_List = visit_Tuple = visit_Set = _visit_collection
@@ -371,17 +201,17 @@ class _Checker(ast.NodeVisitor):
             self.visit(value)
 
     def visit_UnaryOp(self, node: ast.UnaryOp) -> None:
-        if not isinstance(node.op, _UNARY_OPS):
+        if not isinstance(node.op, UNARY_OPS):
             raise QueryError(f"operator {type(node.op).__name__} is not allowed; {ALLOWED_SUMMARY}")
         self.visit(node.operand)
 
     def visit_BinOp(self, node: ast.BinOp) -> None:
-        if type(node.op) not in _BIN_OPS:
+        if type(node.op) not in BIN_OPS:
             raise QueryError(
                 f"operator {type(node.op).__name__} is not allowed in {_show(node)}; "
-                f"operators are {' '.join(_BIN_OPS.values())}"
+                f"operators are {' '.join(BIN_OPS.values())}"
             )
-        if isinstance(node.op, ast.Mod) and _constant(node.left, str):
+        if isinstance(node.op, ast.Mod) and is_constant(node.left, str):
             raise QueryError(f"string formatting with % is not allowed ({_show(node)}); {NUMBERS_ONLY}")
         try:
             limits.check_operation(node)
@@ -393,12 +223,12 @@ class _Checker(ast.NodeVisitor):
     def visit_Compare(self, node: ast.Compare) -> None:
         operands = [node.left, *node.comparators]
         for op, right in zip(node.ops, node.comparators, strict=True):
-            if not isinstance(op, _COMPARE_OPS):
+            if not isinstance(op, COMPARE_OPS):
                 raise QueryError(
                     f"comparison {type(op).__name__} is not allowed in {_show(node)}; "
                     "use == != < <= > >= in, not in (and .isna() / .notna() for missing values)"
                 )
-            if isinstance(op, ast.In | ast.NotIn) and not _literal_collection(right):
+            if isinstance(op, ast.In | ast.NotIn) and not is_literal_collection(right):
                 raise QueryError(
                     f"the right side of 'in' must be a list, tuple or set of literals, not {_show(right)} "
                     "(for text inside a string column use col.str.contains('...'))"

@@ -173,9 +173,9 @@ class QueryRunner:
                 if self._closed:
                     raise QueryUnavailable("the server is stopping")
                 if self._idle:
-                    worker = self._idle.pop()
-                    self._busy.add(worker)
-                    return worker
+                    idle = self._idle.pop()
+                    self._busy.add(idle)
+                    return idle
                 if len(self._busy) + self._starting < self.limits.workers:
                     self._starting += 1
                     break
