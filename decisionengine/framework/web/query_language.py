@@ -121,7 +121,7 @@ class _Columns:
         found = [i for i, candidate in enumerate(self.labels) if _same_label(candidate, label)]
         if not found:
             shown = [str(c) for c in self.labels]
-            raise QueryError(f"query names unknown column {label!r} (in {_show(node)}); columns are {shown}")
+            raise QueryError(f"query names unknown columns {[label]!r} (in {_show(node)}); columns are {shown}")
         if len(found) > 1:
             raise QueryError(f"column {label!r} appears {len(found)} times in the product; it cannot be queried")
         return found[0]
