@@ -79,6 +79,12 @@ def test_print_product_in_every_format(server):
     assert ok(client(server, "--print-product", "constant", "--channel", "spare")).rstrip().endswith("7")
 
 
+def test_a_query_that_matches_no_row_prints_an_empty_product(server):
+    text = ok(client(server, "--print-product", "numbers", "--query", "x > 100"))
+    assert text.splitlines()[-1] == "(no rows)"
+    assert as_json(client(server, "--print-product", "numbers", "--query", "x > 100", "--json"))["value"] == []
+
+
 def test_wide_frames_wrap_to_the_terminal(server):
     narrow = ok(client(server, "--print-product", "numbers", env={"COLUMNS": "20"}))
     assert max(len(line) for line in narrow.splitlines()[1:]) <= 20

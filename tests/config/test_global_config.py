@@ -2,6 +2,13 @@
 
 import pytest
 
+from decisionengine.framework.config.errors import ConfigError
+from decisionengine.framework.config.global_config import (
+    DEFAULT_DATASOURCE_MODULE,
+    load_global_config,
+    validate_global_config,
+)
+
 WEBSERVER_DEFAULTS = {
     "api_token": None,
     "api_token_file": None,
@@ -13,14 +20,10 @@ WEBSERVER_DEFAULTS = {
     "ssl_certificate": None,
     "ssl_private_key": None,
     "socket_mode": "0660",
+    "query_timeout": 5,
+    "query_memory_mb": 1024,
+    "query_workers": 2,
 }
-
-from decisionengine.framework.config.errors import ConfigError
-from decisionengine.framework.config.global_config import (
-    DEFAULT_DATASOURCE_MODULE,
-    load_global_config,
-    validate_global_config,
-)
 
 
 def problems_of(config):
@@ -101,6 +104,9 @@ def test_wrong_type_names_key_path():
         ({"dataspace": {"reaper_run_interval": 60}}, "dataspace.reaper_run_interval: expected a number >= 7080"),
         ({"dataspace": {"reaper_batch_size": 0}}, "dataspace.reaper_batch_size: expected an integer >= 1"),
         ({"webserver": {"api_token": 12}}, "webserver.api_token: expected a string or null, got 12"),
+        ({"webserver": {"query_timeout": 0}}, "webserver.query_timeout: expected a number >= 0.1 and <= 3600, got 0"),
+        ({"webserver": {"query_memory_mb": 8}}, "webserver.query_memory_mb: expected an integer >= 64, got 8"),
+        ({"webserver": {"query_workers": 0}}, "webserver.query_workers: expected an integer >= 1 and <= 64, got 0"),
     ],
 )
 def test_errors_name_key_and_expectation(config, expected):

@@ -58,7 +58,7 @@ def test_server_runs_a_channel_and_answers_every_method(server_root, db_url):
             rpc.print_product("nothing")
         with pytest.raises(xmlrpc.client.Fault, match="unknown columns"):
             rpc.print_product("numbers", None, "nope > 1")
-        with pytest.raises(xmlrpc.client.Fault, match="'__import__' is not an allowed function"):
+        with pytest.raises(xmlrpc.client.Fault, match=r"method system\(\) is not allowed in a query"):
             rpc.print_product("numbers", None, "__import__('os').system('true')")
 
         dependencies = json.loads(rpc.product_dependencies("json"))["counting"]

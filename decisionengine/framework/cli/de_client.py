@@ -110,6 +110,8 @@ def render_product(document: dict[str, Any], vertical_view: bool, width: int) ->
     """A product from the server's JSON form, fitted to the terminal."""
     value = document["value"]
     title = f"channel {document['channel']}, generation {document['generation']}, product {document['product']}:"
+    if isinstance(value, list) and not value:
+        return f"{title}\n(no rows)"  # an empty frame, or a query that matched nothing
     if isinstance(value, list) and all(isinstance(row, dict) for row in value):
         frame = pd.DataFrame(value)
         if vertical_view:
@@ -161,7 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--format", choices=["table", "csv", "json"], default="table", help="how to print a product")
     out.add_argument("--vertical", action="store_true", help="one block per row (for wide DataFrames)")
     out.add_argument("--columns", help="comma-separated columns of a DataFrame product")
-    out.add_argument("--query", help="rows of a DataFrame product, e.g. \"cores > 4 and site == 'A'\"")
+    out.add_argument(
+        "--query",
+        help="rows of a DataFrame product, e.g. \"cores > 4 and site == 'A'\" (columns, literals, comparisons, "
+        "and/or/not, the allowed methods; README: Client queries)",
+    )
     out.add_argument("--channel", help="channel to take --print-product from (default: the first that has it)")
     out.add_argument("--max-rows", type=int, default=None, metavar="N", help="rows of DataFrames to show")
     out.add_argument(

@@ -140,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     for warning in paths.warnings:
         logger.warning("global configuration", warning=warning)
     engine: Any = None
+    service: Any = None
     http: Any = None
     code = 0
     try:
@@ -154,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         signal.signal(signal.SIGTERM, lambda *_: engine.request_stop())
         signal.signal(signal.SIGINT, lambda *_: engine.request_stop())
-        http = HttpServer(ControlService(engine, credentials))
+        service = ControlService(engine, credentials)
+        http = HttpServer(service)
         engine.start()
         http.start()
         logger.info("serving", address=http.url)
@@ -173,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
             engine.shutdown()
         if http is not None:
             http.stop()
+        if service is not None:
+            service.close()  # after the HTTP server: no request can start a query any more
         log_service.stop()
         if args.pidfile:
             with contextlib.suppress(OSError):

@@ -140,6 +140,10 @@ WEBSERVER_SCHEMA = Obj(
         "ssl_certificate": Str(None, nullable=True),
         "ssl_private_key": Str(None, nullable=True),
         "socket_mode": Custom('a file mode as an octal string such as "0660"', _is_mode, "0660"),
+        # client queries (de-client --query): see decisionengine.framework.web.query_runner
+        "query_timeout": Number(5, minimum=0.1, maximum=3600),
+        "query_memory_mb": Int(1024, minimum=64),
+        "query_workers": Int(2, minimum=1, maximum=64),
     },
     default={},
     extra="keep",  # open-ended: the engine defines further settings

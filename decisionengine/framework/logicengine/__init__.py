@@ -1,6 +1,8 @@
 """The logic engine: facts over products, rules over facts, actions naming publishers.
 
 * :mod:`.expressions` -- parsing and allow-list checking of fact and rule expressions;
+* :mod:`.limits` -- resource limits (exponents, repetitions) shared with client queries;
+* :mod:`.errors` -- ``ExpressionError``, raised by every check;
 * :mod:`.facts` -- one named fact: evaluation against a data block;
 * :mod:`.rules` -- rules, their dependency order and cascades of new facts;
 * :mod:`.LogicEngine` -- the ``LogicEngine`` module configured in a channel's ``logicengines``;

@@ -20,6 +20,14 @@ Fact expressions may use:
   :data:`NUMPY_FUNCTIONS`, and method calls on product values (same attribute rules);
   keyword arguments are allowed except ``inplace``; ``*args``/``**kwargs`` are not.
 
+Facts are trusted (the operator writes them), so beyond the deny-list above they get the
+*resource* limits of :mod:`.limits`, the same as client queries: exponents of ``**`` and
+shifts of ``<<`` are small literals, literal strings and lists are repeated a bounded
+number of times, methods that allocate by a count (``repeat``, ``center``...) take a small
+literal count; all checked when the channel loads.  What only the values tell (a string
+column times a big number) is refused while evaluating: ``*`` and ``%`` compile to calls of
+guards (:func:`.limits.checked_multiply`, :func:`.limits.checked_modulo`).
+
 Rule expressions are plain logic over fact names: ``and``, ``or``, ``not``, ``==``/``!=``,
 ``True``/``False`` and parentheses.
 """
@@ -32,6 +40,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from decisionengine.framework.logicengine import limits
+from decisionengine.framework.logicengine.errors import ExpressionError
 
 FAIL_ON_ERROR = "fail_on_error"
 
@@ -182,8 +193,12 @@ _UNARY_OPS = (ast.Not, ast.USub, ast.UAdd, ast.Invert)
 _RULE_COMPARE_OPS = (ast.Eq, ast.NotEq, ast.Is, ast.IsNot)
 
 
-class ExpressionError(ValueError):
-    """An expression is not valid Python or uses something outside the allow-list."""
+#: what ``*`` and ``%`` compile to in facts (names a fact cannot write: they start with '_')
+GUARDS: dict[str, Any] = {
+    "_de_multiply": limits.checked_multiply,
+    "_de_modulo": limits.checked_modulo,
+}
+_GUARDED_OPS: dict[type[ast.operator], str] = {ast.Mult: "_de_multiply", ast.Mod: "_de_modulo"}
 
 
 def numpy_namespace() -> types.SimpleNamespace:
@@ -192,9 +207,9 @@ def numpy_namespace() -> types.SimpleNamespace:
 
 
 def evaluation_functions() -> dict[str, Any]:
-    """Names every fact namespace holds besides products: functions, ``np``, empty builtins."""
+    """Names every fact namespace holds besides products: functions, ``np``, guards, empty builtins."""
     numpy_ns = numpy_namespace()
-    return {**FUNCTIONS, **dict.fromkeys(NUMPY_NAMES, numpy_ns), "__builtins__": {}}
+    return {**FUNCTIONS, **dict.fromkeys(NUMPY_NAMES, numpy_ns), **GUARDS, "__builtins__": {}}
 
 
 def attribute_denied(attr: str) -> bool:
@@ -263,6 +278,7 @@ class _FactChecker(ast.NodeVisitor):
     def visit_BinOp(self, node: ast.BinOp) -> None:
         if not isinstance(node.op, _BIN_OPS):
             raise ExpressionError(f"operator {type(node.op).__name__} is not allowed")
+        limits.check_operation(node)
         self.visit(node.left)
         self.visit(node.right)
 
@@ -335,6 +351,7 @@ class _FactChecker(ast.NodeVisitor):
                 raise ExpressionError(f"{func.id!r} is not an allowed function ({', '.join(sorted(FUNCTIONS))})")
         elif isinstance(func, ast.Attribute):
             self.visit(func)
+            limits.check_counted_call(node, func.attr)
         else:
             raise ExpressionError("only allowed functions and methods of values may be called")
         self._visit_elements(node.args)
@@ -401,6 +418,17 @@ def _describe_node(node: ast.AST) -> str:
     return names.get(type(node), type(node).__name__)
 
 
+class _Guard(ast.NodeTransformer):
+    """Replaces ``a * b`` and ``a % b`` by calls of the runtime guards (:data:`GUARDS`)."""
+
+    def visit_BinOp(self, node: ast.BinOp) -> ast.expr:
+        self.generic_visit(node)
+        guard = _GUARDED_OPS.get(type(node.op))
+        if guard is None:
+            return node
+        return ast.copy_location(ast.Call(ast.Name(guard, ast.Load()), [node.left, node.right], []), node)
+
+
 def _compile(node: ast.expr, label: str) -> types.CodeType:
     tree = ast.fix_missing_locations(ast.Expression(body=node))
     return compile(tree, f"<{label}>", "eval")
@@ -421,7 +449,8 @@ def compile_fact(source: str, label: str = "fact") -> tuple[Expression, bool]:
         fail_on_error = True
     checker = _FactChecker()
     checker.visit(node)
-    return Expression(source.strip(), _compile(node, label), frozenset(checker.names)), fail_on_error
+    guarded = _Guard().visit(node)
+    return Expression(source.strip(), _compile(guarded, label), frozenset(checker.names)), fail_on_error
 
 
 def compile_rule(source: str, label: str = "rule") -> Expression:

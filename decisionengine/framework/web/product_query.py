@@ -1,7 +1,10 @@
 """Client queries over a product: the rows of a DataFrame that match, and some columns.
 
-A client's query is untrusted text: it is checked against the logic engine's allow-list
-of names and operations before it is evaluated, so it cannot run code on the server.
+A client's query is untrusted text.  It is checked here, in the request thread, against
+the client-query allow-list (:mod:`.query_language`), so a refused query costs no worker;
+then only the columns it reads go to a worker process (:mod:`.query_runner`), where it is
+checked again, evaluated under a time and memory limit, and answered with one bool per
+row.  Selecting the rows and columns happens here.
 """
 
 from __future__ import annotations
@@ -11,14 +14,18 @@ from typing import Any
 
 import pandas as pd
 
-from decisionengine.framework.logicengine.expressions import compile_fact, evaluation_functions
+from decisionengine.framework.web.query_language import compile_query
+from decisionengine.framework.web.query_runner import QueryRunner
 
 
-def select(value: Any, columns: Iterable[str] | None = None, query: str | None = None) -> Any:
+def select(
+    value: Any, columns: Iterable[str] | None = None, query: str | None = None, runner: QueryRunner | None = None
+) -> Any:
     """Rows of a DataFrame product matching ``query`` and only ``columns``.
 
-    ``query`` is a boolean expression over column names, checked with the logic engine's
-    allow-list (so a query cannot run code on the server): ``cores > 4 and site == "A"``.
+    ``query`` is a boolean expression over columns in the client-query language
+    (``cores > 4 and site == 'A'``), evaluated by ``runner``; it raises
+    :class:`~.query_language.QueryError` when refused, failed or stopped.
     """
     if columns is None and not query:
         return value
@@ -26,14 +33,10 @@ def select(value: Any, columns: Iterable[str] | None = None, query: str | None =
         raise ValueError(f"--query and --columns apply to DataFrame products, not to a {type(value).__name__}")
     frame = value
     if query:
-        expression, _ = compile_fact(query, "query")
-        unknown = sorted(expression.names - {str(c) for c in frame.columns})
-        if unknown:
-            raise ValueError(f"query {query!r} names unknown columns {unknown}; columns are {list(frame.columns)}")
-        namespace = {**evaluation_functions(), **{name: frame[name] for name in expression.names}}
-        mask = eval(expression.code, namespace)
-        if not isinstance(mask, pd.Series) or mask.dtype != bool:
-            raise ValueError(f"query {query!r} must give one true/false value per row")
+        if runner is None:
+            raise ValueError("client queries are evaluated by a QueryRunner, never in the calling process")
+        compiled = compile_query(query, list(frame.columns))
+        mask = runner.mask(query, frame.iloc[:, compiled.positions])
         frame = frame[mask]
     if columns is not None:
         wanted = list(columns)

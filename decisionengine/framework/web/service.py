@@ -39,6 +39,7 @@ from decisionengine.framework.web import product_query
 from decisionengine.framework.web.access import INTERNAL, Access, AccessPolicy, Caller, Refusal, RequestInfo
 from decisionengine.framework.web.credentials import Credentials
 from decisionengine.framework.web.masking import mask_secrets
+from decisionengine.framework.web.query_runner import QueryLimits, QueryRunner, QueryUnavailable
 
 __all__ = ["INTERNAL", "Access", "Caller", "ControlService", "RequestInfo", "ServiceError"]
 
@@ -91,7 +92,7 @@ class Unsupported(ServiceError):
 
 
 class Unavailable(ServiceError):
-    """Not now: a limit is reached (event streams); try again later."""
+    """Not now: a limit is reached (event streams, busy query workers); try again later."""
 
     kind = "unavailable"
 
@@ -209,6 +210,12 @@ class ControlService:
         host, port = (None, None) if isinstance(address, str) else (str(address[0]), int(address[1]))
         self.policy = AccessPolicy(self.credentials, host, port, webserver.get("allowed_hosts") or ())
         self.max_event_streams = int(webserver.get("max_event_streams", 10))
+        # client queries run in worker processes forked from the channels' fork server
+        self.queries = QueryRunner(QueryLimits.from_config(webserver), context=getattr(engine, "context", None))
+
+    def close(self) -> None:
+        """Stop what the service started (the query workers); the server is stopping."""
+        self.queries.close()
 
     # -- who may do what -------------------------------------------------------------------------
 
@@ -427,9 +434,11 @@ class ControlService:
             if latest is None or key not in latest.products:
                 continue
             try:
-                value = product_query.select(latest.products[key], wanted, query or None)
-            except ValueError as exc:
+                value = product_query.select(latest.products[key], wanted, query or None, self.queries)
+            except ValueError as exc:  # refused, failed or stopped queries included
                 raise InvalidArgument(str(exc)) from None
+            except QueryUnavailable as exc:
+                raise Unavailable(str(exc)) from None
             return {"channel": name, "generation": latest.generation_id, "product": key, "value": value}
         where = f"channel {channel!r}" if channel not in (None, "") else "any channel's latest generation"
         raise NotFound(f"no product {key!r} in {where}")
