@@ -49,6 +49,7 @@ from decisionengine.framework.dataspace.errors import UntrustedPayloadError
 
 __all__ = [
     "DEFAULT_POLICY",
+    "TRUSTABLE_MODULE",
     "RestrictedUnpickler",
     "UnpicklePolicy",
     "UntrustedPayloadError",
@@ -60,7 +61,12 @@ Global = tuple[str, str]
 
 #: Libraries whose data types the allow-list already names; trusting a whole one of them
 #: would admit classes that are not data (``subprocess.Popen``, ``pandas.HDFStore``).
-UNTRUSTABLE = frozenset(sys.stdlib_module_names) | {"numpy", "pandas", "pyarrow", "dateutil", "pytz"}
+ALLOW_LISTED_LIBRARIES = ("numpy", "pandas", "pyarrow", "dateutil", "pytz")
+UNTRUSTABLE = frozenset(sys.stdlib_module_names) | frozenset(ALLOW_LISTED_LIBRARIES)
+#: What a trusted module must be, in words (for configuration errors)
+TRUSTABLE_MODULE = (
+    f"a module name (dotted identifiers), not of the standard library, {', '.join(ALLOW_LISTED_LIBRARIES)}"
+)
 
 #: What ``copyreg._reconstructor`` may use as the base of an allowed class (protocols 0, 1).
 RECONSTRUCTOR_BASES: frozenset[type] = frozenset(
@@ -84,7 +90,7 @@ def check_trusted_module(name: Any) -> None:
         raise ValueError(f"{name!r} is not a module name (dotted Python identifiers)")
     if parts[0] in UNTRUSTABLE:
         raise ValueError(
-            f"{name!r} cannot be trusted: it is part of the standard library, numpy, pandas or pyarrow, "
+            f"{name!r} cannot be trusted: it belongs to the standard library or {', '.join(ALLOW_LISTED_LIBRARIES)}, "
             "whose data types are allowed already and whose other classes are not data"
         )
 
@@ -228,9 +234,10 @@ def _is_one_of(value: Any, allowed: frozenset[Any]) -> bool:
 
 
 def _describe(value: Any) -> str:
-    if isinstance(value, type) or callable(value):
-        return f"{getattr(value, '__module__', '?')}.{getattr(value, '__qualname__', type(value).__name__)}"
-    return type(value).__name__
+    """A class or function as ``module.qualname``, anything else as ``<module.type object>``."""
+    if isinstance(value, type) or (callable(value) and hasattr(value, "__qualname__")):
+        return f"{getattr(value, '__module__', '?')}.{value.__qualname__}"
+    return f"<{type(value).__module__}.{type(value).__qualname__} object>"
 
 
 def _latin1_encode(text: Any, encoding: Any = "utf-8", errors: Any = "strict") -> bytes:
