@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import copyreg
 import io
+import os
 import pathlib
 import pickle
+import subprocess
+import sys
 import warnings
 import zlib
 
@@ -33,6 +36,7 @@ from tests.fixtures import payloads
 from tests.fixtures.trusted_payloads import Level, Outer, Reading, Snapshot
 
 DATA = pathlib.Path(__file__).parent / "data"
+REPO = pathlib.Path(__file__).resolve().parents[2]
 TRUSTED = "tests.fixtures.trusted_payloads"
 SAMPLES, SKIPPED = pickle_matrix.samples()
 
@@ -253,17 +257,53 @@ def test_extension_registry_goes_through_the_allow_list(marker):
         copyreg.remove_extension("posix", "system", 0x7EAD)
 
 
-def test_crafted_arrow_array_is_refused_before_it_is_read():
-    """pyarrow trusts the offsets it is given; the unpickler validates rebuilt arrays."""
-    frame = pd.DataFrame({"s": pd.array(["ab", "cd"], dtype="string[pyarrow]")})
+@pytest.mark.parametrize(("slot", "offset"), [(-1, 10**6), (1, 10**6), (1, -5), (0, 3)])
+def test_crafted_arrow_array_is_refused_before_it_is_read(slot, offset):
+    """pyarrow trusts the offsets it is given (its cheap validation looks at the last one
+    only); the unpickler checks them all."""
+    frame = pd.DataFrame({"s": pd.array(["ab", "cd", "ef"], dtype="string[pyarrow]")})
     raw = pickle.dumps(frame, 5)
-    arrays = pickle.loads(raw)["s"].array._pa_array.chunks
-    offsets = arrays[0].buffers()[1].to_pybytes()
-    assert offsets in raw
-    bad_offsets = offsets[:-8] + (10**6).to_bytes(8, "little")  # large_string: int64 offsets
-    with pytest.raises(Exception) as info:
-        unpickling.loads(raw.replace(offsets, bad_offsets))
-    assert "offset" in str(info.value).lower()
+    offsets = pickle.loads(raw)["s"].array._pa_array.chunks[0].buffers()[1].to_pybytes()
+    assert raw.count(offsets) == 1
+    bad = np.frombuffer(offsets, dtype=np.int64).copy()  # large_string: int64 offsets
+    bad[slot] = offset
+    pyarrow = pytest.importorskip("pyarrow")
+    with pytest.raises((pickle.UnpicklingError, pyarrow.ArrowInvalid), match="offsets"):
+        unpickling.loads(raw.replace(offsets, bad.tobytes()))
+
+
+@pytest.mark.parametrize(
+    ("payload", "refusal"),
+    [
+        (payloads.misplaced_block_frame(), "a pandas frame with a block placed at 3..3, outside its 1 columns"),
+        (payloads.out_of_range_categorical(), "a pandas Categorical whose codes are outside its 3 categories"),
+    ],
+    ids=["frame block beyond its columns", "categorical code beyond its categories"],
+)
+def test_structures_that_break_the_reader_are_refused(tmp_path, payload, refusal):
+    """Allowed types whose crafted internals make pandas write or read out of bounds when
+    the value is used (before: "free(): invalid pointer", a segmentation fault).  Read in a
+    child process, so that a reader that does crash cannot take the test run with it."""
+    path = tmp_path / "payload"
+    path.write_bytes(zlib.compress(payload))
+    child = subprocess.run(
+        [sys.executable, "-c", payloads.USE_PAYLOAD, str(path)],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert child.returncode == 0, child.stderr[-2000:]
+    assert child.stdout == f"refused: UnpicklingError {refusal}\n"
+
+
+def test_valid_frames_and_categoricals_pass_the_checks():
+    frame = pd.DataFrame({"a": [1.0, 2.0], "b": [1, 2], "c": [3.0, 4.0], "k": pd.Categorical([None, "x"])})
+    for protocol in (0, 2, 5):
+        loaded = unpickling.loads(pickle.dumps(frame, protocol))
+        pd.testing.assert_frame_equal(loaded, frame)
+        assert type(loaded["k"].array) is pd.Categorical
 
 
 def test_the_error():

@@ -20,9 +20,10 @@ deny-list: a deny-list misses the next gadget (there are many: ``pandas.read_pic
 
 Callables that call or look up what they are given cannot be allowed as they are:
 ``builtins.getattr``, ``collections.defaultdict`` (its ``default_factory`` is called
-later), ``copyreg._reconstructor`` (instantiates its class argument) and
-``_codecs.encode``.  The policy hands out checking versions of them instead (see
-:meth:`UnpicklePolicy._checked`).
+later), ``copyreg._reconstructor`` (instantiates its class argument).  The policy hands
+out checking versions of them instead, and of the reconstruction helpers that trust the
+structure they rebuild (:mod:`.checked_globals`: pandas block managers and categoricals,
+Arrow arrays, protocol 2's ``_codecs.encode``).
 
 Cost: ``find_class`` runs once per global a payload names (the pickler memoizes
 repeated globals), not per object, and each decision is cached, so reading a large
@@ -45,6 +46,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from decisionengine.framework.dataspace.allowlist import ALLOWED_GLOBALS, OLDER_NAMES
+from decisionengine.framework.dataspace.checked_globals import CHECKED
 from decisionengine.framework.dataspace.errors import UntrustedPayloadError
 
 __all__ = [
@@ -126,12 +128,11 @@ class UnpicklePolicy:
             check_trusted_module(name)
         self.trusted_modules: tuple[str, ...] = tuple(sorted(set(modules)))
         self._cache: dict[Global, Any] = {}  # admitted names only: a refusal is never stored
-        self._checked = {
+        self._checked: dict[Global, Callable[..., Any]] = {
             ("builtins", "getattr"): self._getattr,
             ("collections", "defaultdict"): self._defaultdict,
             ("copyreg", "_reconstructor"): self._reconstructor,
-            ("_codecs", "encode"): _latin1_encode,
-            ("pyarrow.lib", "_restore_array"): _restore_arrow_array,
+            **CHECKED,
         }
 
     def __repr__(self) -> str:
@@ -238,24 +239,6 @@ def _describe(value: Any) -> str:
     if isinstance(value, type) or (callable(value) and hasattr(value, "__qualname__")):
         return f"{getattr(value, '__module__', '?')}.{value.__qualname__}"
     return f"<{type(value).__module__}.{type(value).__qualname__} object>"
-
-
-def _latin1_encode(text: Any, encoding: Any = "utf-8", errors: Any = "strict") -> bytes:
-    """``_codecs.encode`` as protocols 0-2 use it to store ``bytes``: latin-1 text only
-    (no other codec is looked up or run)."""
-    if not (isinstance(text, str) and encoding in ("latin1", "latin-1") and errors == "strict"):
-        raise UntrustedPayloadError(f"_codecs.encode(<{type(text).__name__}>, {encoding!r})")
-    return text.encode("latin-1")
-
-
-def _restore_arrow_array(data: Any) -> Any:
-    """``pyarrow.lib._restore_array``, then a full validation: Arrow trusts the buffers and
-    offsets it is given, and a crafted array would read out of bounds when used."""
-    from pyarrow import lib  # noqa: PLC0415 - only payloads holding Arrow arrays need it
-
-    array = lib._restore_array(data)
-    array.validate(full=True)
-    return array
 
 
 DEFAULT_POLICY = UnpicklePolicy()
