@@ -46,32 +46,47 @@ def restore_arrow_array(data: Any) -> Any:
     return array
 
 
-def check_arrow_array(array: Any) -> None:
-    """Buffer sizes always; for (large) strings and binaries the offsets (in bounds, not
-    decreasing) with numpy, which costs a fraction of Arrow's full validation (that one
-    also checks UTF-8, a matter of correctness that conversion checks anyway); full
-    validation for nested and other variable-size types."""
+#: Arrow's full validation is cheaper than numpy's call overhead for short arrays
+FULL_VALIDATION_BELOW = 2048
+
+
+@functools.cache
+def _arrow_kinds() -> tuple[dict[int, Any], frozenset[int]]:
+    """({type id: offset width} of string and binary types, {type ids of fixed-width types})."""
     import numpy as np  # noqa: PLC0415
     import pyarrow as pa  # noqa: PLC0415
 
-    array.validate()
-    kind = array.type
-    if pa.types.is_string(kind) or pa.types.is_binary(kind):
-        width = np.int32
-    elif pa.types.is_large_string(kind) or pa.types.is_large_binary(kind):
-        width = np.int64
-    elif (
-        pa.types.is_primitive(kind) or pa.types.is_decimal(kind) or pa.types.is_fixed_size_binary(kind)
-    ) and not pa.types.is_dictionary(kind):
-        return  # fixed width: the buffer sizes are all there is
-    else:
+    offsets = {pa.string().id: np.int32, pa.binary().id: np.int32}
+    offsets |= {pa.large_string().id: np.int64, pa.large_binary().id: np.int64}
+    fixed = [pa.null(), pa.bool_(), pa.int8(), pa.int16(), pa.int32(), pa.int64(), pa.uint8(), pa.uint16()]
+    fixed += [pa.uint32(), pa.uint64(), pa.float16(), pa.float32(), pa.float64(), pa.date32(), pa.date64()]
+    fixed += [pa.time32("s"), pa.time64("us"), pa.timestamp("s"), pa.duration("s"), pa.month_day_nano_interval()]
+    fixed += [pa.decimal128(1), pa.decimal256(1), pa.binary(1)]  # binary(1): fixed_size_binary
+    return offsets, frozenset(kind.id for kind in fixed)
+
+
+def check_arrow_array(array: Any) -> None:
+    """Buffer sizes always; for long (large) strings and binaries the offsets (in bounds,
+    not decreasing) with numpy, which costs a tenth of Arrow's full validation (that one
+    also checks UTF-8, a matter of correctness that conversion checks anyway); Arrow's full
+    validation for short arrays and for nested and other variable-size types."""
+    import numpy as np  # noqa: PLC0415
+
+    offsets_of, fixed_width = _arrow_kinds()
+    kind = array.type.id
+    if kind in fixed_width:
+        array.validate()
+        return  # the buffer sizes are all there is
+    width = offsets_of.get(kind)
+    if width is None or len(array) < FULL_VALIDATION_BELOW:
         array.validate(full=True)
         return
+    array.validate()
     buffers = array.buffers()
     offsets = np.frombuffer(buffers[1], dtype=width)[array.offset : array.offset + len(array) + 1]
     data_size = buffers[2].size if buffers[2] is not None else 0
-    if len(offsets) and (offsets[0] < 0 or offsets[-1] > data_size or bool((offsets[1:] < offsets[:-1]).any())):
-        raise pickle.UnpicklingError(f"an Arrow {kind} array whose offsets are out of bounds or decreasing")
+    if len(offsets) and (offsets[0] < 0 or offsets[-1] > data_size or (offsets[1:] < offsets[:-1]).any()):
+        raise pickle.UnpicklingError(f"an Arrow {array.type} array whose offsets are out of bounds or decreasing")
 
 
 # -- pandas ----------------------------------------------------------------------------------
@@ -86,10 +101,16 @@ def block_manager(blocks: Iterable[Any], axes: Any, *args: Any, **kwargs: Any) -
 
     columns = len(axes[0])
     for block in blocks:
-        placed = np.asarray(block.mgr_locs.as_array)
-        if placed.size and (placed.min() < 0 or placed.max() >= columns):
+        indexer = block.mgr_locs.indexer  # a slice (the usual case: checked in O(1)) or an array
+        if type(indexer) is slice:
+            # BlockPlacement refuses negative slice bounds; an empty slice is an empty array
+            lowest, highest = indexer.start, indexer.stop - 1
+        else:
+            indexer = np.asarray(indexer)
+            lowest, highest = (indexer.min(), indexer.max()) if indexer.size else (0, -1)
+        if lowest < 0 or highest >= columns:
             raise pickle.UnpicklingError(
-                f"a pandas frame with a block placed at {placed.min()}..{placed.max()}, outside its {columns} columns"
+                f"a pandas frame with a block placed at {lowest}..{highest}, outside its {columns} columns"
             )
     return BlockManager(blocks, axes, *args, **kwargs)
 
@@ -104,13 +125,15 @@ def _checked_categorical() -> type:
         __slots__ = ()
 
         def __setstate__(self, state: Any) -> None:
-            super().__setstate__(state)
-            _check_codes(self)
+            super().__setstate__(state)  # may call __setstate__ again (older state layouts)
+            if type(self) is not pd.Categorical:
+                _check_codes(self)
 
     return CheckedCategorical
 
 
 def _check_codes(categorical: Any) -> None:
+    """Codes within -1 (missing) .. categories - 1; then the object becomes a plain Categorical."""
     import pandas as pd  # noqa: PLC0415
 
     codes = categorical._ndarray

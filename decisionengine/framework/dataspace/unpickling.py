@@ -249,10 +249,11 @@ class RestrictedUnpickler(pickle.Unpickler):
 
     def __init__(self, file: io.BytesIO, policy: UnpicklePolicy = DEFAULT_POLICY) -> None:
         super().__init__(file)
-        self._find: Callable[[str, str], Any] = policy.find
+        # the unpickler looks find_class up on the instance: the policy answers directly
+        self.find_class = policy.find  # type: ignore[method-assign]
 
     def find_class(self, module: str, name: str) -> Any:
-        return self._find(module, name)
+        return DEFAULT_POLICY.find(module, name)  # only if __init__ was bypassed
 
 
 def loads(data: bytes, policy: UnpicklePolicy = DEFAULT_POLICY) -> Any:
