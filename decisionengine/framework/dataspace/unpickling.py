@@ -123,6 +123,8 @@ class UnpicklePolicy:
     """
 
     def __init__(self, trusted_modules: Iterable[str] = ()) -> None:
+        if isinstance(trusted_modules, str):
+            raise ValueError(f"trusted modules are a list of module names, not the string {trusted_modules!r}")
         modules = tuple(trusted_modules)
         for name in modules:
             check_trusted_module(name)
