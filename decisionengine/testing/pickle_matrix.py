@@ -136,6 +136,9 @@ def _pandas_samples() -> dict[str, Callable[[], Any]]:
                 index=pd.MultiIndex.from_tuples([("x", 1), ("y", 2)], names=["k", "n"]),
                 columns=pd.MultiIndex.from_tuples([("a", "b"), ("a", "c")]),
             ),
+            "DataFrame[interleaved dtypes]": lambda: pd.DataFrame(
+                {f"{kind}{i}": [i] for i in range(4) for kind in "fi"}
+            ).astype({f"f{i}": float for i in range(4)}),  # blocks placed by slices with a step of 2
             "DataFrame[int index]": lambda: pd.DataFrame({"a": [1.0, 2.0, 3.0]}).iloc[[0, 2]],
             "DataFrame[float index]": lambda: pd.DataFrame({"a": [1, 2]}, index=[0.5, 1.5]),
             "DataFrame[str index]": lambda: pd.DataFrame({"a": [1, 2]}, index=["x", "y"]),

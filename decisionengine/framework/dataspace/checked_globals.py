@@ -103,8 +103,9 @@ def block_manager(blocks: Iterable[Any], axes: Any, *args: Any, **kwargs: Any) -
     for block in blocks:
         indexer = block.mgr_locs.indexer  # a slice (the usual case: checked in O(1)) or an array
         if type(indexer) is slice:
-            # BlockPlacement refuses negative slice bounds; an empty slice is an empty array
-            lowest, highest = indexer.start, indexer.stop - 1
+            # BlockPlacement refuses negative slice bounds and makes an empty slice an array
+            placed = range(indexer.start, indexer.stop, indexer.step)
+            lowest, highest = min(placed[0], placed[-1]), max(placed[0], placed[-1])
         else:
             indexer = np.asarray(indexer)
             lowest, highest = (indexer.min(), indexer.max()) if indexer.size else (0, -1)
