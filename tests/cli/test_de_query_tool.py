@@ -11,6 +11,7 @@ from decisionengine.framework.dataspace.datablock import DataBlock, Header, Meta
 from decisionengine.framework.dataspace.dataspace import DataSpace
 from tests.cli.run import command
 from tests.conftest import global_config
+from tests.fixtures import payloads
 
 GENERATIONS = 20
 
@@ -188,3 +189,27 @@ def test_readers_find_the_database_of_a_server_started_with_state_dir(tmp_path):
     elsewhere = command("de-query-tool", "--config", config, "--state-dir", tmp_path / "nothing", "--list")
     assert elsewhere.returncode == 1 and "no SQLite dataspace database at" in elsewhere.stderr
     assert not (tmp_path / "nothing").exists()
+
+
+def test_a_planted_payload_is_refused_in_one_line(db_url, tmp_path):
+    """A product whose stored pickle would run a command (planted in SQL by whoever can
+    write to the database): one line naming it and the refused global, exit status 1,
+    nothing run; the channel's other products still read."""
+    marker = tmp_path / "pwned"
+    space = DataSpace(global_config(db_url))
+    block = DataBlock(space, "chan")
+    with block.transaction():
+        block.put("sites", frame(1), Header(block.taskmanager_id))
+        block.put("count", 10, Header(block.taskmanager_id))
+    space.close()
+    payloads.plant(db_url, "chan", 1, "sites", payloads.zstd(payloads.os_system(marker)))
+
+    for args in (["chan", "sites"], ["chan", "sites", "--generation", "1"], ["chan", "sites", "--since", "1d"]):
+        result = command("de-query-tool", "--url", db_url, *args)
+        assert result.returncode == 1, result.stderr
+        assert "Traceback" not in result.stderr and result.stdout == ""
+        assert result.stderr.count("\n") == 1
+        assert result.stderr.startswith("de-query-tool: product 'sites' of generation 1 of channel 'chan' ")
+        assert "refers to posix.system" in result.stderr and "dataspace.trusted_modules" in result.stderr
+        assert not marker.exists()
+    assert json.loads(query(db_url, "chan", "count", "--format", "json").stdout) == 10

@@ -52,6 +52,7 @@ def test_defaults_fill_an_empty_config():
     assert datasource["config"]["url"].startswith("sqlite:///")
     assert config["dataspace"]["retention_interval_in_days"] == 365
     assert config["dataspace"]["reaper_batch_size"] == 100
+    assert config["dataspace"]["trusted_modules"] == []
     assert config["webserver"] == WEBSERVER_DEFAULTS
 
 
@@ -103,6 +104,13 @@ def test_wrong_type_names_key_path():
         ),
         ({"dataspace": {"reaper_run_interval": 60}}, "dataspace.reaper_run_interval: expected a number >= 7080"),
         ({"dataspace": {"reaper_batch_size": 0}}, "dataspace.reaper_batch_size: expected an integer >= 1"),
+        ({"dataspace": {"trusted_modules": "mymodule"}}, "dataspace.trusted_modules: expected a list of a module name"),
+        (
+            {"dataspace": {"trusted_modules": ["mychannel.sources", "subprocess"]}},
+            "dataspace.trusted_modules[1]: expected a module name (dotted identifiers), not of the standard library",
+        ),
+        ({"dataspace": {"trusted_modules": ["pandas.io"]}}, "dataspace.trusted_modules[0]: expected a module name"),
+        ({"dataspace": {"trusted_modules": ["my module"]}}, "dataspace.trusted_modules[0]: expected a module name"),
         ({"webserver": {"api_token": 12}}, "webserver.api_token: expected a string or null, got 12"),
         ({"webserver": {"query_timeout": 0}}, "webserver.query_timeout: expected a number >= 0.1 and <= 3600, got 0"),
         ({"webserver": {"query_memory_mb": 8}}, "webserver.query_memory_mb: expected an integer >= 64, got 8"),
@@ -113,6 +121,11 @@ def test_errors_name_key_and_expectation(config, expected):
     problems = problems_of(config)
     assert len(problems) == 1
     assert problems[0].startswith(expected)
+
+
+def test_trusted_modules_are_kept():
+    config, _ = validate_global_config({"dataspace": {"trusted_modules": ["mychannel", "acme.models"]}})
+    assert config["dataspace"]["trusted_modules"] == ["mychannel", "acme.models"]
 
 
 def test_all_problems_reported_together():

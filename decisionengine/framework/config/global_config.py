@@ -25,6 +25,7 @@ from decisionengine.framework.dataspace.maintain import (
     DEFAULT_START_DELAY_SECONDS,
     Reaper,
 )
+from decisionengine.framework.dataspace.unpickling import TRUSTABLE_MODULE, check_trusted_module
 
 DEFAULT_SERVER_ADDRESS = ["localhost", 8888]
 DEFAULT_DATASOURCE_MODULE = "decisionengine.framework.dataspace.datasources.sqlalchemy_ds"
@@ -51,6 +52,14 @@ def _is_address(value: Any) -> bool:
         and float(value[1]).is_integer()
         and 0 <= value[1] <= 65535
     )
+
+
+def _is_trustable_module(value: Any) -> bool:
+    try:
+        check_trusted_module(value)
+    except ValueError:
+        return False
+    return True
 
 
 class _Address(Custom):
@@ -124,6 +133,8 @@ DATASPACE_SCHEMA = Obj(
         "reaper_run_interval": Number(DEFAULT_SECONDS_BETWEEN_RUNS, minimum=Reaper.MIN_SECONDS_BETWEEN_RUNS),
         "reaper_start_delay_seconds": Number(DEFAULT_START_DELAY_SECONDS, minimum=0),
         "reaper_batch_size": Int(DEFAULT_BATCH_SIZE, minimum=1),
+        # modules whose classes payloads may hold, beside the built-in allow-list of data types
+        "trusted_modules": ListOf(Custom(TRUSTABLE_MODULE, _is_trustable_module), default=[]),
     },
     default={},
 )

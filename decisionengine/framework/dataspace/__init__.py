@@ -9,5 +9,10 @@ Public API (the HEPCloud Decision Engine's, module by module):
 * :mod:`.datasources.sqlalchemy_ds` -- ``SQLAlchemyDS`` (SQLite and PostgreSQL);
 * :mod:`.maintain` -- the ``Reaper``.
 
+Payloads are read as data, never code: :mod:`.unpickling` unpickles every payload through
+the allow-list of :mod:`.allowlist` (plus ``dataspace.trusted_modules``), with the checks of
+:mod:`.checked_globals`; a refusal is an ``UntrustedPayloadError`` (also exported by
+:mod:`.dataspace`, beside the reference's exceptions).
+
 This package imports nothing from the rest of the framework.
 """

@@ -8,6 +8,9 @@ Decision Engine wrote them) and new data (zstandard) live side by side in one ta
 The interface is deliberately small (``encode``/``decode``/``recognizes``), in the
 spirit of APScheduler's job stores and executors: adding a codec is one class and
 one ``register`` call.
+
+Codecs only compress: :func:`decode` unpickles through the allow-list of
+:mod:`~decisionengine.framework.dataspace.unpickling`, whichever codec wrote the bytes.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 import zstandard
+
+from decisionengine.framework.dataspace import unpickling
 
 PICKLE_PROTOCOL = pickle.HIGHEST_PROTOCOL
 
@@ -138,8 +143,10 @@ def encode(obj: Any, codec: str = DEFAULT_CODEC) -> bytes:
     return get(codec).encode(pickle_bytes(obj))
 
 
-def decode(blob: bytes) -> Any:
-    """Unpickle ``blob``, whichever registered codec wrote it."""
+def decode(blob: bytes, policy: unpickling.UnpicklePolicy = unpickling.DEFAULT_POLICY) -> Any:
+    """Unpickle ``blob``, whichever registered codec wrote it, admitting only the globals
+    ``policy`` allows (:class:`~decisionengine.framework.dataspace.errors.UntrustedPayloadError`
+    for any other: a payload from the database is data, never code)."""
     blob = bytes(blob)
     codec = identify(blob)
     if codec.name == ZlibCodec.name:
@@ -147,6 +154,6 @@ def decode(blob: bytes) -> Any:
         try:
             raw = codec.decode(blob)
         except zlib.error:
-            return pickle.loads(blob)
-        return pickle.loads(raw)
-    return pickle.loads(codec.decode(blob))
+            return unpickling.loads(blob, policy)
+        return unpickling.loads(raw, policy)
+    return unpickling.loads(codec.decode(blob), policy)

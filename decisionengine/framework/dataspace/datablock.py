@@ -52,7 +52,12 @@ def zloads(zbytes: bytes) -> Any:
     :param zbytes: compressed bytes
     :returns: returns python object
 
-    Accepts every self-identifying codec (zstandard, zlib) and plain pickles.
+    Accepts every self-identifying codec (zstandard, zlib) and plain pickles.  Unpickles
+    through the built-in allow-list of data types (builtins, the standard library's data
+    types, numpy, pandas): anything else raises
+    :class:`~decisionengine.framework.dataspace.errors.UntrustedPayloadError` (also a
+    ``pickle.UnpicklingError``) and none of its code runs.  To read classes of your own,
+    use ``codecs.decode(zbytes, UnpicklePolicy(trusted_modules=[...]))``.
     """
     return codecs.decode(zbytes)
 

@@ -18,6 +18,8 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from decisionengine.framework.dataspace.unpickling import DEFAULT_POLICY, UnpicklePolicy
+
 TaskManagerRef = int | str
 #: ``keys`` argument of :meth:`DataSource.get_latest_generation` asking for every product
 ALL_PRODUCTS = None
@@ -73,6 +75,10 @@ class DataSource(abc.ABC):
     metadata_table = "metadata"
     #: Name of the taskmanager table
     taskmanager_table = "taskmanager"
+    #: How this data source unpickles payloads: the built-in allow-list of data types, plus
+    #: the classes of ``dataspace.trusted_modules`` when a DataSpace built it from a global
+    #: configuration (a data source built on its own trusts no module)
+    payload_policy: UnpicklePolicy = DEFAULT_POLICY
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         self.config = config

@@ -7,6 +7,10 @@ The data source is named in the global configuration::
 and imported by name, so a configuration written for the HEPCloud Decision Engine
 (``decisionengine.framework.dataspace.datasources.sqlalchemy_ds`` / ``SQLAlchemyDS``)
 selects the SQL data source of this package.
+
+Payloads are unpickled through an allow-list of data types; ``dataspace.trusted_modules``
+(a list of module names) adds the classes of those modules, for channels that store
+instances of their own classes (see :mod:`.unpickling`).
 """
 
 from __future__ import annotations
@@ -25,21 +29,46 @@ from decisionengine.framework.dataspace.datasource import (
     TaskManagerRef,
 )
 from decisionengine.framework.dataspace.errors import (
+    CorruptPayloadError,
     DataSpaceConfigurationError,
     DataSpaceConnectionError,
     DataSpaceError,
     DataSpaceExistsError,
+    UntrustedPayloadError,
 )
+from decisionengine.framework.dataspace.unpickling import UnpicklePolicy
 
 __all__ = [
     "ALL_PRODUCTS",
+    "CorruptPayloadError",
     "DataSpace",
     "DataSpaceConfigurationError",
     "DataSpaceConnectionError",
     "DataSpaceError",
     "DataSpaceExistsError",
     "LatestGeneration",
+    "UntrustedPayloadError",
 ]
+
+
+def payload_policy_from_config(config: Any) -> UnpicklePolicy:
+    """The allow-list a global configuration asks for: the built-in one, plus the classes of
+    ``dataspace.trusted_modules`` (each entry: that module and its submodules)."""
+    dataspace_config = config.get("dataspace") if isinstance(config, Mapping) else None
+    trusted = dataspace_config.get("trusted_modules", []) if isinstance(dataspace_config, Mapping) else []
+    if trusted is None:
+        trusted = []
+    if not isinstance(trusted, list | tuple):
+        raise DataSpaceConfigurationError(
+            f"Invalid dataspace configuration: dataspace.trusted_modules must be a list of module names, "
+            f"not {trusted!r}"
+        )
+    try:
+        return UnpicklePolicy(trusted)
+    except ValueError as exc:
+        raise DataSpaceConfigurationError(
+            f"Invalid dataspace configuration: dataspace.trusted_modules: {exc}"
+        ) from None
 
 
 def datasource_from_config(config: Any) -> DataSource:
@@ -81,7 +110,9 @@ class DataSpace:
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         self.config = config
+        policy = payload_policy_from_config(config)
         self.datasource = datasource_from_config(config)
+        self.datasource.payload_policy = policy
         self.create()
 
     def __str__(self) -> str:

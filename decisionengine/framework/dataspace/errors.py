@@ -5,6 +5,10 @@ data sources, the Reaper) can raise them without importing the DataSpace facade;
 ``decisionengine.framework.dataspace.dataspace`` re-exports them under their public path.
 """
 
+from __future__ import annotations
+
+import pickle
+
 
 class DataSpaceError(Exception):
     """Errors related to database access"""
@@ -28,3 +32,28 @@ class CorruptPayloadError(DataSpaceError):
     The message names the task manager, generation and key so that an operator knows
     exactly which product is damaged.
     """
+
+
+class UntrustedPayloadError(DataSpaceError, pickle.UnpicklingError):
+    """A stored product refers to a class or function that payloads may not use.
+
+    Payloads are unpickled through an allow-list of data types (see
+    :mod:`~decisionengine.framework.dataspace.unpickling`); anything else is refused
+    before it is imported, so none of the payload's code runs.  ``refused`` is the
+    ``module.name`` the payload asked for; ``where`` names the product (channel,
+    generation, key) when the reader knows it.  Also a ``pickle.UnpicklingError``, for
+    callers of ``zloads`` that catch that.
+    """
+
+    def __init__(self, refused: str, where: str | None = None) -> None:
+        self.refused = refused
+        self.where = where
+        super().__init__(
+            f"{where or 'the payload'} refers to {refused}, which stored data may not use: payloads are read "
+            "through an allow-list of data types (builtins, the standard library's data types, numpy, pandas). "
+            "If it is a class of a module you trust, list that module in dataspace.trusted_modules "
+            "of the global configuration"
+        )
+
+    def __reduce__(self) -> tuple[type[UntrustedPayloadError], tuple[str, str | None]]:
+        return type(self), (self.refused, self.where)

@@ -66,6 +66,7 @@ from decisionengine.framework.dataspace.errors import (
     DataSpaceConfigurationError,
     DataSpaceError,
     DataSpaceExistsError,
+    UntrustedPayloadError,
 )
 from decisionengine.framework.dataspace.ownership import ChannelLock
 
@@ -589,7 +590,12 @@ class SQLAlchemyDS(DataSource):
 
     def _decode(self, seq: int, generation_id: int, key: str, data: bytes) -> Any:
         try:
-            return codecs.decode(data)
+            return codecs.decode(data, self.payload_policy)
+        except UntrustedPayloadError as exc:
+            # not damaged: refused (nothing of it ran); the operator needs to know which product
+            name, tm_id = self._taskmanagers.get(seq, ("?", "?"))
+            where = f"product {key!r} of generation {generation_id} of channel {name!r} (task manager {tm_id})"
+            raise UntrustedPayloadError(exc.refused, where) from None
         except Exception as exc:
             raise CorruptPayloadError(
                 f"product {key!r} of generation {generation_id} of {self._label(seq)} "
