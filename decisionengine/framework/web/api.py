@@ -38,6 +38,7 @@ import pandas as pd
 import structlog
 
 from decisionengine import __version__
+from decisionengine.framework.dataspace.errors import DataSpaceError
 from decisionengine.framework.util.times import parse_time
 from decisionengine.framework.web import openapi, presentation, sse
 from decisionengine.framework.web.service import Caller, ControlService, ServiceError
@@ -140,6 +141,10 @@ class Api:
             cherrypy.response.status = status
             if status == 401:
                 cherrypy.response.headers["WWW-Authenticate"] = 'Bearer realm="decisionengine"'
+            return _json({"error": str(exc)})
+        except DataSpaceError as exc:  # stored data that cannot be read (refused payload...): say which
+            self.logger.error("API request failed on stored data", path="/".join(path), error=str(exc))
+            cherrypy.response.status = 500
             return _json({"error": str(exc)})
         except Exception as exc:
             self.logger.exception("API request failed", path="/".join(path))
