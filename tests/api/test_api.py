@@ -71,7 +71,8 @@ def test_channels(server, openapi):
 def test_one_channel(server, openapi):
     channel = get(server, "/channels/counting", openapi, "/channels/{name}")
     assert channel["name"] == "counting" and channel["generation"] >= 3
-    assert channel["history"] and channel["history"][-1]["outcome"] == "committed"
+    outcomes = [record["outcome"] for record in channel["history"]]
+    assert "committed" in outcomes and outcomes[-1] in ("committed", "running"), outcomes
     assert channel["sources"]["counter"]["deliveries"] >= 3
     assert get(server, "/channels/broken", openapi, "/channels/{name}")["state"] == "ERROR"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
@@ -129,9 +130,16 @@ class DEServer:
         try:
             return self.process.wait(timeout)
         except subprocess.TimeoutExpired:
+            # Ask the stuck server where it is (faulthandler on SIGUSR1), then kill it.
+            self.process.send_signal(signal.SIGUSR1)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(2)
             self.process.kill()
             self.process.wait(10)
-            raise
+            raise TimeoutError(
+                f"de-server did not stop within {timeout} s of SIGTERM; its threads:\n"
+                + self.output.read_text()[-20000:]
+            ) from None
 
     def log(self, name: str = "decision_engine") -> str:
         path = self.root / "logs" / f"{name}.log"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import faulthandler
 import os
 import pathlib
 import shutil
@@ -155,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         signal.signal(signal.SIGTERM, lambda *_: engine.request_stop())
         signal.signal(signal.SIGINT, lambda *_: engine.request_stop())
+        # `kill -USR1 <pid>` writes every thread's stack to stderr: what a stuck server is doing.
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
         service = ControlService(engine, credentials)
         http = HttpServer(service)
         engine.start()

@@ -29,6 +29,7 @@ from decisionengine.framework.dataspace.maintain import Reaper
 from decisionengine.framework.engine import server_metrics
 from decisionengine.framework.engine.errors import ChannelConflict, ChannelNotFound
 from decisionengine.framework.engine.events import EventHub, GenerationListener
+from decisionengine.framework.engine.links import LinkRouter
 from decisionengine.framework.engine.workers import ChannelWorker
 from decisionengine.framework.taskmanager import metrics as channel_metrics
 from decisionengine.framework.taskmanager.states import State
@@ -83,7 +84,7 @@ class DecisionEngine:
         self.stopping = threading.Event()
         self.stopped = threading.Event()
         self._changed = threading.Condition()
-        self.event_queue = self.context.Queue()
+        self.links = LinkRouter(self._on_log, self._on_channel_event)
         self.dataspace = DataSpace(global_config)
         self.reaper = Reaper(global_config, dataspace=self.dataspace)
         self.start_reaper = start_reaper
@@ -118,15 +119,15 @@ class DecisionEngine:
         logger_config = self.global_config.get("logger", {})
         return {
             "global_config": self.global_config,
-            "log_queue": self.log_service.queue if self.log_service else None,
-            "event_queue": self.event_queue,
             "log_level": logger_config.get("global_channel_log_level", "INFO"),
             "metrics_dir": self.metrics_dir,
             "json_logs": bool(self.log_service.json_lines) if self.log_service else False,
         }
 
     def _new_worker(self, config: ChannelConfig) -> ChannelWorker:
-        return ChannelWorker(config, self._launch_args(), self.context, self._notify, self.events.state)
+        return ChannelWorker(
+            config, self._launch_args(), self.context, self._notify, self.events.state, router=self.links
+        )
 
     def _notify(self) -> None:
         self._export_channel_states()
@@ -144,29 +145,25 @@ class DecisionEngine:
             for state in State:
                 channel_metrics.CHANNEL_STATE.labels(name, state.value).set(1 if state is State.ERROR else 0)
 
-    def _pump_events(self) -> None:
-        """Apply what channel processes report (status snapshots, failures, exits)."""
-        while True:
-            try:
-                message = self.event_queue.get()
-            except (EOFError, OSError):
-                return
-            if message is None:
-                return
-            kind, name, payload = message
-            worker = self.workers.get(name)
-            if worker is None:
-                continue
-            if kind == "status":
-                previous = worker.snapshot
-                worker.on_status(payload)
-                self._announce(name, previous, payload)
-            elif kind == "plan":
-                worker.on_plan(payload)
-            elif kind == "failed":
-                worker.on_failed(payload)
-            elif kind == "exited":
-                worker.on_exited(payload)
+    def _on_log(self, record: Any) -> None:
+        if self.log_service is not None:
+            self.log_service.accept(record)
+
+    def _on_channel_event(self, kind: str, name: str, payload: Any) -> None:
+        """Apply what a channel process reports (status snapshots, plan, failure, exit)."""
+        worker = self.workers.get(name)
+        if worker is None:
+            return
+        if kind == "status":
+            previous = worker.snapshot
+            worker.on_status(payload)
+            self._announce(name, previous, payload)
+        elif kind == "plan":
+            worker.on_plan(payload)
+        elif kind == "failed":
+            worker.on_failed(payload)
+        elif kind == "exited":
+            worker.on_exited(payload)
 
     def _announce(self, channel: str, previous: dict[str, Any], current: dict[str, Any]) -> None:
         """Publish a generation a channel reports committed (the SQLite commit hook; on PostgreSQL
@@ -189,7 +186,7 @@ class DecisionEngine:
     def start(self) -> None:
         """Start everything and return at once: channels boot in their own processes."""
         server_metrics.SERVER_UP.set(1)
-        threading.Thread(target=self._pump_events, name="channel-events", daemon=True).start()
+        self.links.start()
         for worker in self.workers.values():  # spawning returns at once; channels boot in parallel
             worker.start()
         self.listener = GenerationListener(self.dataspace, self.events)
@@ -219,8 +216,7 @@ class DecisionEngine:
         self.events.close()  # ends the event streams, so the web server can stop
         if self.listener is not None:
             self.listener.stop()
-        with contextlib.suppress(Exception):
-            self.event_queue.put(None)
+        self.links.stop()
         self.dataspace.close()
         self.logger.info("decision engine stopped")
         self.stopped.set()

@@ -1,24 +1,24 @@
 """The entry point of a channel's own process.
 
-The server starts one process per channel (``multiprocessing`` "spawn": a fresh
-interpreter, nothing inherited but what is passed here), so that a module that raises,
+The server starts one process per channel (forked from a fork server that has imported
+the framework; nothing of the server is inherited but what is passed here), so that a module that raises,
 hangs or kills its interpreter takes down only its channel.  The process:
 
-* sends its log lines to the server's log queue, stamped with the channel name;
+* sends its log lines and events to the server over a pipe of its own (:mod:`.links`),
+  log lines stamped with the channel name;
 * writes its metrics to the server's prometheus multiprocess directory;
 * validates the channel (imports its modules, builds them once, checks the product
   graph): module code runs here, never in the server, so a slow or broken module cannot
   hold up the server or the other channels; the result (or the reason it is invalid) is
   reported to the server;
 * opens its own DataSpace connection pool;
-* runs the channel's TaskManager, reporting status snapshots on the event queue;
+* runs the channel's TaskManager, reporting status snapshots over the same pipe;
 * obeys commands from the server (stop, log level) and SIGTERM/SIGINT (stop cleanly:
   the generation in progress finishes or is rolled back, publishers are shut down).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import sys
@@ -36,17 +36,11 @@ class ChannelLaunch:
 
     config: Any  # ChannelConfig: the channel file, read but not validated
     global_config: dict[str, Any]
-    log_queue: Any
-    event_queue: Any
+    link: Any  # the writing end of this process's own pipe to the server (see links)
     command_queue: Any
     log_level: str
     metrics_dir: str | None
     json_logs: bool = False
-
-
-def _send(queue: Any, *message: Any) -> None:
-    with contextlib.suppress(Exception):
-        queue.put(message)
 
 
 def main(launch: ChannelLaunch) -> None:
@@ -58,17 +52,19 @@ def main(launch: ChannelLaunch) -> None:
     from decisionengine.framework.config.validation import validate_channel  # noqa: PLC0415
     from decisionengine.framework.dataspace.dataspace import DataSpace  # noqa: PLC0415
     from decisionengine.framework.engine import logs  # noqa: PLC0415
+    from decisionengine.framework.engine.links import LinkSender, log_queue  # noqa: PLC0415
     from decisionengine.framework.taskmanager.settings import TaskManagerSettings  # noqa: PLC0415
     from decisionengine.framework.taskmanager.states import State  # noqa: PLC0415
     from decisionengine.framework.taskmanager.TaskManager import TaskManager  # noqa: PLC0415
 
-    logs.attach_to_queue(launch.log_queue, launch.log_level, channel=name, json_lines=launch.json_logs)
+    sender = LinkSender(launch.link)
+    logs.attach_to_queue(log_queue(sender), launch.log_level, channel=name, json_lines=launch.json_logs)
     import structlog  # noqa: PLC0415
 
     logger = structlog.get_logger("decisionengine").bind(module="channel_process", channel=name)
 
     def report(snapshot: dict[str, Any]) -> None:
-        _send(launch.event_queue, "status", name, snapshot)
+        sender.event("status", name, snapshot)
 
     taskmanager: TaskManager | None = None
     stop_requested = threading.Event()
@@ -102,11 +98,11 @@ def main(launch: ChannelLaunch) -> None:
     except Exception as exc:
         reason = f"invalid configuration: {exc}"
         logger.error("channel configuration is invalid; the channel will not run", reason=reason)
-        _send(launch.event_queue, "failed", name, reason)
-        _send(launch.event_queue, "exited", name, State.ERROR.value)
-        logging_shutdown()
+        sender.event("failed", name, reason)
+        sender.event("exited", name, State.ERROR.value)
+        finish(sender)
         sys.exit(EXIT_ERROR)
-    _send(launch.event_queue, "plan", name, describe_plan(plan))
+    sender.event("plan", name, describe_plan(plan))
     try:
         dataspace = DataSpace(launch.global_config)
         taskmanager = TaskManager(plan, dataspace, reporter=report, settings=settings)
@@ -116,18 +112,19 @@ def main(launch: ChannelLaunch) -> None:
         dataspace.close()
     except Exception as exc:
         logger.exception("channel process failed", error=f"{type(exc).__name__}: {exc}")
-        _send(launch.event_queue, "failed", name, f"{type(exc).__name__}: {exc}")
+        sender.event("failed", name, f"{type(exc).__name__}: {exc}")
         final = None
-    _send(launch.event_queue, "exited", name, final.value if final is not None else State.ERROR.value)
-    logging_shutdown()
+    sender.event("exited", name, final.value if final is not None else State.ERROR.value)
+    finish(sender)
     sys.exit(EXIT_OK if final is State.SHUTDOWN else EXIT_ERROR)
 
 
-def logging_shutdown() -> None:
-    """Flush the queue handler so the server receives the last lines before we exit."""
+def finish(sender: Any) -> None:
+    """Flush logging and the link, so the server gets the last lines and events before we exit."""
     import logging  # noqa: PLC0415
 
     logging.shutdown()
+    sender.close()
 
 
 def describe_plan(plan: Any) -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """Logging for the server and its channel processes: structlog, one writer, rotated files.
 
 Every process (the server and each channel) renders its log lines itself, with
-structlog, and puts the finished lines on one multiprocessing queue.  A single listener
-thread in the server takes them off and writes them: channel lines to
+structlog.  The server's lines go on an in-process queue; a channel's lines travel over
+its own pipe to the server (:mod:`.links`), which puts them on the same queue.  A single
+listener thread in the server takes them off and writes them: channel lines to
 ``<log dir>/<channel>.log``, everything else to the server's ``log_file``.  Since only
 one thread writes each file, lines from different processes never interleave or split,
 and rotation (by size or by time) happens in one place.
@@ -18,8 +19,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import logging.handlers
-import multiprocessing
 import pathlib
+import queue
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -224,15 +225,22 @@ class _Writer(logging.Handler):
 
 
 class LogService:
-    """The server side: a queue every process logs to, and the one thread writing files."""
+    """The server side: one in-process queue for every line, and the one thread writing files.
+
+    The server's own threads log into the queue directly; channel processes' lines arrive
+    over their links (:mod:`.links`) and are put on the same queue by :meth:`accept`.
+    """
 
     def __init__(self, settings: Mapping[str, Any], context: Any = None) -> None:
-        ctx = context or multiprocessing.get_context("spawn")
         self.settings = dict(settings)
-        self.queue = ctx.Queue()
+        self.queue: queue.Queue[logging.LogRecord] = queue.Queue()
         self.writer = _Writer(self.settings)
         self.listener = logging.handlers.QueueListener(self.queue, self.writer, respect_handler_level=False)
         self.json_lines = str(self.settings.get("format", "text")).lower() == "json"
+
+    def accept(self, record: logging.LogRecord) -> None:
+        """A line from a channel process (already rendered there)."""
+        self.queue.put_nowait(record)
 
     def start(self) -> None:
         self.listener.start()
@@ -249,6 +257,3 @@ class LogService:
         with contextlib.suppress(Exception):
             self.listener.stop()
         self.writer.close()
-        with contextlib.suppress(Exception):
-            self.queue.close()
-            self.queue.join_thread()

@@ -47,6 +47,7 @@ class ChannelWorker:
         context: Any,
         notify: Notify,
         on_state: StateListener | None = None,
+        router: Any = None,
     ) -> None:
         self.config = config
         self.on_state = on_state
@@ -55,6 +56,8 @@ class ChannelWorker:
         self.launch_args = launch_args
         self.context = context
         self.notify = notify
+        #: reads the pipe each channel process writes its log lines and events to
+        self.router = router
         self.logger = structlog.get_logger("decisionengine").bind(module="workers", channel=self.name)
         self.process: Any = None
         self.command_queue: Any = None
@@ -114,8 +117,10 @@ class ChannelWorker:
             self.command_queue = self.context.Queue()
             self._exited = threading.Event()
             self._ended = threading.Event()
+            reader, writer = self.context.Pipe(duplex=False)
             launch = ChannelLaunch(
                 config=self.config,
+                link=writer,
                 command_queue=self.command_queue,
                 log_level=self.log_level,
                 **{k: v for k, v in self.launch_args.items() if k != "log_level"},
@@ -130,7 +135,10 @@ class ChannelWorker:
                     "generation": self.snapshot.get("generation"),
                 }
             )
+            if self.router is not None:
+                self.router.add(self.name, reader)
             self.process.start()
+            writer.close()  # the child has its copy: the pipe ends when the child does
             self.snapshot["pid"] = self.process.pid
         self.logger.info("channel process started", pid=self.process.pid)
         self.notify()
