@@ -20,8 +20,10 @@ SCRIPT = textwrap.dedent(
 
     engine = types.SimpleNamespace(stopping=threading.Event())
     signal.signal(signal.SIGTERM, lambda *_: engine.stopping.set())
-    other = threading.Thread(target=lambda: (time.sleep(0.5), signal.pthread_kill(threading.get_ident(), signal.SIGTERM)))
-    other.start()
+    def signal_this_thread():
+        time.sleep(0.5)
+        signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+    threading.Thread(target=signal_this_thread).start()
     started = time.monotonic()
     DecisionEngine.wait(engine)  # the server's main thread waits here
     print(f"{time.monotonic() - started:.2f}")
