@@ -199,8 +199,15 @@ class DecisionEngine:
         )
 
     def wait(self) -> None:
-        """Block until :meth:`request_stop` (SIGTERM, SIGINT or the ``stop`` method)."""
-        self.stopping.wait()
+        """Block until :meth:`request_stop` (SIGTERM, SIGINT or the ``stop`` method).
+
+        Waits in short steps: Python runs signal handlers only in the main thread, between
+        bytecodes, and a signal the kernel delivers to another thread does not interrupt
+        the main thread's lock wait.  A wait without a timeout could therefore sleep
+        through SIGTERM for ever; this one sees it within a quarter of a second.
+        """
+        while not self.stopping.wait(0.25):
+            pass
 
     def request_stop(self) -> None:
         self.stopping.set()
