@@ -23,6 +23,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from decisionengine.framework.dataspace.errors import DataSpaceConnectionError
+
 
 def lock_key(name: str) -> int:
     """A stable signed 64-bit key for a channel name."""
@@ -56,12 +58,14 @@ class PostgresAdvisoryLock(ChannelLock):
         return self.conn
 
     def acquire(self) -> bool:
+        """True when taken; False when another session holds it; DataSpaceConnectionError
+        when the database cannot be reached (nobody can say who owns the channel then)."""
         try:
             conn = self._connection()
             return bool(conn.execute(sa.select(sa.func.pg_try_advisory_lock(self.key))).scalar())
-        except sa.exc.DBAPIError:
+        except sa.exc.DBAPIError as exc:
             self._drop()
-            return False
+            raise DataSpaceConnectionError(f"cannot reach the database to take the channel lock: {exc.orig}") from exc
 
     def held(self) -> bool:
         if self.conn is None:
