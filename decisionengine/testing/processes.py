@@ -79,3 +79,14 @@ def cmdline(pid: int) -> str:
         return pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
+
+
+def guarded_sleep(seconds: float) -> None:
+    """A process target that does what every process the server forks does first (die with
+    its parents), then sleeps."""
+    import time  # noqa: PLC0415
+
+    from decisionengine.framework.engine import supervision  # noqa: PLC0415
+
+    supervision.guard_forked_child()
+    time.sleep(seconds)

@@ -126,9 +126,10 @@ def guard_fork_server() -> bool | None:
     parent known: nothing is armed here, and its children still watch de-server's pipe).
     """
     global fork_server_pid
-    parent = os.environ.pop(PARENT_ENV, None)
-    if parent is None or not parent.isdigit() or int(parent) == os.getpid():
+    parent = os.environ.get(PARENT_ENV, "")
+    if not parent.isdigit() or int(parent) == os.getpid():  # not a fork server, or de-server itself
         return None
+    del os.environ[PARENT_ENV]  # the processes it forks have nothing to do with it
     fork_server_pid = os.getpid()
     return die_with_parent(int(parent))
 
