@@ -121,3 +121,8 @@ def test_a_process_that_is_not_a_fork_server_ignores_the_guard(monkeypatch):
     assert supervision.guard_fork_server() is None
     assert os.environ[supervision.PARENT_ENV] == str(os.getpid())
     assert supervision.fork_server_pid is None
+
+
+def test_outside_a_guarded_fork_server_only_the_pipe_watches():
+    assert supervision.fork_server_pid is None  # the test process is no fork server's child
+    assert supervision.guard_forked_child() is None  # nothing armed: its parent may be any thread

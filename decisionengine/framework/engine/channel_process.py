@@ -67,7 +67,7 @@ def main(launch: ChannelLaunch) -> None:
     import structlog  # noqa: PLC0415
 
     logger = structlog.get_logger("decisionengine").bind(module="channel_process", channel=name)
-    if not parent_death_armed:
+    if parent_death_armed is False:
         logger.warning(
             "prctl(PR_SET_PDEATHSIG) is unavailable: if the server is killed, this channel process "
             "ends only when it sees the server's pipe close"

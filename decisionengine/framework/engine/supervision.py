@@ -24,7 +24,9 @@ wait in standby for ever.  So, in layers:
    * the setting is cleared by ``fork()``: every child of the fork server sets its own
      (:func:`guard_forked_child`);
    * the parent may die before the child has set it: the child then checks that its parent
-     is still the one it expects (``getppid()``) and, if not, kills itself.
+     is still the one it expects (``getppid()``) and, if not, kills itself.  (A child whose
+     parent *thread* ended first is re-parented to another thread of the same process, which
+     ``getppid()`` cannot show: one more reason the fork server's parent thread never ends.)
 
 2. **A pipe** (any POSIX system): every process forked for de-server watches
    ``multiprocessing.parent_process().sentinel``, a pipe whose only writer is de-server
@@ -134,13 +136,16 @@ def guard_fork_server() -> bool | None:
     return die_with_parent(int(parent))
 
 
-def guard_forked_child() -> bool:
-    """Run first in every process the fork server forks: die with the fork server and with de-server.
+def guard_forked_child() -> bool | None:
+    """Run first in every process forked for de-server: die with the fork server and with de-server.
 
-    Returns whether the kernel's parent-death signal is armed (False: only the pipe
-    watches; the caller logs it).
+    The kernel's signal is armed only under a fork server that :func:`guard_fork_server`
+    guarded: that parent is single-threaded and dies with de-server.  Under any other
+    parent (another start method, whose parent may be a thread that ends early) only the
+    pipe watches.  Returns whether the signal is armed: True, False where ``prctl`` is
+    missing (the caller logs it), None where it does not apply.
     """
-    armed = die_with_parent(fork_server_pid)
+    armed = die_with_parent(fork_server_pid) if fork_server_pid is not None else None
     parent = multiprocessing.parent_process()  # de-server, the process that asked for this one
     if parent is not None and parent.sentinel is not None:
         kill_self_when_closed(parent.sentinel)
