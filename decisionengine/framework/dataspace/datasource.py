@@ -315,6 +315,14 @@ class DataSource(abc.ABC):
 
         return ChannelLock()
 
+    def clear_stale_channel_locks(self) -> list[str]:
+        """Remove what dead owners of channel locks left (SQLite lock files); what was removed.
+
+        Nothing for a data source whose locks end with their holder (PostgreSQL's advisory
+        locks end with its connection) or that has none.
+        """
+        return []
+
     def reap(
         self,
         cutoff: float,

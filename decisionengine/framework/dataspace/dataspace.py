@@ -261,6 +261,11 @@ class DataSpace:
         """The lock making this process the one owner of channel ``name`` (see ``ownership``)."""
         return self.datasource.channel_lock(name)
 
+    def clear_stale_channel_locks(self) -> list[str]:
+        """Remove the channel locks that dead processes left (SQLite lock files nobody holds;
+        never a live owner's); the paths removed.  A server calls it before its channels start."""
+        return self.datasource.clear_stale_channel_locks()
+
     # -- maintenance ---------------------------------------------------------------------------
 
     def reap(self, cutoff: float, batch_size: int = 100, **kwargs: Any) -> ReapReport:

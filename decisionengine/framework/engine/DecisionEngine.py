@@ -36,6 +36,7 @@ from decisionengine.framework.taskmanager.states import State
 
 #: imported once by the fork server, shared (copy-on-write) by every channel process
 PRELOAD = [
+    "decisionengine.framework.engine.forkserver_guard",  # first: dies with de-server (supervision)
     "decisionengine.framework.engine.channel_process",
     "decisionengine.framework.config.validation",
     "decisionengine.framework.taskmanager.TaskManager",
@@ -53,6 +54,8 @@ def channel_context() -> Any:
     channel therefore starts without re-importing everything, and its memory pages for
     those libraries are shared with the other channels.  Unlike forking the server itself,
     nothing of the server's threads, locks or connections leaks into a channel.
+
+    The fork server and everything it forks die with de-server (:mod:`.supervision`).
     """
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(PRELOAD)

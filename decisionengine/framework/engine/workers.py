@@ -23,6 +23,7 @@ from typing import Any
 
 import structlog
 
+from decisionengine.framework.engine import supervision
 from decisionengine.framework.engine.channel_process import ChannelLaunch, main
 from decisionengine.framework.taskmanager.states import FINISHED, State
 from decisionengine.framework.util import metrics
@@ -114,6 +115,8 @@ class ChannelWorker:
             if self.started_at is not None:
                 self.restarts += 1
             self.started_at = time.time()
+            if self.context.get_start_method() == "forkserver":
+                supervision.ensure_fork_server()  # from a thread that lives as long as the server
             self.command_queue = self.context.Queue()
             self._exited = threading.Event()
             self._ended = threading.Event()

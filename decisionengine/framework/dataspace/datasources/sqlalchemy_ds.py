@@ -378,6 +378,10 @@ class SQLAlchemyDS(DataSource):
         """An advisory lock (PostgreSQL) or a lock file (SQLite) owning channel ``name``."""
         return ownership.channel_lock(self.engine, name)
 
+    def clear_stale_channel_locks(self) -> list[str]:
+        """The lock files next to the SQLite database that no live process holds, removed."""
+        return ownership.clear_stale_locks(self.engine)
+
     # -- writing -------------------------------------------------------------------------------
 
     def _prepare(self, products: Mapping[str, tuple[Any, Any, Any]]) -> list[_Prepared]:
