@@ -108,7 +108,7 @@ def main(launch: ChannelLaunch) -> None:
     except Exception as exc:
         reason = f"invalid configuration: {exc}"
         logger.error("channel configuration is invalid; the channel will not run", reason=reason)
-        sender.event("failed", name, reason)
+        sender.event("invalid", name, reason)
         sender.event("exited", name, State.ERROR.value)
         finish(sender)
         sys.exit(EXIT_ERROR)
