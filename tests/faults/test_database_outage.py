@@ -1,16 +1,19 @@
 """PostgreSQL stops under a running server and starts again: nobody has to do anything.
 
 The channels keep their state and keep acquiring, say since when the database is away,
-and commit again within 5 s of its return; the API and the event listener recover too.
+and commit again within 5 s of its return; the API, the event listener, the event streams
+and the Reaper recover too.
 Every committed generation is whole and numbered once; no publisher acted on a generation
 that was not committed.
 """
 
+import json
 import time
 
 import pytest
 
 from decisionengine.testing.waiting import eventually
+from tests.api.test_events import drain, listen
 from tests.conftest import new_pg_server
 from tests.engine.server import DEServer
 from tests.faults.integrity import assert_whole
@@ -40,6 +43,7 @@ def test_a_database_outage_heals_itself(tmp_path, database):
     try:
         for name in channels:
             server.wait_for_generation(name, 2, 60)
+        stream = listen(f"{server.url}/api/v1/events?channel=alpha")
         database.stop("fast")
         down = server.wait_for(
             lambda s: all(c.get("database_unreachable_since") for c in s["channels"]),
@@ -61,7 +65,18 @@ def test_a_database_outage_heals_itself(tmp_path, database):
             30,
             what="sources acquiring during the outage",
         )
+        # a Reaper pass during the outage fails, and is tried again soon (not in a day)
+        rpc = server.rpc()
+        rpc.reaper_stop()
+        assert rpc.reaper_start(0).startswith("reaper started")
+        reaper = eventually(
+            lambda: (r := json.loads(rpc.reaper_status("json")))["state"] == "ERROR" and r,
+            30,
+            what="a Reaper pass failing on the outage",
+        )
+        assert "cannot reach" in reaper["last_error"] and reaper["next_run"] - time.time() < 5, reaper
         time.sleep(3)  # an outage of some length: the channels keep retrying meanwhile
+        drain(stream)
 
         database.start()
         back = time.monotonic()
@@ -74,6 +89,16 @@ def test_a_database_outage_heals_itself(tmp_path, database):
         status = server.status()
         assert all(c["database_unreachable_since"] is None and not c["last_error"] for c in status["channels"])
         assert request(server, "GET", "/api/v1/channels/alpha/products")[0] == 200  # the API reads again
+        # the open event stream goes on, the listener listens again, the Reaper passes again
+        event = stream.get(timeout=10)[1]
+        while event.name != "generation":  # state changes may come first
+            event = stream.get(timeout=10)[1]
+        assert event.json()["generation"] > before["alpha"], event
+        eventually(lambda: "generation listener listening again" in server.log(), 30, what="the listener back")
+        reaper = eventually(
+            lambda: (r := json.loads(rpc.reaper_status("json")))["runs"] >= 1 and r, 30, what="a Reaper pass"
+        )
+        assert reaper["state"] == "STEADY" and reaper["last_error"] is None, reaper
         for name in channels:
             server.wait_for_generation(name, before[name] + 3, 30)
     finally:
