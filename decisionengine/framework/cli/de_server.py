@@ -31,6 +31,7 @@ from decisionengine.framework.cli.common import (
     say,
 )
 from decisionengine.framework.engine import leftovers, supervision
+from decisionengine.framework.util.logger import get_logger
 from decisionengine.framework.web.credentials import Credentials, CredentialsError
 
 
@@ -136,8 +137,6 @@ def main(argv: list[str] | None = None) -> int:
     metrics_dir = leftovers.new_metrics_directory()
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
 
-    import structlog  # noqa: PLC0415
-
     from decisionengine.framework.engine.DecisionEngine import DecisionEngine, channel_context  # noqa: PLC0415
     from decisionengine.framework.engine.logs import LogService  # noqa: PLC0415
     from decisionengine.framework.web.server import HttpServer  # noqa: PLC0415
@@ -146,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     context = channel_context()
     log_service = LogService(config.get("logger", {}), context)
     log_service.start()
-    logger = structlog.get_logger("decisionengine").bind(module="de-server")
+    logger = get_logger().bind(module="de-server")
     for warning in paths.warnings:
         logger.warning("global configuration", warning=warning)
     if dead_server is not None:

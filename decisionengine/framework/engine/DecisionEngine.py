@@ -20,8 +20,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import structlog
-
 from decisionengine.framework.config.channel_file import ChannelConfig, read_channel_file
 from decisionengine.framework.config.channels import ChannelFailure, read_channels
 from decisionengine.framework.dataspace.dataspace import DataSpace
@@ -34,6 +32,7 @@ from decisionengine.framework.engine.restarts import RestartPolicy
 from decisionengine.framework.engine.workers import ChannelWorker
 from decisionengine.framework.taskmanager import metrics as channel_metrics
 from decisionengine.framework.taskmanager.states import State
+from decisionengine.framework.util.logger import get_logger
 
 #: imported once by the fork server, shared (copy-on-write) by every channel process
 PRELOAD = [
@@ -77,7 +76,7 @@ class DecisionEngine:
         context: Any = None,
         start_reaper: bool = True,
     ) -> None:
-        self.logger = structlog.get_logger("decisionengine").bind(module="DecisionEngine")
+        self.logger = get_logger().bind(module="DecisionEngine")
         self.global_config = global_config
         self.config_path = config_path
         self.channel_dir = channel_dir

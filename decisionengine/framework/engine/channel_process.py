@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from decisionengine.framework.engine import supervision
+from decisionengine.framework.util.logger import get_logger
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -64,9 +65,8 @@ def main(launch: ChannelLaunch) -> None:
 
     sender = LinkSender(launch.link)
     logs.attach_to_queue(log_queue(sender), launch.log_level, channel=name, json_lines=launch.json_logs)
-    import structlog  # noqa: PLC0415
 
-    logger = structlog.get_logger("decisionengine").bind(module="channel_process", channel=name)
+    logger = get_logger().bind(module="channel_process", channel=name)
     if parent_death_armed is False:
         logger.warning(
             "prctl(PR_SET_PDEATHSIG) is unavailable: if the server is killed, this channel process "

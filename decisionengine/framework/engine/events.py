@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import structlog
+from decisionengine.framework.util.logger import get_logger
 
 CLOSED = object()
 
@@ -163,7 +163,7 @@ class GenerationListener:
     def __init__(self, dataspace: Any, hub: EventHub) -> None:
         self.dataspace = dataspace
         self.hub = hub
-        self.logger = structlog.get_logger("decisionengine").bind(module="events")
+        self.logger = get_logger().bind(module="events")
         self._stop = threading.Event()
         #: set while a database connection listens (every commit from then on is heard)
         self.listening = threading.Event()

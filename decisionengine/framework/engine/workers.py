@@ -22,13 +22,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import structlog
-
 from decisionengine.framework.engine import supervision
 from decisionengine.framework.engine.channel_process import ChannelLaunch, main
 from decisionengine.framework.engine.restarts import RestartPolicy
 from decisionengine.framework.taskmanager.states import FINISHED, State
 from decisionengine.framework.util import metrics
+from decisionengine.framework.util.logger import get_logger
 
 Notify = Callable[[], None]
 #: (channel, state, since): told of every change of a channel's state, whoever made it
@@ -62,7 +61,7 @@ class ChannelWorker:
         self.notify = notify
         #: reads the pipe each channel process writes its log lines and events to
         self.router = router
-        self.logger = structlog.get_logger("decisionengine").bind(module="workers", channel=self.name)
+        self.logger = get_logger().bind(module="workers", channel=self.name)
         self.process: Any = None
         self.command_queue: Any = None
         self.snapshot: dict[str, Any] = {"channel": self.name, "state": State.OFFLINE.value}

@@ -35,10 +35,10 @@ from typing import Any
 
 import cherrypy
 import pandas as pd
-import structlog
 
 from decisionengine import __version__
 from decisionengine.framework.dataspace.errors import DataSpaceError
+from decisionengine.framework.util.logger import get_logger
 from decisionengine.framework.util.times import parse_time
 from decisionengine.framework.web import openapi, presentation, sse
 from decisionengine.framework.web.service import Caller, ControlService, ServiceError
@@ -124,7 +124,7 @@ class Api:
 
     def __init__(self, service: ControlService) -> None:
         self.service = service
-        self.logger = structlog.get_logger("decisionengine").bind(module="api")
+        self.logger = get_logger().bind(module="api")
         self.cache = _PageCache()
 
     # -- plumbing ----------------------------------------------------------------------------

@@ -19,8 +19,8 @@ import pathlib
 from typing import Any
 
 import cherrypy
-import structlog
 
+from decisionengine.framework.util.logger import get_logger
 from decisionengine.framework.web.access import RequestInfo, is_local_address
 from decisionengine.framework.web.api import STATUS_OF, Api, ApiError, check_body_size
 from decisionengine.framework.web.service import Caller, ControlService, ServiceError
@@ -180,7 +180,7 @@ class HttpServer:
         self.threads = int(self.webserver.get("thread_pool", 30))
         self.root = Root(service)
         self.started = False
-        self.logger = structlog.get_logger("decisionengine").bind(module="web")
+        self.logger = get_logger().bind(module="web")
 
     @property
     def tls(self) -> bool:

@@ -18,8 +18,7 @@ import time
 import xmlrpc.client
 from typing import Any
 
-import structlog
-
+from decisionengine.framework.util.logger import get_logger
 from decisionengine.framework.web import presentation
 from decisionengine.framework.web.service import Caller, ControlService, InvalidArgument, ServiceError
 
@@ -177,7 +176,7 @@ class XmlRpcDispatcher:
     def __init__(self, methods: XmlRpcMethods) -> None:
         self.methods = methods
         self.names = set(methods.names())
-        self.logger = structlog.get_logger("decisionengine").bind(module="xmlrpc")
+        self.logger = get_logger().bind(module="xmlrpc")
 
     def handle(self, body: bytes, caller: Caller) -> bytes:
         try:
