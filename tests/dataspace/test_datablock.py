@@ -274,7 +274,9 @@ def test_get_datablock_and_dataproducts(dataspace, block):
     assert dataspace.get_datablock(tm, 2) == {"a": {"gen": 2}, "b": [1, 2]}
     history = block.get_dataproducts("a")
     assert [(p["generation_id"], p["value"]) for p in history] == [(1, {"gen": 1}), (2, {"gen": 2})]
-    assert all(p["taskmanager_id"] == tm and p["key"] == "a" for p in history)
+    # as the reference: taskmanager_id is the sequence id; the UUID is under taskmanager_uuid
+    assert all(p["taskmanager_id"] == block.sequence_id and p["key"] == "a" for p in history)
+    assert all(p["taskmanager_uuid"] == tm for p in history)
     assert len(block.get_dataproducts()) == 4
 
 

@@ -25,7 +25,7 @@ from decisionengine.framework.cli.common import (
 )
 from decisionengine.framework.dataspace.datasource import ReapReport
 from decisionengine.framework.dataspace.dataspace import DataSpaceError
-from decisionengine.framework.dataspace.maintain import Reaper
+from decisionengine.framework.dataspace.maintain import DEFAULT_RETENTION_INTERVAL_DAYS, Reaper
 
 PROG = "de-reaper"
 EPILOG = """The DataSpace is the one de-server uses with the same --config/--state-dir (or
@@ -99,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = config["dataspace"]
     if args.retention_days is not None:
         settings["retention_interval_in_days"] = args.retention_days
+    else:  # --url: no global configuration, so the global configuration's default
+        settings.setdefault("retention_interval_in_days", DEFAULT_RETENTION_INTERVAL_DAYS)
     if args.batch_size is not None:
         settings["reaper_batch_size"] = args.batch_size
     try:

@@ -14,5 +14,6 @@ the allow-list of :mod:`.allowlist` (plus ``dataspace.trusted_modules``), with t
 :mod:`.checked_globals`; a refusal is an ``UntrustedPayloadError`` (also exported by
 :mod:`.dataspace`, beside the reference's exceptions).
 
-This package imports nothing from the rest of the framework.
+This package imports nothing from the rest of the framework but its small helpers
+(``decisionengine.framework.util``: the loggers).
 """

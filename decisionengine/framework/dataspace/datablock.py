@@ -14,18 +14,18 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import operator
 import threading
 import time
 import uuid
 import zlib
 from collections import UserDict
-from collections.abc import Iterator
-from typing import Any
-
-import structlog
+from collections.abc import Iterator, Mapping
+from typing import Any, ClassVar, Self
 
 from decisionengine.framework.dataspace import codecs
 from decisionengine.framework.dataspace.errors import DataSpaceError
+from decisionengine.framework.util.logger import get_logger
 
 STATE_NEW = "NEW"
 STATE_START_BACKUP = "START_BACKUP"
@@ -67,25 +67,46 @@ def compress(obj: Any) -> bytes:
     :param obj: python object
     :return: compressed object
 
-    ``bytes`` are compressed as they are, ``str`` as UTF-8; any other object is pickled first.
+    The reference's text helper: stores ``str(obj)`` encoded as latin-1, zlib level 9
+    (so ``compress(b"x")`` stores the text ``"b'x'"``, and text outside latin-1 raises
+    ``UnicodeEncodeError``, as there).  Not a payload codec: use :func:`zdumps` to keep an
+    object.
     """
-    if isinstance(obj, bytes | bytearray | memoryview):
-        return zlib.compress(bytes(obj), 9)
-    if isinstance(obj, str):
-        return zlib.compress(obj.encode("utf-8"), 9)
-    return zdumps(obj)
+    return zlib.compress(str(obj).encode("latin-1"), 9)
 
 
-def decompress(zbytes: bytes) -> str | bytes:
+def decompress(zbytes: bytes) -> str:
     """Decompress zipped byte stream, convert to string.
     :param zbytes: byte stream
-    :return: uncompressed string (``bytes`` when the content is not UTF-8 text)
+    :return: uncompressed string
+
+    Bytes that are not a zlib stream are taken as they are (the reference accepts text that
+    was never compressed); every byte decodes, as latin-1.
     """
-    raw = zlib.decompress(zbytes)
+    if isinstance(zbytes, str):
+        return zbytes
     try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return raw
+        raw = zlib.decompress(zbytes)
+    except zlib.error:
+        raw = bytes(zbytes)
+    return raw.decode("latin-1")
+
+
+def taskmanager_name_argument(given: str | None, alias: str | None, given_label: str, alias_label: str) -> str:
+    """The task manager name passed to ``store_taskmanager`` under either of its names.
+
+    The reference calls it ``name`` in ``DataSpace.store_taskmanager`` and
+    ``taskmanager_name`` in the data source's and the DataBlock's, so scripts use both
+    keywords; every ``store_taskmanager`` of this package accepts either.
+    """
+    if given is not None and alias is not None and given != alias:
+        raise TypeError(
+            f"store_taskmanager() got two different names: {given_label}={given!r}, {alias_label}={alias!r}"
+        )
+    name = given if given is not None else alias
+    if name is None:
+        raise TypeError(f"store_taskmanager() needs the task manager's name ({given_label} or {alias_label})")
+    return name
 
 
 class InvalidMetadataError(Exception):
@@ -178,6 +199,144 @@ class Metadata(UserDict):
         return self.required_keys.issubset(self.data)
 
 
+class _Row(tuple):
+    """A row as the reference's data source returns it: a tuple in its column order, that
+    also reads by field name (``row[4]``, ``row["create_time"]``, ``row.create_time``).
+
+    ``keys()`` makes ``dict(row)`` give ``{field: value}``, as for the mapping this
+    framework returned before; iteration, ``len`` and ``in`` are the tuple's (values).
+    """
+
+    __slots__ = ()
+    _fields: ClassVar[tuple[str, ...]] = ()
+
+    def __new__(cls, *values: Any) -> Self:
+        if len(values) != len(cls._fields):
+            raise TypeError(f"{cls.__name__} takes {len(cls._fields)} values ({', '.join(cls._fields)})")
+        return super().__new__(cls, values)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for position, field in enumerate(cls._fields):
+            setattr(cls, field, property(operator.itemgetter(position), doc=f"column {position}: {field}"))
+
+    @classmethod
+    def from_fields(cls, **fields: Any) -> Self:
+        return cls(*(fields[name] for name in cls._fields))
+
+    def __getitem__(self, index: Any) -> Any:  # type: ignore[override]
+        if isinstance(index, str):
+            try:
+                index = self._fields.index(index)
+            except ValueError:
+                raise KeyError(index) from None
+        return tuple.__getitem__(self, index)
+
+    def __getnewargs__(self) -> tuple[Any, ...]:
+        return tuple(self)
+
+    def keys(self) -> list[str]:
+        return list(self._fields)
+
+    def values(self) -> list[Any]:
+        return list(self)
+
+    def items(self) -> list[tuple[str, Any]]:
+        return list(zip(self._fields, self, strict=True))
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self[key] if key in self._fields else default
+
+    def _asdict(self) -> dict[str, Any]:
+        return dict(self.items())
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.items())})"
+
+
+class HeaderRow(_Row):
+    """What ``get_header`` of a DataSpace or data source returns: the reference's header row.
+
+    By position: (task manager UUID, sequence id, generation id, key, create_time,
+    expiration_time, scheduled_create_time, creator, schema_id).  By name, ``taskmanager_id``
+    is the task manager's UUID (as in :class:`Header`) and ``sequence_id`` its registry
+    number.  ``DataBlock.get_header`` turns it into a :class:`Header`.
+    """
+
+    __slots__ = ()
+    _fields = (
+        "taskmanager_id",
+        "sequence_id",
+        "generation_id",
+        "key",
+        "create_time",
+        "expiration_time",
+        "scheduled_create_time",
+        "creator",
+        "schema_id",
+    )
+
+
+class MetadataRow(_Row):
+    """What ``get_metadata`` of a DataSpace or data source returns: the reference's metadata row.
+
+    By position: (task manager UUID, sequence id, generation id, key, state,
+    generation_time, missed_update_count); by name as :class:`HeaderRow`.
+    ``DataBlock.get_metadata`` turns it into a :class:`Metadata`.
+    """
+
+    __slots__ = ()
+    _fields = (
+        "taskmanager_id",
+        "sequence_id",
+        "generation_id",
+        "key",
+        "state",
+        "generation_time",
+        "missed_update_count",
+    )
+
+
+def _fields_of(record: Any, row_type: type[_Row]) -> Mapping[str, Any]:
+    """A header or metadata record by field name: a mapping (``Header``, a row of ours) or a
+    plain sequence in the reference's column order (a data source written for the reference)."""
+    if hasattr(record, "keys"):
+        return record
+    values = tuple(record)
+    if len(values) != len(row_type._fields):
+        raise TypeError(f"expected a mapping or a {row_type.__name__} sequence ({', '.join(row_type._fields)})")
+    return dict(zip(row_type._fields, values, strict=True))
+
+
+def header_from_record(record: Any) -> Header:
+    """A :class:`Header` from what a data source's ``get_header`` returned."""
+    if isinstance(record, Header):
+        return record
+    fields = _fields_of(record, HeaderRow)
+    return Header(
+        fields["taskmanager_id"],
+        create_time=fields["create_time"],
+        expiration_time=fields["expiration_time"],
+        scheduled_create_time=fields["scheduled_create_time"],
+        creator=fields["creator"],
+        schema_id=fields.get("schema_id"),
+    )
+
+
+def metadata_from_record(record: Any) -> Metadata:
+    """A :class:`Metadata` from what a data source's ``get_metadata`` returned."""
+    if isinstance(record, Metadata):
+        return record
+    fields = _fields_of(record, MetadataRow)
+    return Metadata(
+        fields["taskmanager_id"],
+        state=fields["state"],
+        generation_id=fields["generation_id"],
+        generation_time=fields["generation_time"],
+        missed_update_count=fields["missed_update_count"],
+    )
+
+
 class ProductRetriever:
     """Fetches one named product from a data block, checking its type.
 
@@ -211,9 +370,11 @@ class DataBlock:
     """Products of one generation of one task manager.
 
     ``dataspace`` is a :class:`~decisionengine.framework.dataspace.dataspace.DataSpace`.
-    Without ``taskmanager_id`` a new task manager id is made; without ``sequence_id`` the
-    task manager is looked up (or registered) under ``name``; without ``generation_id``
-    the block opens the task manager's latest generation (1 when it has none).
+    With ``sequence_id`` alone, the block opens that registered task manager of ``name``
+    (its id is read from the registry, as in the reference); without ``taskmanager_id``
+    or ``sequence_id`` a new task manager id is made; without ``sequence_id`` the task
+    manager is looked up (or registered) under ``name``; without ``generation_id`` the
+    block opens the task manager's latest generation (1 when it has none).
     """
 
     def __init__(
@@ -226,8 +387,10 @@ class DataBlock:
     ) -> None:
         self.dataspace = dataspace
         self.name = name
+        if not taskmanager_id and sequence_id is not None:
+            taskmanager_id = self._registered_id(dataspace, name, sequence_id)
         self.taskmanager_id = str(taskmanager_id) if taskmanager_id else str(uuid.uuid4()).upper()
-        self.logger = structlog.get_logger("decisionengine").bind(module=__name__.split(".")[-1], channel=name)
+        self.logger = get_logger().bind(module=__name__.split(".")[-1], channel=name)
         if sequence_id is None:
             try:
                 sequence_id = dataspace.get_taskmanager(name, self.taskmanager_id)["sequence_id"]
@@ -246,6 +409,14 @@ class DataBlock:
         self.fence: Any = None
         #: a key that names this generation's decision, for publishers to recognise a repeat
         self.idempotency_key: str | None = None
+
+    @staticmethod
+    def _registered_id(dataspace: Any, name: str, sequence_id: int) -> str:
+        """The id of the task manager registered as ``name`` with ``sequence_id`` (KeyError if none)."""
+        for registration in dataspace.get_taskmanagers(name):
+            if registration["sequence_id"] == sequence_id:
+                return str(registration["taskmanager_id"])
+        raise KeyError(f"no task manager named {name!r} with sequence id {sequence_id} in the dataspace")
 
     def __str__(self) -> str:
         return (
@@ -388,14 +559,14 @@ class DataBlock:
         buffered = self._buffered(key)
         if buffered is not None:
             return buffered[1]
-        return self.dataspace.get_header(self.sequence_id, self.generation_id, key)
+        return header_from_record(self.dataspace.get_header(self.sequence_id, self.generation_id, key))
 
     def get_metadata(self, key: str) -> Metadata:
         """Return the metadata associated with the key in the database"""
         buffered = self._buffered(key)
         if buffered is not None:
             return buffered[2]
-        return self.dataspace.get_metadata(self.sequence_id, self.generation_id, key)
+        return metadata_from_record(self.dataspace.get_metadata(self.sequence_id, self.generation_id, key))
 
     def get_dataproducts(self, key: str | None = None) -> list[dict[str, Any]]:
         return self.dataspace.get_dataproducts(self.sequence_id, key)
@@ -408,9 +579,18 @@ class DataBlock:
 
     # -- task manager registry -------------------------------------------------------------
 
-    def store_taskmanager(self, taskmanager_name: str, taskmanager_id: str) -> int:
-        """Persist TaskManager, returns sequence number"""
-        return self.dataspace.store_taskmanager(taskmanager_name, taskmanager_id)
+    def store_taskmanager(
+        self,
+        taskmanager_name: str | None = None,
+        taskmanager_id: str | None = None,
+        datestamp: Any = None,
+        *,
+        name: str | None = None,
+    ) -> int:
+        """Persist TaskManager, returns sequence number (the name as ``taskmanager_name`` or ``name``)"""
+        return self.dataspace.store_taskmanager(
+            taskmanager_name_argument(taskmanager_name, name, "taskmanager_name", "name"), taskmanager_id, datestamp
+        )
 
     def get_taskmanager(self, taskmanager_name: str, taskmanager_id: str | None = None) -> dict[str, Any]:
         """Retrieve TaskManager: a dict with datestamp, sequence_id, name and taskmanager_id."""

@@ -18,6 +18,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from decisionengine.framework.dataspace.datablock import header_from_record, metadata_from_record
 from decisionengine.framework.dataspace.unpickling import DEFAULT_POLICY, UnpicklePolicy
 
 TaskManagerRef = int | str
@@ -96,8 +97,16 @@ class DataSource(abc.ABC):
         """Create database tables"""
 
     @abc.abstractmethod
-    def store_taskmanager(self, taskmanager_name: str, taskmanager_id: str, datestamp: Any = None) -> int:
-        """Store TaskManager; returns its sequence number"""
+    def store_taskmanager(
+        self,
+        taskmanager_name: str | None = None,
+        taskmanager_id: str | None = None,
+        datestamp: Any = None,
+        *,
+        name: str | None = None,
+    ) -> int:
+        """Store TaskManager; returns its sequence number (the name as ``taskmanager_name`` or
+        ``name``; ``datestamp`` a datetime, epoch seconds or ISO-8601 text, default now)"""
 
     @abc.abstractmethod
     def get_taskmanager(self, taskmanager_name: str, taskmanager_id: str | None = None) -> dict[str, Any]:
@@ -139,11 +148,13 @@ class DataSource(abc.ABC):
 
     @abc.abstractmethod
     def get_header(self, taskmanager_id: TaskManagerRef, generation_id: int, key: str) -> Any:
-        """Return the header for the given taskmanager_id, generation_id, key"""
+        """Return the header for the given taskmanager_id, generation_id, key: a
+        :class:`~.datablock.HeaderRow` (the reference's row, also readable by field name)"""
 
     @abc.abstractmethod
     def get_metadata(self, taskmanager_id: TaskManagerRef, generation_id: int, key: str) -> Any:
-        """Return the metadata for the given taskmanager_id, generation_id, key"""
+        """Return the metadata for the given taskmanager_id, generation_id, key: a
+        :class:`~.datablock.MetadataRow` (the reference's row, also readable by field name)"""
 
     @abc.abstractmethod
     def get_dataproduct(self, taskmanager_id: TaskManagerRef, generation_id: int, key: str) -> Any:
@@ -151,7 +162,9 @@ class DataSource(abc.ABC):
 
     @abc.abstractmethod
     def get_dataproducts(self, taskmanager_id: TaskManagerRef, key: str | None = None) -> list[dict[str, Any]]:
-        """Return list of all data products associated with with taskmanager_id"""
+        """Return list of all data products associated with with taskmanager_id: dicts with
+        ``taskmanager_id`` (the sequence id, as in the reference), ``generation_id``, ``key``
+        and ``value``, oldest first; ``[]`` for an unknown task manager"""
 
     @abc.abstractmethod
     def get_datablock(self, taskmanager_id: TaskManagerRef, generation_id: int) -> dict[str, Any]:
@@ -163,7 +176,7 @@ class DataSource(abc.ABC):
 
     @abc.abstractmethod
     def delete_data_older_than(self, days: float) -> ReapReport:
-        """Delete data older that interval"""
+        """Delete data older that interval (``days`` > 0, else ``ValueError``)"""
 
     @abc.abstractmethod
     def get_schema(self, table: str | None = None) -> Any:
@@ -214,10 +227,10 @@ class DataSource(abc.ABC):
         """Set the expiration time of one product (or, with ``key=None``, all of a generation)."""
         keys = [key] if key is not None else self.get_keys(taskmanager_id, generation_id)
         for k in keys:
-            header = self.get_header(taskmanager_id, generation_id, k)
+            header = header_from_record(self.get_header(taskmanager_id, generation_id, k))
             header["expiration_time"] = expiry_time
             value = self.get_dataproduct(taskmanager_id, generation_id, k)
-            metadata = self.get_metadata(taskmanager_id, generation_id, k)
+            metadata = metadata_from_record(self.get_metadata(taskmanager_id, generation_id, k))
             self.update(taskmanager_id, generation_id, k, value, header, metadata)
 
     def get_latest_generation(

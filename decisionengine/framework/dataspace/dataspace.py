@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import Any
 
+from decisionengine.framework.dataspace.datablock import taskmanager_name_argument
 from decisionengine.framework.dataspace.datasource import (
     ALL_PRODUCTS,
     DataSource,
@@ -117,7 +118,8 @@ class DataSpace:
         policy = payload_policy_from_config(config)
         self.datasource = datasource_from_config(config)
         self.datasource.payload_policy = policy
-        self.create()
+        if not getattr(self.datasource, "schema_ready", False):  # SQLAlchemyDS has done it already
+            self.create()
 
     def __str__(self) -> str:
         return f"DataSpace({self.datasource!r})"
@@ -190,9 +192,13 @@ class DataSpace:
         return self.datasource.iter_products(taskmanager_id, key, since, until)
 
     def get_header(self, taskmanager_id: TaskManagerRef, generation_id: int, key: str) -> Any:
+        """The reference's header row (a :class:`~.datablock.HeaderRow`: a tuple that also
+        reads by field name); ``DataBlock.get_header`` gives a :class:`~.datablock.Header`."""
         return self.datasource.get_header(taskmanager_id, generation_id, key)
 
     def get_metadata(self, taskmanager_id: TaskManagerRef, generation_id: int, key: str) -> Any:
+        """The reference's metadata row (a :class:`~.datablock.MetadataRow`);
+        ``DataBlock.get_metadata`` gives a :class:`~.datablock.Metadata`."""
         return self.datasource.get_metadata(taskmanager_id, generation_id, key)
 
     def get_keys(self, taskmanager_id: TaskManagerRef, generation_id: int) -> list[str]:
@@ -227,7 +233,17 @@ class DataSpace:
 
     # -- task managers ----------------------------------------------------------------------
 
-    def store_taskmanager(self, name: str, taskmanager_id: str, datestamp: Any = None) -> int:
+    def store_taskmanager(
+        self,
+        name: str | None = None,
+        taskmanager_id: str | None = None,
+        datestamp: Any = None,
+        *,
+        taskmanager_name: str | None = None,
+    ) -> int:
+        """Register a task manager (the name as ``name`` or ``taskmanager_name``; ``datestamp``
+        a datetime, epoch seconds or ISO-8601 text); returns its sequence number."""
+        name = taskmanager_name_argument(name, taskmanager_name, "name", "taskmanager_name")
         return self.datasource.store_taskmanager(name, taskmanager_id, datestamp)
 
     def get_taskmanager(self, taskmanager_name: str, taskmanager_id: str | None = None) -> dict[str, Any]:

@@ -13,11 +13,10 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import structlog
-
 from decisionengine.framework.dataspace.datasource import ReapReport
 from decisionengine.framework.dataspace.dataspace import DataSpace
 from decisionengine.framework.dataspace.errors import DataSpaceConfigurationError, DataSpaceConnectionError
+from decisionengine.framework.util.logger import get_logger
 
 DEFAULT_RETENTION_INTERVAL_DAYS = 365
 DEFAULT_SECONDS_BETWEEN_RUNS = 24 * 60 * 60
@@ -61,8 +60,16 @@ class Reaper:
             raise DataSpaceConfigurationError(
                 "Configuration is missing dataspace information: the Reaper needs the 'dataspace' dictionary"
             )
-        self.logger = structlog.get_logger("decisionengine").bind(module="reaper", component="reaper")
-        self.retention_interval = dataspace_config.get("retention_interval_in_days", DEFAULT_RETENTION_INTERVAL_DAYS)
+        self.logger = get_logger().bind(module="reaper", component="reaper")
+        if "retention_interval_in_days" not in dataspace_config:
+            # As the reference: how long data is kept is the operator's decision, never a silent
+            # default.  (de-server's global configuration is completed with its defaults, 365
+            # days, before it gets here; de-reaper --url fills the same default explicitly.)
+            raise DataSpaceConfigurationError(
+                "Invalid dataspace configuration: the Reaper needs dataspace.retention_interval_in_days "
+                f"(days to keep data, at least {self.MIN_RETENTION_INTERVAL_DAYS})"
+            )
+        self.retention_interval = dataspace_config["retention_interval_in_days"]
         self.seconds_between_runs = dataspace_config.get("reaper_run_interval", DEFAULT_SECONDS_BETWEEN_RUNS)
         self.start_delay = float(dataspace_config.get("reaper_start_delay_seconds", DEFAULT_START_DELAY_SECONDS))
         self.batch_size = int(dataspace_config.get("reaper_batch_size", DEFAULT_BATCH_SIZE))

@@ -39,12 +39,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-import structlog
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from decisionengine.framework.dataspace import codecs, migrations, ownership
-from decisionengine.framework.dataspace.datablock import Header, Metadata
+from decisionengine.framework.dataspace.datablock import (
+    Header,
+    HeaderRow,
+    Metadata,
+    MetadataRow,
+    taskmanager_name_argument,
+)
 from decisionengine.framework.dataspace.datasource import (
     ALL_PRODUCTS,
     DataSource,
@@ -71,6 +76,7 @@ from decisionengine.framework.dataspace.errors import (
     UntrustedPayloadError,
 )
 from decisionengine.framework.dataspace.ownership import ChannelLock
+from decisionengine.framework.util.logger import get_logger
 
 tm_t = schema.taskmanager
 gen_t = schema.generation
@@ -115,16 +121,30 @@ def _chunks(items: Sequence[Any], size: int = IN_CHUNK) -> Iterator[Sequence[Any
 
 
 def _utc(value: Any) -> datetime.datetime | None:
-    """A datetime (or epoch seconds) as an aware UTC datetime."""
+    """A moment as an aware UTC datetime: a datetime, epoch seconds, or ISO-8601 text
+    (``"2021-03-21 11:00:00"``, ``"2021-03-21T11:00:00+01:00"``, ``"...Z"``; the
+    reference's scripts pass such strings).  Naive datetimes and text without a zone are UTC."""
     if value is None:
         return None
-    if isinstance(value, numbers.Real):
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
         return datetime.datetime.fromtimestamp(float(value), tz=datetime.UTC)
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return datetime.datetime.fromtimestamp(float(text), tz=datetime.UTC)
+        except ValueError:
+            pass
+        try:
+            value = datetime.datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is not a time: use a datetime, epoch seconds or ISO-8601 text such as '2021-03-21 11:00:00'"
+            ) from None
     if isinstance(value, datetime.datetime):
         if value.tzinfo is None:
             return value.replace(tzinfo=datetime.UTC)
         return value.astimezone(datetime.UTC)
-    raise TypeError(f"expected a datetime or epoch seconds, got {type(value).__name__}")
+    raise TypeError(f"expected a datetime, epoch seconds or ISO-8601 text, got {type(value).__name__}")
 
 
 class SQLAlchemyDS(DataSource):
@@ -135,7 +155,7 @@ class SQLAlchemyDS(DataSource):
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         super().__init__(config)
-        self.logger = structlog.get_logger("decisionengine").bind(module="sqlalchemy_ds", component="dataspace")
+        self.logger = get_logger().bind(module="sqlalchemy_ds", component="dataspace")
         codec_name = config.get("codec", codecs.DEFAULT_CODEC) if isinstance(config, Mapping) else None
         try:
             self.codec = codecs.get(codec_name)
@@ -153,7 +173,12 @@ class SQLAlchemyDS(DataSource):
             )
         self._insert = pg_dialect.insert if is_postgresql(self.engine) else sqlite_dialect.insert
         self._taskmanagers: dict[int, tuple[str, str]] = {}
+        #: the schema is known to be at the newest migration (created, upgraded or checked)
+        self.schema_ready = False
         self.connect()
+        # As the reference: a data source built on its own is ready to use.  Read-only
+        # readers (``read_only``, or ``create: false``) only check the schema.
+        self.create_tables()
 
     def __repr__(self) -> str:
         return f"SQLAlchemyDS({self.url})"
@@ -179,6 +204,7 @@ class SQLAlchemyDS(DataSource):
         """
         if not self.creates:
             self._check_schema()
+            self.schema_ready = True
             return
         with self._transaction("migrate schema", write=True) as conn:
             if is_postgresql(self.engine):
@@ -187,6 +213,7 @@ class SQLAlchemyDS(DataSource):
             if current != migrations.head_revision():
                 self.logger.info("upgrading dataspace schema", url=self.url, current=current)
                 migrations.upgrade(conn)
+        self.schema_ready = True
 
     def _check_schema(self) -> None:
         """For readers that must not change the database: its schema must be current."""
@@ -250,12 +277,24 @@ class SQLAlchemyDS(DataSource):
             return moment.replace(tzinfo=None)  # SQLite stores naive text: keep it UTC
         return moment
 
-    def store_taskmanager(self, taskmanager_name: str, taskmanager_id: str, datestamp: Any = None) -> int:
+    def store_taskmanager(
+        self,
+        taskmanager_name: str | None = None,
+        taskmanager_id: str | None = None,
+        datestamp: Any = None,
+        *,
+        name: str | None = None,
+    ) -> int:
         """Register a task manager; returns its sequence number.
 
+        The name comes as ``taskmanager_name`` or ``name`` (the reference uses both);
+        ``datestamp`` is a datetime, epoch seconds or ISO-8601 text (default: now).
         Registering the same id under the same name again returns the existing sequence
         number; the same id under another name is a :class:`DataSpaceExistsError`.
         """
+        taskmanager_name = taskmanager_name_argument(taskmanager_name, name, "taskmanager_name", "name")
+        if taskmanager_id is None:
+            raise TypeError("store_taskmanager() needs the task manager's id (taskmanager_id)")
         taskmanager_id = str(taskmanager_id)
         stamp = self._db_time(datestamp if datestamp is not None else time.time())
         with self._transaction("register task manager", write=True) as conn:
@@ -664,18 +703,21 @@ class SQLAlchemyDS(DataSource):
         seq, data = self._product_row(taskmanager_id, generation_id, key, payload_t.c.data)
         return self._decode(seq, generation_id, key, data)
 
-    def get_header(self, taskmanager_id: TaskManagerRef, generation_id: int, key: str) -> Header:
+    def get_header(self, taskmanager_id: TaskManagerRef, generation_id: int, key: str) -> HeaderRow:
+        """The reference's header row: (task manager UUID, sequence id, generation id, key,
+        create_time, expiration_time, scheduled_create_time, creator, schema_id)."""
         seq, *values = self._product_row(
             taskmanager_id, generation_id, key, *(dp_t.c[c] for c in schema.HEADER_COLUMNS)
         )
-        return Header(self._taskmanagers[seq][1], **dict(zip(schema.HEADER_COLUMNS, values, strict=True)))
+        return HeaderRow(self._taskmanagers[seq][1], seq, generation_id, key, *values)
 
-    def get_metadata(self, taskmanager_id: TaskManagerRef, generation_id: int, key: str) -> Metadata:
+    def get_metadata(self, taskmanager_id: TaskManagerRef, generation_id: int, key: str) -> MetadataRow:
+        """The reference's metadata row: (task manager UUID, sequence id, generation id, key,
+        state, generation_time, missed_update_count)."""
         seq, *values = self._product_row(
             taskmanager_id, generation_id, key, *(dp_t.c[c] for c in schema.METADATA_COLUMNS)
         )
-        fields = dict(zip(schema.METADATA_COLUMNS, values, strict=True))
-        return Metadata(self._taskmanagers[seq][1], generation_id=generation_id, **fields)
+        return MetadataRow(self._taskmanagers[seq][1], seq, generation_id, key, *values)
 
     def get_keys(self, taskmanager_id: TaskManagerRef, generation_id: int) -> list[str]:
         with self._transaction("read keys") as conn:
@@ -750,8 +792,30 @@ class SQLAlchemyDS(DataSource):
         )
 
     def get_dataproducts(self, taskmanager_id: TaskManagerRef, key: str | None = None) -> list[dict[str, Any]]:
-        """Every product (of one key, if given) of every generation of a task manager."""
-        return list(self.iter_products(taskmanager_id, key))
+        """Every product (of one key, if given) of every generation of a task manager, as the
+        reference's rows: ``taskmanager_id`` (the *sequence id*, as there), ``generation_id``,
+        ``key``, ``value``; also ``taskmanager_uuid``, ``sequence_id``, ``generation_time``
+        and ``header``.  Oldest generation first and, within one, in the order the products
+        were created (header ``create_time``, then key).  ``[]`` for an unknown task manager.
+        """
+        try:
+            products = list(self.iter_products(taskmanager_id, key))
+        except KeyError:
+            return []
+        products.sort(key=lambda item: (item["generation_id"], item["header"]["create_time"], item["key"]))
+        return [
+            {
+                "taskmanager_id": item["sequence_id"],
+                "generation_id": item["generation_id"],
+                "key": item["key"],
+                "value": item["value"],
+                "taskmanager_uuid": item["taskmanager_id"],
+                "sequence_id": item["sequence_id"],
+                "generation_time": item["generation_time"],
+                "header": item["header"],
+            }
+            for item in products
+        ]
 
     def iter_products(
         self,
@@ -965,7 +1029,13 @@ class SQLAlchemyDS(DataSource):
         )
 
     def delete_data_older_than(self, days: float) -> ReapReport:
-        """Delete data older that interval (``days``), keeping each task manager's newest generation."""
+        """Delete data older that interval (``days``), keeping each task manager's newest generation.
+
+        ``days`` must be more than 0: 0 would delete every generation but the newest, which
+        is never what a retention interval means (``ValueError``, as in the reference).
+        """
+        if isinstance(days, bool) or not isinstance(days, numbers.Real) or not days > 0:
+            raise ValueError(f"delete_data_older_than: days must be a number greater than 0, got {days!r}")
         return self.reap(time.time() - float(days) * 86400, batch_size=100)
 
     def reap(
