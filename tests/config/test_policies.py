@@ -11,8 +11,9 @@ def test_global_config_filename():
 
 def test_global_config_dir_from_env(tmp_path, monkeypatch):
     monkeypatch.setenv("CONFIG_PATH", str(tmp_path))
-    assert policies.global_config_dir() == str(tmp_path)
-    assert policies.global_config_file() == str(tmp_path / "decision_engine.jsonnet")
+    assert policies.global_config_dir() == tmp_path
+    (tmp_path / "decision_engine.jsonnet").write_text("{}")
+    assert policies.global_config_file() == tmp_path / "decision_engine.jsonnet"
 
 
 def test_global_config_dir_missing_names_the_directory(tmp_path, monkeypatch):
@@ -41,12 +42,12 @@ def test_channel_config_dir_env_wins(tmp_path, monkeypatch):
     channels = tmp_path / "channels"
     channels.mkdir()
     monkeypatch.setenv("CHANNEL_CONFIG_PATH", str(channels))
-    assert policies.channel_config_dir({"channels": "/ignored"}) == str(channels)
+    assert policies.channel_config_dir({"channels": "/ignored"}) == channels
 
 
 def test_channel_config_dir_from_global_config(tmp_path, monkeypatch):
     monkeypatch.delenv("CHANNEL_CONFIG_PATH", raising=False)
-    assert policies.channel_config_dir({"channels": str(tmp_path)}) == str(tmp_path)
+    assert policies.channel_config_dir({"channels": str(tmp_path)}) == tmp_path
     with pytest.raises(RuntimeError, match=r"missing.*'channels' key"):
         policies.channel_config_dir({"channels": str(tmp_path / "missing")})
 
@@ -57,8 +58,8 @@ def test_channel_config_dir_default_under_global_dir(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match=r"config\.d.*does not exist"):
         policies.channel_config_dir()
     (tmp_path / "config.d").mkdir()
-    assert policies.channel_config_dir() == str(tmp_path / "config.d")
-    assert policies.channel_config_dir({"channels": None}) == str(tmp_path / "config.d")
+    assert policies.channel_config_dir() == tmp_path / "config.d"
+    assert policies.channel_config_dir({"channels": None}) == tmp_path / "config.d"
 
 
 def test_channel_config_dir_env_missing(tmp_path, monkeypatch):

@@ -169,7 +169,7 @@ def resolve_server_paths(
     if channels:
         channel_dir = str(pathlib.Path(channels).resolve())
     elif os.environ.get(policies.CHANNEL_CONFIG_PATH_ENV):
-        channel_dir = policies.channel_config_dir(checked)
+        channel_dir = str(policies.channel_config_dir(checked))
     elif checked.get("channels"):
         channel_dir = str((base / checked["channels"]).resolve())
     else:

@@ -37,6 +37,7 @@ from decisionengine.framework.config.channel_file import ChannelConfig, ModuleEn
 from decisionengine.framework.config.errors import ConfigError
 from decisionengine.framework.config.parameters import check_parameters
 from decisionengine.framework.config.plan import ChannelPlan, ModuleSpec
+from decisionengine.framework.logicengine.facts import explain
 from decisionengine.framework.logicengine.LogicEngine import LogicEngine
 from decisionengine.framework.logicengine.policy import publisher_policy
 from decisionengine.framework.modules.decorators import declared_products
@@ -63,7 +64,7 @@ class _EntryProblem(Exception):
 
 
 def _exception_text(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
+    return explain(exc)
 
 
 def resolve_class(entry: ModuleEntry) -> type:
@@ -122,6 +123,8 @@ def _build(entry: ModuleEntry, channel: str, problems: list[str], warnings: list
     except Exception as exc:
         problems.append(f"{entry.path}: constructing {cls.__module__}.{cls.__name__} failed: {_exception_text(exc)}")
         return None
+    if isinstance(instance, LogicEngine):
+        warnings.extend(f"{entry.path}: {w}" for w in instance.config_warnings)
     try:
         produces = declared_products(instance, "_produces") if entry.kind != "publisher" else {}
         consumes = declared_products(instance, "_consumes") if entry.kind != "source" else {}

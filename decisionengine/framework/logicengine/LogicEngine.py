@@ -17,6 +17,11 @@ Everything is parsed and checked when the module is constructed, so a bad expres
 the channel before anything runs.  The products the facts read become the instance's
 ``_consumes`` (type unchecked), which is how channel validation knows them; the engine
 produces :data:`FACTS_PRODUCT` (``de_logicengine_facts``) for the publishers.
+
+As the reference's: ``produces()`` is ``["actions", "newfacts"]`` and ``consumes()`` the
+product names the facts read; a config without ``facts`` is a ``KeyError``; a fact or rule
+that is not valid Python raises a ``SyntaxError`` (:class:`LogicEngineSyntaxError`); a rule
+declaring a new fact named like a fact only warns (the fact's definition wins).
 """
 
 from __future__ import annotations
@@ -28,8 +33,9 @@ from typing import Any
 
 import pandas as pd
 
+from decisionengine.framework.logicengine.errors import ExpressionSyntaxError
 from decisionengine.framework.logicengine.expressions import ExpressionError, evaluation_functions
-from decisionengine.framework.logicengine.facts import Fact
+from decisionengine.framework.logicengine.facts import Fact, explain
 from decisionengine.framework.logicengine.rules import Rule, RuleSet
 from decisionengine.framework.modules.decorators import supports_config
 from decisionengine.framework.modules.Module import Module
@@ -45,6 +51,18 @@ class LogicEngineConfigError(ExpressionError):
     def __init__(self, problems: Iterable[str]) -> None:
         self.problems = list(problems)
         super().__init__("; ".join(self.problems))
+
+    def __reduce__(self) -> tuple[type[LogicEngineConfigError], tuple[list[str]]]:
+        return type(self), (self.problems,)
+
+
+class LogicEngineSyntaxError(LogicEngineConfigError, SyntaxError):
+    """A fact or rule is not valid Python: also a ``SyntaxError``, which is what the reference
+    raised for it (its facts were compiled with ``compile``)."""
+
+    def __init__(self, problems: Iterable[str]) -> None:
+        super().__init__(problems)
+        self.msg = self.args[0]  # what SyntaxError prints (its own __init__ is not the one that ran)
 
 
 @dataclass(frozen=True)
@@ -90,10 +108,17 @@ class LogicEngine(Module):
     _produces = {FACTS_PRODUCT: pd.DataFrame}
 
     def __init__(self, cfg: Mapping[str, Any]) -> None:
+        if not isinstance(cfg, Mapping) or "facts" not in cfg:
+            # the reference reads cfg["facts"]: LogicEngine({}) is a KeyError there too
+            raise KeyError(
+                "facts: a LogicEngine's configuration needs 'facts' ({name: expression}), "
+                "besides 'rules' and 'channel_name'"
+            )
         super().__init__(cfg)
         facts_config = cfg.get("facts") or {}
         rules_config = cfg.get("rules") or {}
         problems: list[str] = []
+        syntax_errors = False
         if not isinstance(facts_config, Mapping):
             problems.append(f"'facts' must be an object {{name: expression}}, got {facts_config!r}")
             facts_config = {}
@@ -109,12 +134,14 @@ class LogicEngine(Module):
                 self.facts[name] = Fact.parse(name, source)
             except ExpressionError as exc:
                 problems.append(str(exc))
+                syntax_errors = syntax_errors or isinstance(exc, ExpressionSyntaxError)
         rules: list[Rule] = []
         for name, spec in rules_config.items():
             try:
                 rule = Rule.parse(name, spec)
             except ExpressionError as exc:
                 problems.append(str(exc))
+                syntax_errors = syntax_errors or isinstance(exc, ExpressionSyntaxError)
                 continue
             bad = [fact for fact in rule.new_facts if not is_fact_name(fact)]
             if bad:
@@ -126,10 +153,25 @@ class LogicEngine(Module):
             except ExpressionError as exc:
                 problems.append(str(exc))
         if problems:
-            raise LogicEngineConfigError(problems)
+            raise (LogicEngineSyntaxError if syntax_errors else LogicEngineConfigError)(problems)
+        #: what was accepted with a warning (channel validation reports these too)
+        self.config_warnings: list[str] = list(self.rule_set.warnings)
+        for warning in self.config_warnings:
+            self.logger.warning("logic engine configuration", warning=warning)
         self._functions = evaluation_functions()
         self._products = sorted(set().union(*(fact.products for fact in self.facts.values())))
         self._consumes = dict.fromkeys(self._products)
+
+    # -- the reference's interface --------------------------------------------------------------
+
+    def produces(self) -> list[str]:
+        """What ``evaluate`` returns, named as the reference does.  (The product the channel
+        stores for publishers is :data:`FACTS_PRODUCT`, declared in ``_produces``.)"""
+        return ["actions", "newfacts"]
+
+    def consumes(self) -> list[str]:
+        """The product names the facts read."""
+        return list(self._products)
 
     # -- introspection ------------------------------------------------------------------------
 
@@ -170,15 +212,16 @@ class LogicEngine(Module):
             value, error = fact.evaluate(namespace)
             values[name] = value
             if error is not None:
-                suppressed[name] = f"{type(error).__name__}: {error}"
+                suppressed[name] = explain(error)
                 self.logger.warning("fact failed and is False (fail_on_error)", fact=name, error=suppressed[name])
         return values, suppressed
 
     def evaluate_facts(self, db: Any) -> dict[str, bool]:
         """``{fact: bool}`` for every configured fact, from the products in ``db`` (any mapping).
 
-        Raises :class:`~decisionengine.framework.logicengine.facts.FactEvaluationError` for
-        a fact that fails and is not wrapped in ``fail_on_error``.
+        A fact that fails and is not wrapped in ``fail_on_error`` raises its own exception
+        (``NameError`` for a product missing from ``db``, ``IndexError``...), with a note
+        naming the fact, its expression and the product types it saw.
         """
         return self._evaluate_facts(db)[0]
 

@@ -7,3 +7,7 @@ raise it without importing each other.
 
 class ExpressionError(ValueError):
     """An expression is not valid Python or uses something outside the allow-list."""
+
+
+class ExpressionSyntaxError(ExpressionError):
+    """An expression is not valid Python (the logic engine then raises a ``SyntaxError``)."""

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from decisionengine.framework.logicengine import limits
-from decisionengine.framework.logicengine.errors import ExpressionError
+from decisionengine.framework.logicengine.errors import ExpressionError, ExpressionSyntaxError
 
 FAIL_ON_ERROR = "fail_on_error"
 
@@ -241,7 +241,7 @@ def parse(source: str) -> ast.expr:
     try:
         return ast.parse(f"(\n{text}\n)", mode="eval").body
     except SyntaxError as exc:
-        raise ExpressionError(f"invalid syntax: {exc.msg}") from None
+        raise ExpressionSyntaxError(f"invalid syntax: {exc.msg}") from None
 
 
 class _FactChecker(ast.NodeVisitor):

@@ -1,32 +1,38 @@
 """Facts: named boolean expressions over data products.
 
-A fact is evaluated once per generation against the products it names.  An error while
-evaluating is a :class:`FactEvaluationError` naming the fact, its expression and the types
-of the product values it saw, so an operator can tell a bad expression from bad data;
-a fact written ``fail_on_error(expr)`` is False on error instead.
+A fact is evaluated once per generation against the products it names.  A fact that fails
+raises the *original* exception, as the reference does (``NameError`` for a product
+missing from the data block, ``IndexError``, ``ValueError`` for an ambiguous truth value...),
+so callers that catch those keep working; the explanation an operator needs (the fact, its
+expression, the types of the product values it saw) is attached as a note
+(``exc.add_note``), which tracebacks print and :func:`explain` returns.  A fact written
+``fail_on_error(expr)`` is False on error instead.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from decisionengine.framework.logicengine.expressions import Expression, ExpressionError, compile_fact
 
+#: attribute set on an exception raised by a fact: the fact's name
+FACT_ATTRIBUTE = "de_fact"
 
-class FactEvaluationError(RuntimeError):
-    """A fact raised while being evaluated (the generation fails)."""
 
-    def __init__(self, fact: str, expression: str, product_types: Mapping[str, str], cause: BaseException) -> None:
-        self.fact = fact
-        self.expression = expression
-        self.product_types = dict(product_types)
-        self.cause = cause
-        types_text = ", ".join(f"{name}: {kind}" for name, kind in sorted(self.product_types.items())) or "none"
-        super().__init__(
-            f"fact {fact!r} ({expression}) failed: {type(cause).__name__}: {cause}; product values: {types_text}"
-        )
+def explanation(fact: str, expression: str, product_types: Mapping[str, str], missing: Iterable[str] = ()) -> str:
+    """The note attached to an exception a fact raised."""
+    types_text = ", ".join(f"{name}: {kind}" for name, kind in sorted(product_types.items())) or "none"
+    missing_text = "".join(f"product {name!r} is not in the data block; " for name in sorted(missing))
+    return f"{missing_text}fact {fact!r} ({expression}) failed; product values: {types_text}"
+
+
+def explain(error: BaseException) -> str:
+    """``Type: message`` of an exception, followed by its notes (a failed fact's explanation)."""
+    notes = [str(note) for note in getattr(error, "__notes__", ()) or ()]
+    return "; ".join([f"{type(error).__name__}: {error}", *notes])
 
 
 def describe_types(names: frozenset[str], namespace: Mapping[str, Any]) -> dict[str, str]:
@@ -48,7 +54,7 @@ class Fact:
         try:
             expression, fail_on_error = compile_fact(source, f"fact {name}")
         except ExpressionError as exc:
-            raise ExpressionError(f"fact {name!r} ({source!r}): {exc}") from None
+            raise type(exc)(f"fact {name!r} ({source!r}): {exc}") from None
         return cls(name, expression, fail_on_error)
 
     @property
@@ -65,10 +71,13 @@ class Fact:
         try:
             return bool(eval(self.expression.code, namespace)), None  # a checked, compiled AST (see expressions.py)
         except Exception as exc:
-            if isinstance(exc, NameError) and getattr(exc, "name", None) in self.products:
-                exc = KeyError(f"product {exc.name!r} is not in the data block")
+            missing = [exc.name] if isinstance(exc, NameError) and getattr(exc, "name", None) in self.products else []
+            if getattr(exc, FACT_ATTRIBUTE, None) is None:  # an exception object is raised once per fact
+                exc.add_note(
+                    explanation(self.name, self.expression.source, describe_types(self.products, namespace), missing)
+                )
+                with contextlib.suppress(AttributeError):  # a few exception types take no attributes
+                    setattr(exc, FACT_ATTRIBUTE, self.name)
             if self.fail_on_error:
                 return False, exc
-            raise FactEvaluationError(
-                self.name, self.expression.source, describe_types(self.products, namespace), exc
-            ) from exc
+            raise

@@ -5,8 +5,10 @@ is true and ``false_actions`` when it is false; each name in ``facts`` becomes a
 holding the rule's truth value, which other rules may use.  Because a rule can only read a
 new fact after the rule setting it has run, rules are ordered by those dependencies
 (graphlib) and run once in that order: that single pass is the fixed point of the cascade.
-A dependency cycle, a new fact set by two rules (or clashing with a fact), and a name used
-but defined nowhere are load-time errors.
+A dependency cycle, a new fact set by two rules, and a name used but defined nowhere are
+load-time errors.  A new fact named like a fact is accepted with a warning, as the
+reference accepts it: the first definition (the fact) wins, and the rule's declaration
+of it is ignored (no row in the new facts, no effect on other rules).
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ class Rule:
         try:
             expression = compile_rule(spec["expression"], f"rule {name}")
         except ExpressionError as exc:
-            raise ExpressionError(f"rule {name!r} ({spec['expression']!r}): {exc}") from None
+            raise type(exc)(f"rule {name!r} ({spec['expression']!r}): {exc}") from None
         return cls(
             name,
             expression,
@@ -73,11 +75,19 @@ class RuleSet:
         self.rules = {rule.name: rule for rule in rules}
         fact_names = set(fact_names)
         problems: list[str] = []
+        #: what is accepted but probably not meant (reported by the logic engine and validation)
+        self.warnings: list[str] = []
+        #: {rule: the new facts it declares that are ignored because a fact has the name}
+        self.shadowed: dict[str, frozenset[str]] = {}
         setters: dict[str, str] = {}
         for rule in self.rules.values():
             for fact in rule.new_facts:
                 if fact in fact_names:
-                    problems.append(f"rule {rule.name!r} sets new fact {fact!r}, which is already a fact")
+                    self.warnings.append(
+                        f"rule {rule.name!r} declares new fact {fact!r}, which is already a fact: "
+                        f"the fact's definition is used and the rule's new fact {fact!r} is ignored"
+                    )
+                    self.shadowed[rule.name] = self.shadowed.get(rule.name, frozenset()) | {fact}
                 elif fact in setters:
                     problems.append(f"new fact {fact!r} is set by two rules: {setters[fact]!r} and {rule.name!r}")
                 else:
@@ -126,7 +136,10 @@ class RuleSet:
         for rule in self.order:
             value = rule.evaluate(namespace)
             actions[rule.name] = list(rule.actions if value else rule.false_actions)
+            shadowed = self.shadowed.get(rule.name, frozenset())
             for fact in rule.new_facts:
+                if fact in shadowed:
+                    continue  # a fact of that name was defined first and wins
                 namespace[fact] = value
                 new_facts.append((rule.name, fact, value))
         return actions, new_facts

@@ -15,11 +15,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import structlog
-
 from decisionengine.framework.dataspace.datablock import ProductRetriever
 from decisionengine.framework.modules.decorators import declared_products
 from decisionengine.framework.modules.parameter import matches_type, type_name
+from decisionengine.framework.util.logger import get_logger
 
 LOGGER_NAME = "decisionengine"
 
@@ -30,7 +29,7 @@ def _channel_of(config: Any) -> str | None:
 
 def module_logger(cls: type, channel: str | None) -> Any:
     """The structlog logger for instances of ``cls`` running in ``channel``."""
-    return structlog.get_logger(LOGGER_NAME).bind(class_name=cls.__name__, channel=channel)
+    return get_logger(LOGGER_NAME).bind(class_name=cls.__name__, channel=channel)
 
 
 class Module:
@@ -38,7 +37,15 @@ class Module:
 
     ``config`` is the module's ``parameters`` from the channel file plus ``channel_name``.
     An empty dict is a valid config for the base class (modules may require more).
+
+    ``_produces`` and ``_consumes`` start as empty dicts on the base class, as in the
+    reference, because real modules test them directly (``if not self._consumes:``).  The
+    decorators and modules that declare products *assign* a new dict (on the class, or on
+    the instance in ``__init__``); nothing may mutate these shared empty ones.
     """
+
+    _produces: dict[str, Any] = {}
+    _consumes: dict[str, Any] = {}
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Module:
         instance = super().__new__(cls)
@@ -107,6 +114,7 @@ def verify_products(module: Any, data: Any) -> None:
         if name in data and not matches_type(data[name], produces[name])
     ]
     problems = []
+    # The reference's sentences first (scripts and operators match on them), then ours.
     if missing:
         problems.append("The following products were not produced: " + ", ".join(map(repr, missing)))
     if undeclared:
@@ -114,4 +122,4 @@ def verify_products(module: Any, data: Any) -> None:
     if wrong:
         problems.append("The following products have the wrong types: " + "; ".join(wrong))
     if problems:
-        raise RuntimeError(f"{module_name}: " + "\n".join(problems))
+        raise RuntimeError("\n".join(problems) + f" (products returned by {module_name})")

@@ -34,9 +34,10 @@ def _declare(attribute: str, kind: str, products: dict[str, Any]) -> Callable[[C
     def decorator(cls: C) -> C:
         # Only the class's own namespace counts: a subclass of a decorated class may declare its own.
         if attribute in cls.__dict__:
+            # the reference's sentence first, then which class and what to do
             raise RuntimeError(
-                f"{kind} has already been called for class {cls.__qualname__} "
-                f"(module {cls.__module__}): declare all its products in one {kind}(...)"
+                f"@{kind} has already been called for class {cls.__qualname__} "
+                f"(module {cls.__module__}): declare all its products in one @{kind}(...)"
             )
         setattr(cls, attribute, products)
         return cls
@@ -72,7 +73,10 @@ def supports_config(*parameters: Parameter) -> Callable[[C], C]:
 
     def decorator(cls: C) -> C:
         if "_supported_config" in cls.__dict__:
-            raise RuntimeError(f"supports_config has already been called for class {cls.__qualname__}")
+            raise RuntimeError(
+                f"@supports_config has already been called for class {cls.__qualname__}: "
+                "declare all its parameters in one @supports_config(...)"
+            )
         inherited = dict(getattr(cls, "_supported_config", {}) or {})
         inherited.update({p.name: p for p in parameters})
         cls._supported_config = inherited

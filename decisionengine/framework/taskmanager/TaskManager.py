@@ -39,18 +39,19 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pandas as pd
-import structlog
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from decisionengine.framework.config.plan import ChannelPlan, ModuleSpec
 from decisionengine.framework.dataspace.datablock import STATE_END_CYCLE, DataBlock, Header, Metadata
 from decisionengine.framework.dataspace.dataspace import DataSpace, DataSpaceConnectionError, OwnershipLost
+from decisionengine.framework.logicengine.facts import explain
 from decisionengine.framework.logicengine.LogicEngine import FACTS_PRODUCT
 from decisionengine.framework.modules.Module import verify_products
 from decisionengine.framework.taskmanager import metrics
 from decisionengine.framework.taskmanager.settings import TaskManagerSettings
 from decisionengine.framework.taskmanager.states import State, StateMachine
+from decisionengine.framework.util.logger import get_logger
 
 PUBLISHER_STATUS = "publisher_status"
 #: the generation's decision: the publishers to run and their idempotency key
@@ -125,7 +126,7 @@ class TaskManager:
         self.dataspace = dataspace
         self.settings = settings or TaskManagerSettings.from_config(plan.task_manager, plan.name)
         self.reporter = reporter
-        self.logger = structlog.get_logger("decisionengine").bind(module="TaskManager", channel=self.name)
+        self.logger = get_logger().bind(module="TaskManager", channel=self.name)
         self.state = StateMachine(State.BOOT, on_change=self._state_changed)
         self.taskmanager_id: str | None = None
         self.sequence_id: int | None = None
@@ -799,7 +800,9 @@ class TaskManager:
 
 
 def _describe(error: BaseException) -> str:
-    return f"{type(error).__name__}: {error}"
+    """``Type: message`` and the exception's notes: a failed fact raises its own exception
+    (``NameError``...) and says which fact, expression and products in a note."""
+    return explain(error)
 
 
 def _now_utc() -> datetime.datetime:
