@@ -368,6 +368,13 @@ def test_rule_may_declare_a_new_fact_named_like_a_fact_the_first_definition_wins
     actions, newfacts = engine.evaluate({"x": 5})
     assert actions == {"set_f": [], "read_f": ["b"]}  # read_f reads the fact f (True), not the rule's False
     assert newfacts.to_dict("records") == [{"rule_name": "set_f", "fact_name": "other", "fact_value": False}]
+    # a channel with such a rule loads, and its validation reports the warning
+    raw = counting_channel("unused.jsonl")
+    raw["logicengines"]["le"]["parameters"]["rules"]["alarm"]["facts"] = ["big"]
+    plan = plan_from(raw, "shadowing")
+    assert any(
+        "logicengines.le: rule 'alarm' declares new fact 'big', which is already a fact" in w for w in plan.warnings
+    )
 
 
 def test_fact_with_a_syntax_error_raises_syntax_error():
@@ -439,7 +446,7 @@ def structlog_unconfigured() -> Iterator[None]:
         structlog.reset_defaults()
 
 
-def test_library_use_logs_through_the_standard_logging_module(structlog_unconfigured, caplog, capsys, dataspace):
+def test_library_use_logs_through_the_standard_logging_module(structlog_unconfigured, caplog, capsys):
     caplog.set_level(logging.INFO, logger="decisionengine")
     engine = LogicEngine(
         {"facts": {"f": "fail_on_error(x.missing > 1)"}, "rules": {}, "channel_name": "library_channel"}
