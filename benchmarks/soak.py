@@ -17,7 +17,9 @@ commits, standby take-over).  Printed at the end: faults injected and survived (
 affected channels commit again within 60 s), recovery time per kind (p50 / p95 / max: from
 the kill, from the database's return, or, for a fault in a module, from the end of the
 fault once it has brought the channel down, to the affected channels' first generation
-newer than the last one committed at that moment), generations lost or numbered twice (must be 0), publisher actions on
+newer than the last one committed at that moment; for a server fault, from the signal to
+every channel's first generation newer than the last one committed once the server's
+process is gone), generations lost or numbered twice (must be 0), publisher actions on
 generations that were not committed (must be 0), actions repeated for a generation
 (allowed: at least once, when a process was killed between a commit and its status), and
 the memory of the server processes after warm-up and at the end.
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import os
 import pathlib
@@ -174,6 +177,8 @@ class Watcher:
         self.engine = create_engine({"url": url, "pool_pre_ping": True})
         self.channels = channels
         self.latest: dict[str, int] = dict.fromkeys(channels, 0)
+        #: per channel, the seconds of the last recovery measured (the slowest is the recovery)
+        self.last_times: dict[str, float] = {}
         self.changed_at: dict[str, float] = dict.fromkeys(channels, time.monotonic())
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -219,6 +224,7 @@ class Watcher:
         deadline = time.monotonic() + limit
         while time.monotonic() < deadline:
             if all(self.latest[name] > baseline.get(name, 0) for name in names):
+                self.last_times = {name: round(self.changed_at[name] - since, 2) for name in names}
                 return max(self.changed_at[name] for name in names) - since
             time.sleep(0.05)
         return None
@@ -331,13 +337,26 @@ def main() -> int:
     parser.add_argument("--channels", type=int, default=4)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--warm-up", type=float, default=30, help="seconds before the first fault")
+    parser.add_argument("--kinds", default=",".join(KINDS), help="the faults to inject, comma-separated")
+    parser.add_argument("--keep", action="store_true", help="keep the servers' directories (logs) and say where")
     args = parser.parse_args()
+    kinds = [kind.strip() for kind in args.kinds.split(",")]
+    unknown = sorted(set(kinds) - set(KINDS))
+    if unknown:
+        parser.error(f"--kinds: unknown {unknown}; choose from {list(KINDS)}")
     rng = random.Random(args.seed)
     names = [f"soak{i}" for i in range(args.channels)]
     database = PostgresServer()
     database.start()
     url = database.url("postgres")
-    with tempfile.TemporaryDirectory(prefix="de-soak-") as tmp:
+    directory = (
+        contextlib.nullcontext(tempfile.mkdtemp(prefix="de-soak-"))
+        if args.keep
+        else tempfile.TemporaryDirectory(prefix="de-soak-")
+    )
+    with directory as tmp:
+        if args.keep:
+            print(f"servers' directories: {tmp}", file=sys.stderr, flush=True)
         root = pathlib.Path(tmp)
         shared = root / "shared"
         shared.mkdir()
@@ -356,7 +375,7 @@ def main() -> int:
             end = time.monotonic() + args.minutes * 60
             while time.monotonic() < end:
                 time.sleep(rng.uniform(15, 45))
-                kind = rng.choice(KINDS)
+                kind = rng.choice(kinds)
                 injected[kind] += 1
                 seconds, _ = inject(kind, servers, names, database, shared, watcher, rng)
                 if seconds is None:
@@ -364,7 +383,8 @@ def main() -> int:
                     print(f"  {kind}: NOT recovered within {SURVIVED_WITHIN:g} s", file=sys.stderr, flush=True)
                 else:
                     recoveries[kind].append(seconds)
-                    print(f"  {kind}: recovered in {seconds:.2f} s", file=sys.stderr, flush=True)
+                    detail = f" {watcher.last_times}" if len(watcher.last_times) > 1 else ""
+                    print(f"  {kind}: recovered in {seconds:.2f} s{detail}", file=sys.stderr, flush=True)
             memory_end = sum(server.pss_mib() for server in servers)
         finally:
             for server in servers:
