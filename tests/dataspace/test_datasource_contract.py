@@ -18,9 +18,9 @@ import pandas as pd
 import pytest
 
 from decisionengine.framework.dataspace.datablock import Header, Metadata
-from decisionengine.framework.dataspace.datasource import DataSource, LatestGeneration
+from decisionengine.framework.dataspace.datasource import DataSource, Fence, LatestGeneration
 from decisionengine.framework.dataspace.datasources import registered_datasources
-from decisionengine.framework.dataspace.errors import DataSpaceConnectionError, DataSpaceExistsError
+from decisionengine.framework.dataspace.errors import DataSpaceConnectionError, DataSpaceExistsError, OwnershipLost
 from decisionengine.testing.waiting import eventually
 
 #: {registered name: [(database kind, fixture giving the data source's config)]}
@@ -241,6 +241,28 @@ def test_reap_dry_run_matches_the_real_pass(source):
     report = source.reap(cutoff, 10)
     assert (report.generations, report.products) == (preview.generations, preview.products) == (3, 3)
     assert [g["generation_id"] for g in source.get_generations(seq)] == [4]
+
+
+# -- fencing: a stale owner cannot write ------------------------------------------------------------
+
+
+def test_a_stale_fence_cannot_write(source, reopen):
+    seq = source.store_taskmanager("ch", "T1")
+    first = source.claim_channel("ch", "host-a:1")
+    write(source, seq, "T1", 1, n=1)
+    products = {"n": (2, header("T1"), metadata("T1", 2))}
+    source.write_generation(seq, 2, products, fence=Fence("ch", first))
+    second = reopen().claim_channel("ch", "host-b:2")
+    if first == second == 0:
+        return  # this data source cannot fence (allowed, and documented)
+    assert second > first
+    with pytest.raises(OwnershipLost, match="host-b:2"):
+        source.write_generation(seq, 3, {"n": (3, header("T1"), metadata("T1", 3))}, fence=Fence("ch", first))
+    assert source.get_last_generation_id("ch") == 2  # nothing of the refused write
+    source.write_generation(seq, 3, {"n": (3, header("T1"), metadata("T1", 3))}, fence=Fence("ch", second))
+    assert source.get_last_generation_id("ch") == 3
+    with pytest.raises(OwnershipLost):
+        source.write_generation(seq, 4, products, fence=Fence("other-channel", second))
 
 
 # -- processes working together --------------------------------------------------------------------

@@ -39,6 +39,8 @@ class DEServer:
             "logger": {"log_file": str(root / "logs" / "decision_engine.log"), "log_level": "DEBUG"},
             "shutdown_timeout": 10,
             "dataspace": {"datasource": {"config": {"url": url}}, "reaper_start_delay_seconds": 3600},
+            # tests of a failure look at the failed channel; tests/faults/ turn restarts on
+            "channel_restart": {"enabled": False},
             **global_config,
         }
         (root / "decision_engine.jsonnet").write_text(json.dumps(config, indent=2))

@@ -270,6 +270,7 @@ def test_sigterm_during_a_generation_leaves_the_dataspace_consistent(
             "de_logicengine_facts",
             "de_logicengine_fact_values",
             "publisher_status",
+            "de_decision",
         }
     space.close()
 

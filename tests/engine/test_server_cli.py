@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from decisionengine.framework.cli.de_server import _claim_pidfile
 from decisionengine.testing.postgres import free_port
 from tests.engine.server import REPO
 
@@ -74,6 +75,16 @@ def test_pidfile_naming_a_live_process(tmp_path):
     assert result.returncode == 1
     assert f"names a running process ({os.getpid()})" in result.stderr
     assert pidfile.read_text().strip() == str(os.getpid())  # left alone
+
+
+def test_pidfile_naming_a_dead_process_is_taken_over(tmp_path):
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    pidfile = tmp_path / "de.pid"
+    pidfile.write_text(f"{gone.pid}\n")  # what a killed server leaves
+    assert _claim_pidfile(str(pidfile)) == gone.pid  # reported, so that the server logs it
+    assert pidfile.read_text().strip() == str(os.getpid())
+    assert _claim_pidfile(str(tmp_path / "new.pid")) is None
 
 
 def test_help_has_examples():

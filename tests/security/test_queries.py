@@ -351,7 +351,7 @@ def test_query_workers_end_when_the_server_is_killed(tmp_path):
         eventually(lambda: not any(alive(pid) for pid in workers), 20, what=f"query workers {workers} to end")
     finally:
         server.stop()
-        for pid in family:  # the channel's processes outlive a killed server (not the queries' business)
+        for pid in family:  # a safety net: they die with the server (tests/faults/test_server_death.py)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
 

@@ -78,12 +78,13 @@ def test_stopping_a_standby_channel_shuts_it_down(dataspace_config, tmp_path):
 
 
 @pytest.mark.postgresql
-def test_losing_the_lock_to_another_server_stops_the_channel(pg_url, tmp_path):
-    """The lock's connection drops and another server takes the channel meanwhile."""
+def test_losing_the_lock_to_another_server_yields_the_channel(pg_url, tmp_path):
+    """The lock's connection drops and another server takes the channel meanwhile: the
+    channel waits in standby, then takes the channel back once it is free again."""
     from decisionengine.framework.dataspace.ownership import lock_key
     from tests.conftest import global_config
 
-    plan = plan_from(counting_channel(str(tmp_path / "r.jsonl")), "fragile")
+    plan = plan_from(counting_channel(str(tmp_path / "r.jsonl"), standby_retry=0.1), "fragile")
     tm, thread, space = start(plan, global_config(pg_url))
     assert tm.state.wait_for(State.STEADY, 20)
     lock_pid = tm._ownership.conn.execute(sa.select(sa.func.pg_backend_pid())).scalar()
@@ -91,9 +92,17 @@ def test_losing_the_lock_to_another_server_stops_the_channel(pg_url, tmp_path):
         terminate_backend(other_server, lock_pid)
         assert other_server.execute(sa.select(sa.func.pg_try_advisory_lock(lock_key("fragile")))).scalar()
         other_server.commit()
-        thread.join(20)
-        assert tm.state.state is State.ERROR
+        eventually(lambda: tm.standby and tm.state.state is State.BOOT, 20, what="the channel in standby")
         assert "lost ownership" in tm.last_error
+        yielded_at = tm.generation_id
+        other_server.execute(sa.select(sa.func.pg_advisory_unlock(lock_key("fragile"))))
+        other_server.commit()
+    eventually(lambda: tm.generation_id > yielded_at + 1, 20, what="generations after taking the channel back")
+    assert not tm.standby and tm.state.state is State.STEADY
+    tm.stop()
+    thread.join(10)
+    generations = [g["generation_id"] for g in space.get_generations(tm.sequence_id)]
+    assert generations == list(range(1, tm.generation_id + 1))
     space.close()
 
 

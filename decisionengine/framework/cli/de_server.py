@@ -14,12 +14,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import faulthandler
+import gc
 import os
 import pathlib
 import shutil
 import signal
 import sys
-import tempfile
 from typing import Any
 
 from decisionengine.framework.cli.common import (
@@ -31,6 +31,7 @@ from decisionengine.framework.cli.common import (
     resolve_server_paths,
     say,
 )
+from decisionengine.framework.engine import leftovers, supervision
 from decisionengine.framework.web.credentials import Credentials, CredentialsError
 
 
@@ -74,21 +75,28 @@ def resolve_config(args: argparse.Namespace) -> ServerPaths:
     return paths
 
 
-def _claim_pidfile(pidfile: str) -> None:
+def _claim_pidfile(pidfile: str) -> int | None:
+    """Write our pid to ``pidfile``; refuse if it names a live process.
+
+    Returns the pid it named when that process is dead (a server that was killed), which
+    is overwritten; None when there was no pidfile or it held no pid.
+    """
     path = pathlib.Path(pidfile)
+    dead: int | None = None
     if path.exists():
         with contextlib.suppress(ValueError, OSError):
             pid = int(path.read_text().strip())
             try:
                 os.kill(pid, 0)
             except ProcessLookupError:
-                pass
+                dead = pid
             except PermissionError:
                 raise RuntimeError(f"pidfile {pidfile} names a running process ({pid})") from None
             else:
                 raise RuntimeError(f"pidfile {pidfile} names a running process ({pid}): is de-server already running?")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(f"{os.getpid()}\n")
+    return dead
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,9 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     except CredentialsError as exc:
         say(f"de-server: {exc}")
         return 2
+    dead_server: int | None = None
     if args.pidfile:
         try:
-            _claim_pidfile(args.pidfile)
+            dead_server = _claim_pidfile(args.pidfile)
         except RuntimeError as exc:
             say(f"de-server: {exc}")
             return 1
@@ -124,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     config = paths.config
 
     # prometheus_client must see the multiprocess directory before it is first imported.
-    metrics_dir = tempfile.mkdtemp(prefix="de-metrics-")
+    # Named after this process, so that a server started after this one dies can remove it.
+    metrics_dir = leftovers.new_metrics_directory()
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
 
     import structlog  # noqa: PLC0415
@@ -140,6 +150,14 @@ def main(argv: list[str] | None = None) -> int:
     logger = structlog.get_logger("decisionengine").bind(module="de-server")
     for warning in paths.warnings:
         logger.warning("global configuration", warning=warning)
+    if dead_server is not None:
+        logger.warning("replaced the pidfile of a dead server", pidfile=args.pidfile, dead_pid=dead_server)
+    leftovers.report(logger, leftovers.clear_dead_metrics_directories())
+    if not supervision.parent_death_supported():
+        logger.warning(
+            "prctl(PR_SET_PDEATHSIG) is unavailable on this system: if de-server is killed, its channel "
+            "processes end only once they see its pipe close"
+        )
     engine: Any = None
     service: Any = None
     http: Any = None
@@ -154,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
             start_reaper=not args.no_reaper,
             context=context,
         )
+        # before any channel starts: a dead server's channels may have left their lock files
+        leftovers.report(logger, leftovers.clear_stale_channel_locks(engine.dataspace))
         signal.signal(signal.SIGTERM, lambda *_: engine.request_stop())
         signal.signal(signal.SIGINT, lambda *_: engine.request_stop())
         # `kill -USR1 <pid>` writes every thread's stack to stderr: what a stuck server is doing.
@@ -189,7 +209,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def console() -> None:
-    sys.exit(main())
+    code = main()
+    # Everything is stopped and cleaned up.  Spare the interpreter's final garbage collection
+    # over the whole heap (more than a second for a server that has run a while): a standby
+    # waits for our locks, a supervisor for our exit.  Frozen objects are not collected;
+    # atexit handlers (multiprocessing's finalizers) still run.
+    gc.freeze()
+    sys.exit(code)
 
 
 if __name__ == "__main__":

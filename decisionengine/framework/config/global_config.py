@@ -170,6 +170,15 @@ GLOBAL_SCHEMA = Obj(
         ),
         "logger": LOGGER_SCHEMA,
         "shutdown_timeout": Number(10, minimum=0),
+        # a channel that fails is started again by itself: see decisionengine.framework.engine.restarts
+        "channel_restart": Obj(
+            {
+                "enabled": Bool(True),
+                "initial_delay": Number(1, minimum=0.1, maximum=3600),
+                "max_delay": Number(300, minimum=0.1, maximum=86400),
+            },
+            default={},
+        ),
         "channels": Str(None, nullable=True),
         "dataspace": DATASPACE_SCHEMA,
         "webserver": WEBSERVER_SCHEMA,
@@ -187,6 +196,12 @@ def validate_global_config(config: Mapping[str, Any], path: str | None = None) -
     normalized, report = check(GLOBAL_SCHEMA, config)
     if not report.problems:
         _check_webserver(normalized["webserver"], report)
+        restart = normalized["channel_restart"]
+        if restart["max_delay"] < restart["initial_delay"]:
+            report.problem(
+                ("channel_restart", "max_delay"),
+                f"expected at least initial_delay ({restart['initial_delay']:g}), got {restart['max_delay']:g}",
+            )
     if report.problems:
         raise ConfigError(path, report.problems)
     if path:

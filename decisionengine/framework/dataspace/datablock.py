@@ -239,7 +239,13 @@ class DataBlock:
         self.generation_id = int(generation_id)
         self.lock = threading.RLock()
         self._pending: dict[str, tuple[Any, Header, Metadata]] | None = None
+        #: what the last commit wrote: read from memory, not from the database, afterwards
+        self._committed: dict[str, tuple[Any, Header, Metadata]] = {}
         self._announcement: dict[str, Any] | None = None
+        #: the right to write this channel's generations (see DataSpace.claim_channel)
+        self.fence: Any = None
+        #: a key that names this generation's decision, for publishers to recognise a repeat
+        self.idempotency_key: str | None = None
 
     def __str__(self) -> str:
         return (
@@ -282,18 +288,43 @@ class DataBlock:
             if self._pending is not None:
                 yield self  # nested: the outer transaction commits
                 return
-            self._pending = {}
-            self._announcement = None
+            self.begin()
             try:
                 yield self
-                pending, self._pending = self._pending, None
-                if pending:
-                    self.dataspace.write_generation(
-                        self.sequence_id, self.generation_id, pending, announce=self._announcement
-                    )
+                self.commit()
             finally:
-                self._pending = None
-                self._announcement = None
+                self.discard()
+
+    def begin(self) -> None:
+        """Start buffering puts (see :meth:`commit`)."""
+        with self.lock:
+            self._pending = {}
+            self._announcement = None
+
+    def commit(self, keep: bool = False) -> None:
+        """Write what was put since :meth:`begin` in one transaction (fenced by ``fence``).
+
+        If the write fails, the buffer is kept, so that the caller may try again (a
+        database that went away); :meth:`discard` drops it.  With ``keep``, the committed
+        products are then read from memory (what the task manager's publishers read),
+        else from the database as always.
+        """
+        with self.lock:
+            if self._pending is None:
+                raise DataSpaceError("commit() without begin()")
+            if self._pending:
+                self.dataspace.write_generation(
+                    self.sequence_id, self.generation_id, self._pending, announce=self._announcement, fence=self.fence
+                )
+            self._committed = self._pending if keep else {}
+            self._pending = None
+            self._announcement = None
+
+    def discard(self) -> None:
+        """Drop what was put and not committed."""
+        with self.lock:
+            self._pending = None
+            self._announcement = None
 
     def announce(self, payload: dict[str, Any]) -> None:
         """What to tell listeners when the current transaction commits (see DataSpace.write_generation)."""
@@ -316,6 +347,7 @@ class DataBlock:
             dup._pending = None
             self.dataspace.duplicate_datablock(self.sequence_id, self.generation_id, self.generation_id + 1)
             self.generation_id += 1
+            self._committed = {}  # a new generation: what it holds is in the database
             return dup
 
     def mark_expired(self, expiration_time: float) -> None:
@@ -325,9 +357,15 @@ class DataBlock:
 
     # -- reading -------------------------------------------------------------------------
 
-    def __getitem__(self, key: str) -> Any:
+    def _buffered(self, key: str) -> tuple[Any, Header, Metadata] | None:
         if self._pending is not None and key in self._pending:
-            return self._pending[key][0]
+            return self._pending[key]
+        return self._committed.get(key)
+
+    def __getitem__(self, key: str) -> Any:
+        buffered = self._buffered(key)
+        if buffered is not None:
+            return buffered[0]
         return self.dataspace.get_dataproduct(self.sequence_id, self.generation_id, key)
 
     def get(self, key: str, default: Any = None) -> Any:
@@ -342,19 +380,21 @@ class DataBlock:
 
     def keys(self) -> list[str]:
         stored = self.dataspace.get_keys(self.sequence_id, self.generation_id)
-        pending = [k for k in (self._pending or {}) if k not in stored]
-        return stored + pending
+        buffered = [k for k in (*self._committed, *(self._pending or {})) if k not in stored]
+        return stored + list(dict.fromkeys(buffered))
 
     def get_header(self, key: str) -> Header:
         """Return the Header associated with the key in the database"""
-        if self._pending is not None and key in self._pending:
-            return self._pending[key][1]
+        buffered = self._buffered(key)
+        if buffered is not None:
+            return buffered[1]
         return self.dataspace.get_header(self.sequence_id, self.generation_id, key)
 
     def get_metadata(self, key: str) -> Metadata:
         """Return the metadata associated with the key in the database"""
-        if self._pending is not None and key in self._pending:
-            return self._pending[key][2]
+        buffered = self._buffered(key)
+        if buffered is not None:
+            return buffered[2]
         return self.dataspace.get_metadata(self.sequence_id, self.generation_id, key)
 
     def get_dataproducts(self, key: str | None = None) -> list[dict[str, Any]]:

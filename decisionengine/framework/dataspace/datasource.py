@@ -26,6 +26,14 @@ ALL_PRODUCTS = None
 
 
 @dataclass(frozen=True)
+class Fence:
+    """The right to write a channel's generations: its name and the epoch of the claim."""
+
+    channel: str
+    epoch: int
+
+
+@dataclass(frozen=True)
 class LatestGeneration:
     """The newest committed generation of a channel, and the products asked for.
 
@@ -182,11 +190,14 @@ class DataSource(abc.ABC):
         products: Mapping[str, tuple[Any, Any, Any]],
         mode: str = "upsert",
         announce: Mapping[str, Any] | None = None,
+        fence: Fence | None = None,
     ) -> None:
         """Write (insert or replace) several products of one generation.
 
-        Backends that can should do this in one transaction, and tell listeners about it
-        (``announce``) when it commits.
+        Backends that can should do this in one transaction, tell listeners about it
+        (``announce``) when it commits, and with a ``fence`` refuse the write
+        (:class:`~.errors.OwnershipLost`) unless the fence's epoch is still the channel's,
+        checked in that same transaction.  This default can do none of the three.
         """
         existing = set(self.get_keys(taskmanager_id, generation_id))
         for key, (value, header, metadata) in products.items():
@@ -286,6 +297,15 @@ class DataSource(abc.ABC):
         """Delete the latest generation of a task manager (or all of them); returns generations removed."""
         raise NotImplementedError(f"{type(self).__name__} cannot delete generations")
 
+    def claim_channel(self, name: str, owner: str) -> int:
+        """Make the caller (which holds the channel's lock) the channel's owner: a new,
+        higher epoch for ``name``, recorded with ``owner`` (who, for operators).
+
+        Writes fenced with an older epoch fail from then on.  A data source that cannot
+        fence returns 0 and ignores fences.
+        """
+        return 0
+
     def channel_lock(self, name: str) -> Any:
         """The lock that makes one process the owner of channel ``name``.
 
@@ -294,6 +314,14 @@ class DataSource(abc.ABC):
         from decisionengine.framework.dataspace.ownership import ChannelLock  # noqa: PLC0415
 
         return ChannelLock()
+
+    def clear_stale_channel_locks(self) -> list[str]:
+        """Remove what dead owners of channel locks left (SQLite lock files); what was removed.
+
+        Nothing for a data source whose locks end with their holder (PostgreSQL's advisory
+        locks end with its connection) or that has none.
+        """
+        return []
 
     def reap(
         self,

@@ -24,6 +24,7 @@ from typing import Any
 from decisionengine.framework.dataspace.datasource import (
     ALL_PRODUCTS,
     DataSource,
+    Fence,
     LatestGeneration,
     ReapReport,
     TaskManagerRef,
@@ -34,6 +35,7 @@ from decisionengine.framework.dataspace.errors import (
     DataSpaceConnectionError,
     DataSpaceError,
     DataSpaceExistsError,
+    OwnershipLost,
     UntrustedPayloadError,
 )
 from decisionengine.framework.dataspace.unpickling import UnpicklePolicy
@@ -46,7 +48,9 @@ __all__ = [
     "DataSpaceConnectionError",
     "DataSpaceError",
     "DataSpaceExistsError",
+    "Fence",
     "LatestGeneration",
+    "OwnershipLost",
     "UntrustedPayloadError",
 ]
 
@@ -161,10 +165,13 @@ class DataSpace:
         generation_id: int,
         products: Mapping[str, tuple[Any, Any, Any]],
         announce: Mapping[str, Any] | None = None,
+        fence: Fence | None = None,
     ) -> None:
         """Insert or replace several products of one generation at once (one transaction);
-        ``announce`` is what listeners hear when it commits (PostgreSQL NOTIFY)."""
-        self.datasource.write_generation(taskmanager_id, generation_id, products, announce=announce)
+        ``announce`` is what listeners hear when it commits (PostgreSQL NOTIFY); with a
+        ``fence`` the write happens only while its epoch is the channel's (else
+        :class:`OwnershipLost`, nothing written)."""
+        self.datasource.write_generation(taskmanager_id, generation_id, products, announce=announce, fence=fence)
 
     def get_dataproduct(self, taskmanager_id: TaskManagerRef, generation_id: int, key: str) -> Any:
         return self.datasource.get_dataproduct(taskmanager_id, generation_id, key)
@@ -245,9 +252,19 @@ class DataSpace:
         """Every channel (task manager name) the DataSpace holds, sorted."""
         return sorted({registration["name"] for registration in self.datasource.get_taskmanagers()})
 
+    def claim_channel(self, name: str, owner: str) -> Fence:
+        """Become the owner of channel ``name`` (call while holding its lock): the fence
+        every write of its generations must then carry (see :class:`OwnershipLost`)."""
+        return Fence(name, self.datasource.claim_channel(name, owner))
+
     def channel_lock(self, name: str) -> Any:
         """The lock making this process the one owner of channel ``name`` (see ``ownership``)."""
         return self.datasource.channel_lock(name)
+
+    def clear_stale_channel_locks(self) -> list[str]:
+        """Remove the channel locks that dead processes left (SQLite lock files nobody holds;
+        never a live owner's); the paths removed.  A server calls it before its channels start."""
+        return self.datasource.clear_stale_channel_locks()
 
     # -- maintenance ---------------------------------------------------------------------------
 

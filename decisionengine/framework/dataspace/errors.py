@@ -57,3 +57,14 @@ class UntrustedPayloadError(DataSpaceError, pickle.UnpicklingError):
 
     def __reduce__(self) -> tuple[type[UntrustedPayloadError], tuple[str, str | None]]:
         return type(self), (self.refused, self.where)
+
+
+class OwnershipLost(DataSpaceError):
+    """A write on behalf of a channel whose ownership has passed to another process.
+
+    Every generation write carries the owner's *fence* (the channel and the epoch it was
+    given when it took the channel) and the write checks it in its own transaction: a
+    process that lost its lock (a network partition, a dropped connection) and does not
+    know it yet can never commit another generation once a new owner has claimed the
+    channel.  Nothing of the refused write is stored.
+    """

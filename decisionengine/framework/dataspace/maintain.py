@@ -7,7 +7,6 @@ writing while it works, and it can be stopped between any two batches.
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import threading
 import time
@@ -18,12 +17,16 @@ import structlog
 
 from decisionengine.framework.dataspace.datasource import ReapReport
 from decisionengine.framework.dataspace.dataspace import DataSpace
-from decisionengine.framework.dataspace.errors import DataSpaceConfigurationError
+from decisionengine.framework.dataspace.errors import DataSpaceConfigurationError, DataSpaceConnectionError
 
 DEFAULT_RETENTION_INTERVAL_DAYS = 365
 DEFAULT_SECONDS_BETWEEN_RUNS = 24 * 60 * 60
 DEFAULT_START_DELAY_SECONDS = 1818
 DEFAULT_BATCH_SIZE = 100
+#: a pass that failed because the database was away is tried again after this many seconds,
+#: doubling up to RETRY_MAX (never waiting longer than the usual interval between passes)
+RETRY_FIRST = 1.0
+RETRY_MAX = 60.0
 
 
 class ReaperState(enum.Enum):
@@ -216,11 +219,20 @@ class Reaper:
         self.next_run = time.time() + delay
         if self._stop.wait(delay):
             return
+        retry = RETRY_FIRST
         while not self._stop.is_set():
-            with contextlib.suppress(Exception):  # recorded by reap(); try again at the next interval
+            wait = self.seconds_between_runs
+            try:
                 self.reap()
-            self.next_run = time.time() + self.seconds_between_runs
-            if self._stop.wait(self.seconds_between_runs):
+                retry = RETRY_FIRST
+            except DataSpaceConnectionError:  # recorded by reap(); the outage will end: try soon
+                wait = min(retry, self.seconds_between_runs)
+                retry = min(retry * 2, RETRY_MAX)
+                self.logger.warning("reaper will retry when the database is back", retry=wait)
+            except Exception:  # recorded by reap(); try again at the next interval
+                pass
+            self.next_run = time.time() + wait
+            if self._stop.wait(wait):
                 return
 
     def start(self, delay: float = 0) -> None:

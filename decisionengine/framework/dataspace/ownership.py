@@ -10,18 +10,23 @@ when its holder's connection (or process) goes away.
   for the lock alone; ``held()`` asks the server whether that session still holds it, so
   a lost connection is noticed.
 * SQLite: ``flock`` on ``<database file>.<channel>.lock`` next to the database file.
+  The kernel drops the ``flock`` of a process that dies, but the file stays:
+  :func:`clear_stale_lock_files` removes those nobody holds (a server does at start).
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import hashlib
 import os
 import re
 from typing import Any
 
 import sqlalchemy as sa
+
+from decisionengine.framework.dataspace.errors import DataSpaceConnectionError
 
 
 def lock_key(name: str) -> int:
@@ -56,12 +61,14 @@ class PostgresAdvisoryLock(ChannelLock):
         return self.conn
 
     def acquire(self) -> bool:
+        """True when taken; False when another session holds it; DataSpaceConnectionError
+        when the database cannot be reached (nobody can say who owns the channel then)."""
         try:
             conn = self._connection()
             return bool(conn.execute(sa.select(sa.func.pg_try_advisory_lock(self.key))).scalar())
-        except sa.exc.DBAPIError:
+        except sa.exc.DBAPIError as exc:
             self._drop()
-            return False
+            raise DataSpaceConnectionError(f"cannot reach the database to take the channel lock: {exc.orig}") from exc
 
     def held(self) -> bool:
         if self.conn is None:
@@ -91,6 +98,10 @@ class PostgresAdvisoryLock(ChannelLock):
         self.conn = None
 
 
+LOCK_FILE_INFIX = "."
+LOCK_FILE_SUFFIX = ".lock"
+
+
 class FileLock(ChannelLock):
     """``flock`` on a file next to the SQLite database, removed when released.
 
@@ -102,7 +113,7 @@ class FileLock(ChannelLock):
 
     def __init__(self, database: str, name: str) -> None:
         safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
-        self.path = f"{database}.{safe}.lock"
+        self.path = f"{database}{LOCK_FILE_INFIX}{safe}{LOCK_FILE_SUFFIX}"
         self.fd: int | None = None
 
     def acquire(self) -> bool:
@@ -138,6 +149,53 @@ class FileLock(ChannelLock):
                 fcntl.flock(self.fd, fcntl.LOCK_UN)
                 os.close(self.fd)
         self.fd = None
+
+
+def clear_stale_lock_files(database: str) -> list[str]:
+    """Remove the channel lock files next to ``database`` that no live process holds.
+
+    What a killed channel process leaves: the kernel released its ``flock``, the file
+    stayed.  A file this process can lock is held by nobody, so it is stale; one it cannot
+    lock belongs to a live owner and is left alone.  A stale file is removed the way
+    :meth:`FileLock.release` removes one, under the lock and after checking that the path
+    still names the file locked (every remover holds the lock, so it cannot change before
+    the unlink); a process that opened it meanwhile finds it gone after its own ``flock``
+    and takes a new one (:meth:`FileLock.acquire`).  Returns the paths removed.
+    """
+    pattern = f"{glob.escape(database)}{LOCK_FILE_INFIX}*{LOCK_FILE_SUFFIX}"
+    return [path for path in sorted(glob.glob(pattern)) if _remove_if_unheld(path)]
+
+
+def _remove_if_unheld(path: str) -> bool:
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
+    except OSError:  # gone already, a symlink, or not ours to lock
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # held: a live process owns this channel
+            return False
+        try:
+            named = os.stat(path, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        opened = os.fstat(fd)
+        if (named.st_dev, named.st_ino) != (opened.st_dev, opened.st_ino):  # replaced: not the file we locked
+            return False
+        os.unlink(path)
+        return True
+    finally:
+        os.close(fd)  # drops the lock
+
+
+def clear_stale_locks(engine: sa.Engine) -> list[str]:
+    """:func:`clear_stale_lock_files` for the SQLite database of ``engine`` (nothing for others:
+    PostgreSQL's advisory locks end with their holder's connection)."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or database in (None, "", ":memory:"):
+        return []
+    return clear_stale_lock_files(database)
 
 
 def channel_lock(engine: sa.Engine, name: str) -> Any:

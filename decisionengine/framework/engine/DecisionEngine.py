@@ -30,12 +30,14 @@ from decisionengine.framework.engine import server_metrics
 from decisionengine.framework.engine.errors import ChannelConflict, ChannelNotFound
 from decisionengine.framework.engine.events import EventHub, GenerationListener
 from decisionengine.framework.engine.links import LinkRouter
+from decisionengine.framework.engine.restarts import RestartPolicy
 from decisionengine.framework.engine.workers import ChannelWorker
 from decisionengine.framework.taskmanager import metrics as channel_metrics
 from decisionengine.framework.taskmanager.states import State
 
 #: imported once by the fork server, shared (copy-on-write) by every channel process
 PRELOAD = [
+    "decisionengine.framework.engine.forkserver_guard",  # first: dies with de-server (supervision)
     "decisionengine.framework.engine.channel_process",
     "decisionengine.framework.config.validation",
     "decisionengine.framework.taskmanager.TaskManager",
@@ -53,6 +55,8 @@ def channel_context() -> Any:
     channel therefore starts without re-importing everything, and its memory pages for
     those libraries are shared with the other channels.  Unlike forking the server itself,
     nothing of the server's threads, locks or connections leaks into a channel.
+
+    The fork server and everything it forks die with de-server (:mod:`.supervision`).
     """
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(PRELOAD)
@@ -126,7 +130,13 @@ class DecisionEngine:
 
     def _new_worker(self, config: ChannelConfig) -> ChannelWorker:
         return ChannelWorker(
-            config, self._launch_args(), self.context, self._notify, self.events.state, router=self.links
+            config,
+            self._launch_args(),
+            self.context,
+            self._notify,
+            self.events.state,
+            router=self.links,
+            restart_policy=RestartPolicy.from_config(self.global_config),
         )
 
     def _notify(self) -> None:
@@ -162,6 +172,8 @@ class DecisionEngine:
             worker.on_plan(payload)
         elif kind == "failed":
             worker.on_failed(payload)
+        elif kind == "invalid":
+            worker.on_invalid(payload)
         elif kind == "exited":
             worker.on_exited(payload)
 
@@ -320,7 +332,9 @@ class DecisionEngine:
     def stop_channel(self, channel: str) -> str:
         worker = self.worker(channel)
         if not worker.alive:
-            return f"channel {channel} is not running ({worker.state.value})"
+            cancelled = worker.stop()
+            note = "; its automatic restart is cancelled" if cancelled else ""
+            return f"channel {channel} is not running ({worker.state.value}){note}"
         killed = self._stop_workers([worker], self.shutdown_timeout)
         return f"channel {channel} {'killed' if killed else 'stopped'}"
 
@@ -338,6 +352,9 @@ class DecisionEngine:
     def stop_channels(self) -> tuple[list[str], list[str]]:
         """Stop every running channel; (stopped, killed)."""
         running = [w for w in self.workers.values() if w.alive]
+        for waiting in self.workers.values():
+            if not waiting.alive:
+                waiting.stop()  # cancels a pending automatic restart
         killed = self._stop_workers(running, self.shutdown_timeout)
         return sorted(w.name for w in running), killed
 
@@ -345,7 +362,8 @@ class DecisionEngine:
         """Ask a channel to stop; kill it if it has not stopped after ``timeout`` seconds."""
         worker = self.worker(channel)
         if not worker.alive:
-            return f"channel {channel} is not running ({worker.state.value})"
+            note = "; its automatic restart is cancelled" if worker.stop() else ""
+            return f"channel {channel} is not running ({worker.state.value}){note}"
         worker.stop()
         if worker.join(timeout):
             return f"channel {channel} stopped"
@@ -357,6 +375,7 @@ class DecisionEngine:
         worker = self.worker(channel)
         if worker.alive:
             self._stop_workers([worker], self.shutdown_timeout)
+        worker.stop()  # cancels a pending automatic restart
         del self.workers[channel]
         self._notify()
         return f"channel {channel} removed"

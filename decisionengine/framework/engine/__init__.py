@@ -4,6 +4,9 @@
 * :mod:`.workers` -- the server's handle on one channel process (supervision, watchdog);
 * :mod:`.channel_process` -- what runs inside a channel's process;
 * :mod:`.preload` -- the fork server's preloading (shared, frozen pages);
+* :mod:`.supervision` -- nothing the server starts outlives it (:mod:`.forkserver_guard`
+  arms it in the fork server);
+* :mod:`.leftovers` -- what a dead server left, cleared by the next one to start;
 * :mod:`.events` -- live events (generations, state changes) for subscribers;
 * :mod:`.logs` -- structured logging of every process through one writer;
 * :mod:`.server_metrics` -- the server's own Prometheus metrics.

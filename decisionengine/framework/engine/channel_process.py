@@ -14,7 +14,9 @@ hangs or kills its interpreter takes down only its channel.  The process:
 * opens its own DataSpace connection pool;
 * runs the channel's TaskManager, reporting status snapshots over the same pipe;
 * obeys commands from the server (stop, log level) and SIGTERM/SIGINT (stop cleanly:
-  the generation in progress finishes or is rolled back, publishers are shut down).
+  the generation in progress finishes or is rolled back, publishers are shut down);
+* dies (SIGKILL) with the server, however the server dies (:mod:`.supervision`): a
+  channel whose server is gone commits nothing more and releases its channel's lock.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import sys
 import threading
 from dataclasses import dataclass
 from typing import Any
+
+from decisionengine.framework.engine import supervision
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -45,6 +49,7 @@ class ChannelLaunch:
 
 def main(launch: ChannelLaunch) -> None:
     """Run one channel until it stops; the exit code says how it ended."""
+    parent_death_armed = supervision.guard_forked_child()  # first: the server may already be gone
     name = launch.config.name
     if launch.metrics_dir:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = launch.metrics_dir
@@ -62,6 +67,11 @@ def main(launch: ChannelLaunch) -> None:
     import structlog  # noqa: PLC0415
 
     logger = structlog.get_logger("decisionengine").bind(module="channel_process", channel=name)
+    if parent_death_armed is False:
+        logger.warning(
+            "prctl(PR_SET_PDEATHSIG) is unavailable: if the server is killed, this channel process "
+            "ends only when it sees the server's pipe close"
+        )
 
     def report(snapshot: dict[str, Any]) -> None:
         sender.event("status", name, snapshot)
@@ -98,7 +108,7 @@ def main(launch: ChannelLaunch) -> None:
     except Exception as exc:
         reason = f"invalid configuration: {exc}"
         logger.error("channel configuration is invalid; the channel will not run", reason=reason)
-        sender.event("failed", name, reason)
+        sender.event("invalid", name, reason)
         sender.event("exited", name, State.ERROR.value)
         finish(sender)
         sys.exit(EXIT_ERROR)

@@ -19,6 +19,7 @@ each (channel, generation) once.
 from __future__ import annotations
 
 import contextlib
+import functools
 import queue
 import threading
 import typing
@@ -176,14 +177,22 @@ class GenerationListener:
         if self._thread.is_alive():
             self._thread.join(5)
 
+    def _listening(self, lost: bool) -> None:
+        self.listening.set()
+        if lost:
+            self.logger.info("generation listener listening again")
+
     def _run(self) -> None:
         delay = 1.0
+        lost = False
         while not self._stop.is_set():
             try:
-                if not self.dataspace.watch_generations(self.hub.generation, self._stop, self.listening.set):
+                connected = functools.partial(self._listening, lost)
+                if not self.dataspace.watch_generations(self.hub.generation, self._stop, connected):
                     return  # this data source cannot notify: channel reports are enough
                 delay = 1.0
             except Exception as exc:  # the database went away: listen again when it is back
+                lost = True
                 self.listening.clear()
                 self.logger.warning("generation listener lost its connection", error=str(exc), retry=delay)
                 if self._stop.wait(delay):

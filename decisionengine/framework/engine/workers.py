@@ -4,7 +4,8 @@ The server never waits on a channel to answer a question: each worker keeps the 
 status snapshot its channel reported (over the event queue), and a monitor thread
 blocked in ``process.join()`` notices the moment the process ends.  A channel that
 exits without saying SHUTDOWN (it raised, called ``os._exit``, was killed) is reported
-as ERROR with the reason, and can be started again.
+as ERROR with the reason, and is started again by itself after a growing delay
+(:mod:`.restarts`) unless the operator stopped it.
 
 The hang watchdog arms a timer whenever the channel reports a module busy; if the same
 call is still running ``module_timeout`` seconds later, the channel process is killed
@@ -23,7 +24,9 @@ from typing import Any
 
 import structlog
 
+from decisionengine.framework.engine import supervision
 from decisionengine.framework.engine.channel_process import ChannelLaunch, main
+from decisionengine.framework.engine.restarts import RestartPolicy
 from decisionengine.framework.taskmanager.states import FINISHED, State
 from decisionengine.framework.util import metrics
 
@@ -48,6 +51,7 @@ class ChannelWorker:
         notify: Notify,
         on_state: StateListener | None = None,
         router: Any = None,
+        restart_policy: RestartPolicy | None = None,
     ) -> None:
         self.config = config
         self.on_state = on_state
@@ -67,6 +71,18 @@ class ChannelWorker:
         self.started_at: float | None = None
         self.exit_code: int | None = None
         self.restarts = 0
+        self.restart_policy = restart_policy or RestartPolicy(enabled=False)
+        #: the channel should run: set by start, cleared by stop (the operator or the server
+        #: stopping); a process that ends in ERROR while wanted is restarted
+        self.wanted = False
+        #: the configuration was refused: starting again would fail the same way
+        self.config_invalid = False
+        self.failures_in_a_row = 0
+        self.restart_at: float | None = None
+        #: the last time the process ended in ERROR, kept across restarts (reason, at, exit code)
+        self.last_failure: dict[str, Any] | None = None
+        self._restart_timer: threading.Timer | None = None
+        self._generation_at_start = 0
         self._lock = threading.RLock()
         self._watchdog: threading.Timer | None = None
         self._exited = threading.Event()
@@ -91,6 +107,9 @@ class ChannelWorker:
             status["exit_code"] = self.exit_code
             status["process_alive"] = self.alive
             status["restarts"] = self.restarts
+            status["failures_in_a_row"] = self.failures_in_a_row
+            status["restart_at"] = self.restart_at
+            status["last_failure"] = self.last_failure
             if self.reason and not status.get("last_error"):
                 status["last_error"] = self.reason
             return status
@@ -105,15 +124,25 @@ class ChannelWorker:
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, *, automatic: bool = False) -> None:
+        """Start the channel's process.  ``automatic``: a restart after a failure (the
+        failure count, which sets the next delay, is kept; an operator's start clears it)."""
         with self._lock:
             if self.alive:
                 raise RuntimeError(f"channel {self.name!r} is already running (pid {self.process.pid})")
+            self._cancel_restart()
+            if not automatic:
+                self.failures_in_a_row = 0
+            self.wanted = True
+            self.config_invalid = False
+            self._generation_at_start = int(self.snapshot.get("generation") or 0)
             self.reason = None
             self.exit_code = None
             if self.started_at is not None:
                 self.restarts += 1
             self.started_at = time.time()
+            if self.context.get_start_method() == "forkserver":
+                supervision.ensure_fork_server()  # from a thread that lives as long as the server
             self.command_queue = self.context.Queue()
             self._exited = threading.Event()
             self._ended = threading.Event()
@@ -172,6 +201,13 @@ class ChannelWorker:
                     self.reason = _exit_reason(process.exitcode, state)
                 self._replace({**self.snapshot, "state": State.ERROR.value, "state_since": time.time(), "busy": {}})
             metrics.mark_process_dead(process.pid)
+            if self.state is State.ERROR:
+                self.last_failure = {
+                    "reason": self.reason or self.snapshot.get("last_error"),
+                    "at": time.time(),
+                    "exit_code": process.exitcode,
+                }
+            restart_in = self._schedule_restart() if self.state is State.ERROR else None
         level = "info" if self.state is State.SHUTDOWN else "error"
         getattr(self.logger, level)(
             "channel process ended",
@@ -180,7 +216,46 @@ class ChannelWorker:
             state=self.state.value,
             reason=self.reason,
         )
+        if restart_in is not None:
+            self.logger.warning("channel will be restarted", delay=restart_in, failures_in_a_row=self.failures_in_a_row)
         self.notify()
+
+    # -- automatic restarts -----------------------------------------------------------------
+
+    def _schedule_restart(self) -> float | None:
+        """After a failure: start again later if the channel is still wanted (lock held)."""
+        if not (self.wanted and self.restart_policy.enabled) or self.config_invalid:
+            return None
+        self.failures_in_a_row += 1
+        delay = self.restart_policy.delay(self.failures_in_a_row)
+        self.restart_at = time.time() + delay
+        timer = threading.Timer(delay, self._restart)
+        timer.daemon = True
+        timer.name = f"restart-{self.name}"
+        self._restart_timer = timer
+        timer.start()
+        return delay
+
+    def _restart(self) -> None:
+        with self._lock:
+            if not self.wanted or self.alive or self._restart_timer is None:
+                return  # stopped, or started by someone else, meanwhile
+            self._restart_timer = None
+            self.restart_at = None
+            self.logger.info("restarting channel after failure", failures_in_a_row=self.failures_in_a_row)
+            try:
+                self.start(automatic=True)
+            except Exception as exc:  # the fork server failed, say: try again later
+                self.logger.exception("channel restart failed", error=f"{type(exc).__name__}: {exc}")
+                self._schedule_restart()
+
+    def _cancel_restart(self) -> bool:
+        """Forget a pending restart (lock held); True if there was one."""
+        timer, self._restart_timer = self._restart_timer, None
+        self.restart_at = None
+        if timer is not None:
+            timer.cancel()
+        return timer is not None
 
     def on_status(self, snapshot: dict[str, Any]) -> None:
         """A snapshot from the channel process."""
@@ -189,6 +264,8 @@ class ChannelWorker:
             if not self.alive and not final and self.exit_code is not None:
                 return  # a late message from a process that has already ended: its end is what counts
             self._replace(snapshot)
+            if self.failures_in_a_row and int(snapshot.get("generation") or 0) > self._generation_at_start:
+                self.failures_in_a_row = 0  # it commits again: the next failure waits initial_delay
         self._arm_watchdog(snapshot)
         self.notify()
 
@@ -201,6 +278,12 @@ class ChannelWorker:
         with self._lock:
             self.reason = reason
 
+    def on_invalid(self, reason: str) -> None:
+        """The channel refused its configuration: it is not restarted until started by hand."""
+        with self._lock:
+            self.reason = reason
+            self.config_invalid = True
+
     def on_exited(self, final_state: str) -> None:
         """The channel's last message: the state it ended in."""
         with self._lock:
@@ -209,11 +292,18 @@ class ChannelWorker:
             self._exited.set()
         self.notify()
 
-    def stop(self) -> None:
-        """Ask the channel to stop (it finishes its generation, shuts its publishers down)."""
+    def stop(self) -> bool:
+        """Ask the channel to stop (it finishes its generation, shuts its publishers down).
+
+        Also ends the channel's wish to run: a pending automatic restart is cancelled (the
+        return value says whether there was one) and a failure from here on is final.
+        """
         with self._lock:
+            self.wanted = False
+            cancelled = self._cancel_restart()
             if not self.alive:
-                return
+                return cancelled
+                return None
             with contextlib.suppress(Exception):
                 self.command_queue.put(("stop",))
             with contextlib.suppress(ProcessLookupError):
@@ -221,6 +311,7 @@ class ChannelWorker:
             if self.state not in (State.SHUTTINGDOWN, State.ERROR):
                 self._replace({**self.snapshot, "state": State.SHUTTINGDOWN.value, "state_since": time.time()})
         self.notify()
+        return cancelled
 
     def join(self, timeout: float | None) -> bool:
         """Wait for the process to end (and its end to be recorded); True if it did."""

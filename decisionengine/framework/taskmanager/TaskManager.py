@@ -27,7 +27,10 @@ from __future__ import annotations
 
 import collections
 import datetime
+import hashlib
+import json
 import os
+import socket
 import threading
 import time
 import uuid
@@ -42,7 +45,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from decisionengine.framework.config.plan import ChannelPlan, ModuleSpec
 from decisionengine.framework.dataspace.datablock import STATE_END_CYCLE, DataBlock, Header, Metadata
-from decisionengine.framework.dataspace.dataspace import DataSpace
+from decisionengine.framework.dataspace.dataspace import DataSpace, DataSpaceConnectionError, OwnershipLost
 from decisionengine.framework.logicengine.LogicEngine import FACTS_PRODUCT
 from decisionengine.framework.modules.Module import verify_products
 from decisionengine.framework.taskmanager import metrics
@@ -50,6 +53,11 @@ from decisionengine.framework.taskmanager.settings import TaskManagerSettings
 from decisionengine.framework.taskmanager.states import State, StateMachine
 
 PUBLISHER_STATUS = "publisher_status"
+#: the generation's decision: the publishers to run and their idempotency key
+DECISION = "de_decision"
+#: seconds between commit attempts while the database is away: from the first to the most
+DB_RETRY_FIRST = 0.25
+DB_RETRY_MAX = 2.0
 #: every fact's value in a generation (de_logicengine_facts holds the facts rules add)
 FACT_VALUES = "de_logicengine_fact_values"
 MAX_RETRY_DELAY = 3600.0
@@ -138,6 +146,12 @@ class TaskManager:
         self._report_lock = threading.Lock()
         self._ownership: Any = None
         self.standby = False
+        #: the right to write this channel's generations (renewed whenever it is claimed)
+        self.fence: Any = None
+        #: who owns the channel, for operators: host and process
+        self.owner = f"{socket.gethostname()}:{os.getpid()}"
+        self.database_unreachable_since: float | None = None
+        self._db_delay = DB_RETRY_FIRST
         for warning in (*plan.warnings, *self.settings.warnings):
             self.logger.warning("channel configuration", warning=warning)
 
@@ -161,6 +175,8 @@ class TaskManager:
             "sources": {key: asdict(status) for key, status in self.sources.items()},
             "busy": dict(self.busy),
             "standby": self.standby,
+            "owner": self.owner if not self.standby and self.fence is not None else None,
+            "database_unreachable_since": self.database_unreachable_since,
             "module_timeout": self.settings.module_timeout,
             "history": [asdict(record) for record in self.history],
         }
@@ -187,7 +203,8 @@ class TaskManager:
 
         Returns the final state (SHUTDOWN or ERROR).
         """
-        if not self._claim_ownership():
+        self._ownership = self.dataspace.channel_lock(self.name)
+        if not self._wait_for_ownership():
             self.state.set(State.SHUTTINGDOWN)
             self.state.set(State.SHUTDOWN)
             return self.state.state
@@ -195,29 +212,120 @@ class TaskManager:
             return self._run_owned()
         finally:
             self._ownership.release()
+            metrics.OWNER.labels(self.name).set(0)
 
-    def _claim_ownership(self) -> bool:
-        """Take the channel's lock, waiting in standby while another process holds it.
+    def _try_lock(self) -> bool | None:
+        """Take the channel's lock: True taken, False held by another process, None when
+        the database cannot be reached (then nobody can tell who owns the channel)."""
+        try:
+            return self._ownership.acquire()
+        except DataSpaceConnectionError as exc:
+            self._database_unreachable(exc)
+            return None
 
-        False if the channel was stopped while waiting.
-        """
-        self._ownership = self.dataspace.channel_lock(self.name)
-        while not self._ownership.acquire():
-            if not self.standby:
+    def _wait_for_ownership(self) -> bool:
+        """Take the channel's lock, waiting in standby while another process holds it, and
+        claim the channel (a new fence epoch).  False if the channel was stopped meanwhile."""
+        while True:
+            taken = self._try_lock()
+            if taken:
+                try:
+                    self.fence = self.dataspace.claim_channel(self.name, self.owner)
+                except DataSpaceConnectionError as exc:
+                    self._database_unreachable(exc)
+                    self._ownership.release()
+                else:
+                    break
+            elif taken is False and not self.standby:
                 self.standby = True
+                metrics.OWNER.labels(self.name).set(0)
                 self.logger.info(
                     "another process owns this channel; waiting in standby", retry=self.settings.standby_retry
                 )
                 self._report()
             if self._stop.wait(self.settings.standby_retry):
                 return False
+        self._database_reachable()
         if self.standby:
-            self.logger.info("took over the channel")
+            self.logger.info("took over the channel", epoch=self.fence.epoch)
         self.standby = False
+        metrics.OWNER.labels(self.name).set(1)
+        self._report()
         return True
 
     def _still_owner(self) -> bool:
-        return self._ownership.held() or self._ownership.acquire()
+        """Whether this process may run the next generation: its lock is held, or can be
+        taken again (a lost connection) and the channel claimed anew.  False when another
+        process holds the lock now; waits while the database cannot be reached."""
+        while True:
+            if self._ownership.held():
+                return True
+            taken = self._try_lock()
+            if taken:
+                try:
+                    self.fence = self.dataspace.claim_channel(self.name, self.owner)
+                except DataSpaceConnectionError as exc:
+                    self._database_unreachable(exc)
+                    self._ownership.release()
+                else:
+                    self._database_reachable()
+                    self.logger.info("took the channel's lock again", epoch=self.fence.epoch)
+                    return True
+            elif taken is False:
+                return False
+            if self._stop.wait(self._db_retry()):
+                return True  # stopping: the loop ends without another generation
+
+    def _yield_ownership(self, reason: str) -> bool:
+        """Another process owns the channel now: stop acquiring, wait in standby, and take
+        it back when it is free again.  False if the channel was stopped meanwhile."""
+        self.logger.warning("lost ownership of the channel; waiting in standby", reason=reason)
+        self.last_error = f"lost ownership of the channel ({reason}); waiting in standby"
+        self._ownership.release()
+        self.state.set(State.BOOT)
+        if self._scheduler is not None and self._scheduler.running:
+            self._scheduler.pause()
+        with self._cond:
+            self._fresh.clear()
+        if not self._wait_for_ownership():
+            return False
+        self.generation_id = self.dataspace.get_last_generation_id(self.name, self.taskmanager_id)
+        self.last_error = None
+        self.state.set(State.ACTIVE)
+        if self._scheduler is not None:
+            self._scheduler.resume()
+            for job in self._scheduler.get_jobs():
+                job.modify(next_run_time=_now_utc())  # fresh data before the next generation
+        return True
+
+    # -- the database going away ------------------------------------------------------------------
+
+    def _database_unreachable(self, error: BaseException) -> None:
+        if self.database_unreachable_since is None:
+            self.database_unreachable_since = time.time()
+            self._db_delay = DB_RETRY_FIRST
+            metrics.DATABASE_UP.labels(self.name).set(0)
+            self.logger.error("database unreachable; retrying until it is back", error=str(error))
+        since = datetime.datetime.fromtimestamp(self.database_unreachable_since).astimezone()
+        self.last_error = f"database unreachable since {since.isoformat(timespec='seconds')}: {error}"
+        self._report()
+
+    def _database_reachable(self) -> None:
+        if self.database_unreachable_since is not None:
+            lasted = time.time() - self.database_unreachable_since
+            self.logger.info("database reachable again", unreachable_seconds=round(lasted, 3))
+            self.database_unreachable_since = None
+            if self.last_error and self.last_error.startswith("database unreachable"):
+                self.last_error = None
+            self._report()
+        metrics.DATABASE_UP.labels(self.name).set(1)
+
+    def _db_retry(self) -> float:
+        """Seconds to the next attempt while the database is away: short at first, at most
+        DB_RETRY_MAX (so a generation resumes within that of the database's return)."""
+        delay = self._db_delay
+        self._db_delay = min(self._db_delay * 2, DB_RETRY_MAX)
+        return delay
 
     def _run_owned(self) -> State:
         try:
@@ -263,6 +371,7 @@ class TaskManager:
         self.sequence_id = self.dataspace.store_taskmanager(self.name, self.taskmanager_id)
         self.generation_id = self.dataspace.get_last_generation_id(self.name, self.taskmanager_id)
         metrics.LAST_GENERATION.labels(self.name).set(self.generation_id)
+        self._recover_unpublished()
         if not self.plan.sources:
             self.logger.warning("channel has no sources: nothing will start a generation")
         self.logger.info(
@@ -371,13 +480,17 @@ class TaskManager:
                 deliveries = dict(self._latest)
                 self._fresh.clear()
             if not self._still_owner():
-                self.last_error = (
-                    "lost ownership of the channel: its lock is held by another process, "
-                    "or the database connection that held it dropped"
-                )
-                self.logger.error("channel goes to ERROR", reason=self.last_error)
-                return State.ERROR
-            self._run_generation(deliveries)
+                if not self._yield_ownership("its lock is held by another process"):
+                    return State.SHUTDOWN
+                continue
+            if self._stop.is_set():
+                return State.SHUTDOWN
+            try:
+                self._run_generation(deliveries)
+            except OwnershipLost as exc:
+                if not self._yield_ownership(str(exc)):
+                    return State.SHUTDOWN
+                continue
             if self.consecutive_failures >= self.settings.max_consecutive_failures:
                 self.last_error = (
                     f"{self.consecutive_failures} consecutive failed generations; last: {self.history[-1].error}"
@@ -389,6 +502,15 @@ class TaskManager:
                 return State.SHUTDOWN
 
     def _run_generation(self, deliveries: Mapping[str, _Delivery]) -> None:
+        """Compute a generation, commit it, then publish it, then record how publishing went.
+
+        The order is the guarantee publishers get: they act only on a generation that is
+        committed (products, facts and decision), at least once for each one (a commit
+        whose publishers never ran is published at the next start), never for one that was
+        not.  A commit the database refuses for a connection problem is retried until it
+        succeeds (the channel shows "database unreachable since ..."); nothing else of the
+        generation is redone.  :class:`OwnershipLost` goes to the caller: nothing was written.
+        """
         generation = self.generation_id + 1
         record = GenerationRecord(generation, time.time())
         if deliveries:
@@ -396,54 +518,59 @@ class TaskManager:
         self.history.append(record)
         started = time.monotonic()
         block = DataBlock(self.dataspace, self.name, self.taskmanager_id, generation, self.sequence_id)
+        block.fence = self.fence
+        block.begin()
         try:
-            with block.transaction():
-                self._put_source_products(block, deliveries, record)
-                for spec in self.plan.transforms:
-                    self._run_transform(block, spec, record)
-                fired = self._run_logic_engine(block, record)
-                statuses = self._run_publishers(block, self.plan.publishers_to_run(fired), record)
-                block.put(PUBLISHER_STATUS, statuses, self._header("taskmanager", record), self._metadata(record))
-                block.announce(
-                    {
-                        "channel": self.name,
-                        "generation": generation,
-                        "time": time.time(),
-                        "outcome": "committed" if record.outcome == "running" else record.outcome,
-                        "duration": time.monotonic() - started,
-                    }
-                )
-        except Exception as exc:
-            failure = exc if isinstance(exc, ModuleFailure) else None
-            record.outcome = "failed"
-            record.module = failure.key if failure else None
-            record.error = _describe(failure.error if failure else exc)
-            record.duration = time.monotonic() - started
-            self.consecutive_failures += 1
-            self.failed_generations += 1
-            self.last_error = f"generation {generation}: {record.module or 'framework'}: {record.error}"
-            metrics.GENERATIONS.labels(self.name, "failed").inc()
-            self.logger.error(
-                "generation failed; nothing of it was stored",
-                generation=generation,
-                failed_module=record.module,
-                error=record.error,
-                exc_info=failure.error if failure else exc,
+            self._put_source_products(block, deliveries, record)
+            for spec in self.plan.transforms:
+                self._run_transform(block, spec, record)
+            fired = self._run_logic_engine(block, record)
+            to_run = self.plan.publishers_to_run(fired)
+            decision = self._decide(block, generation, to_run, record)
+            block.announce(
+                {
+                    "channel": self.name,
+                    "generation": generation,
+                    "time": time.time(),
+                    "outcome": "committed",
+                    "duration": time.monotonic() - started,
+                    "idempotency_key": decision["idempotency_key"],
+                }
             )
+        except Exception as exc:
+            block.discard()
+            self._generation_failed(record, exc, started)
+            return
+        try:
+            committed = self._commit(block, record)
+        except OwnershipLost:
+            block.discard()
+            record.outcome = "failed"
+            record.error = "lost ownership before the commit"
+            raise
+        except Exception as exc:  # the database refused it (not a connection problem)
+            block.discard()
+            self._generation_failed(record, exc, started)
+            return
+        if not committed:  # stopped while the database was away: nothing was written
+            record.outcome = "failed"
+            record.error = "stopped before the database came back; nothing was written"
+            record.duration = time.monotonic() - started
             self._report()
             return
-        record.duration = time.monotonic() - started
         self.generation_id = generation
         self.generations_run += 1
+        record.outcome = "committed"  # publish_failed if a publisher fails now
+        metrics.LAST_GENERATION.labels(self.name).set(generation)
+        self._publish(block, decision, record)
+        record.duration = time.monotonic() - started
         if record.outcome == "publish_failed":
             self.consecutive_failures += 1
             self.failed_generations += 1
         else:
-            record.outcome = "committed"
             self.consecutive_failures = 0
         metrics.GENERATIONS.labels(self.name, record.outcome).inc()
         metrics.GENERATION_SECONDS.labels(self.name).observe(record.duration)
-        metrics.LAST_GENERATION.labels(self.name).set(generation)
         self.logger.info(
             "generation committed",
             generation=generation,
@@ -455,6 +582,107 @@ class TaskManager:
             self.state.set(State.STEADY)  # reports
         else:
             self._report()
+
+    def _generation_failed(self, record: GenerationRecord, exc: BaseException, started: float) -> None:
+        failure = exc if isinstance(exc, ModuleFailure) else None
+        record.outcome = "failed"
+        record.module = failure.key if failure else None
+        record.error = _describe(failure.error if failure else exc)
+        record.duration = time.monotonic() - started
+        self.consecutive_failures += 1
+        self.failed_generations += 1
+        self.last_error = f"generation {record.generation_id}: {record.module or 'framework'}: {record.error}"
+        metrics.GENERATIONS.labels(self.name, "failed").inc()
+        self.logger.error(
+            "generation failed; nothing of it was stored",
+            generation=record.generation_id,
+            failed_module=record.module,
+            error=record.error,
+            exc_info=failure.error if failure else exc,
+        )
+        self._report()
+
+    def _decide(self, block: DataBlock, generation: int, to_run: list[str], record: GenerationRecord) -> dict[str, Any]:
+        """The generation's decision, stored with it: the publishers to run and the
+        idempotency key they can read (``data_block.idempotency_key``)."""
+        facts = block.get(FACT_VALUES) if self.plan.logic_engine is not None else None
+        decided = {
+            "channel": self.name,
+            "generation": generation,
+            "publishers": sorted(to_run),
+            "facts": {} if facts is None else dict(zip(facts["fact_name"], facts["fact_value"], strict=True)),
+        }
+        digest = hashlib.sha256(json.dumps(decided, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        decision = {
+            "idempotency_key": f"{self.name}:{generation}:{digest}",
+            "publishers": list(to_run),
+            "generation": generation,
+        }
+        block.idempotency_key = decision["idempotency_key"]
+        block.put(DECISION, decision, self._header("taskmanager", record), self._metadata(record))
+        return decision
+
+    def _commit(self, block: DataBlock, record: GenerationRecord) -> bool:
+        """Commit the generation, waiting through database outages; False if stopped first."""
+        while True:
+            try:
+                block.commit(keep=True)
+            except DataSpaceConnectionError as exc:
+                self._database_unreachable(exc)
+                if self._stop.wait(self._db_retry()):
+                    block.discard()
+                    return False
+                continue
+            self._database_reachable()
+            return True
+
+    def _publish(self, block: DataBlock, decision: Mapping[str, Any], record: GenerationRecord) -> None:
+        """Run the decided publishers on the committed generation, then store their status."""
+        statuses = self._run_publishers(block, list(decision["publishers"]), record)
+        header, metadata = self._header("taskmanager", record), self._metadata(record)
+        while True:
+            try:
+                self.dataspace.write_generation(
+                    self.sequence_id,
+                    record.generation_id,
+                    {PUBLISHER_STATUS: (statuses, header, metadata)},
+                    fence=self.fence,
+                )
+            except DataSpaceConnectionError as exc:
+                self._database_unreachable(exc)
+                if self._stop.wait(self._db_retry()):
+                    self.logger.warning(
+                        "publisher status not stored (stopping while the database is away); "
+                        "the generation's publishers will run again at the next start",
+                        generation=record.generation_id,
+                    )
+                    return
+                continue
+            except OwnershipLost as exc:
+                self.logger.warning("publisher status not stored: lost ownership", error=str(exc))
+                return
+            self._database_reachable()
+            return
+
+    def _recover_unpublished(self) -> None:
+        """At start: a committed generation whose publishers' status was never stored (the
+        process ended between commit and status) is published now, with its stored decision
+        and idempotency key: at least once for every committed generation."""
+        if not self.generation_id:
+            return
+        keys = set(self.dataspace.get_keys(self.sequence_id, self.generation_id))
+        if PUBLISHER_STATUS in keys or DECISION not in keys:
+            return
+        block = DataBlock(self.dataspace, self.name, self.taskmanager_id, self.generation_id, self.sequence_id)
+        decision = block[DECISION]
+        block.idempotency_key = decision["idempotency_key"]
+        record = GenerationRecord(self.generation_id, time.time())
+        self.logger.warning(
+            "publishing a committed generation whose publishers had not finished",
+            generation=self.generation_id,
+            idempotency_key=block.idempotency_key,
+        )
+        self._publish(block, decision, record)
 
     def _header(
         self, creator: str, record: GenerationRecord, create_time: float | None = None, **times: float

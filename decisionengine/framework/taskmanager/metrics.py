@@ -34,3 +34,15 @@ SOURCE_MISSED_UPDATES = Gauge(
     multiprocess_mode="livemax",
 )
 PUBLISHER_FAILURES = Counter("publisher_failures", "Publisher publish() calls that raised", ["channel", "publisher"])
+DATABASE_UP = Gauge(
+    "channel_database_up",
+    "1 while a channel reaches its DataSpace database, 0 while it waits for it to come back",
+    ["channel"],
+    multiprocess_mode="livemin",
+)
+OWNER = Gauge(
+    "channel_owner",
+    "1 while this process owns the channel (0: standby, waiting for another owner to go)",
+    ["channel"],
+    multiprocess_mode="livemax",
+)

@@ -8,7 +8,7 @@
       module_timeout: 600,            // seconds a module call may take before the server kills the channel
       data_lifetime: 1800,            // seconds a source's products stay valid (their expiration_time)
       history: 20,                    // generations kept in the channel's status
-      standby_retry: 5,               // seconds between attempts to take over a channel another server owns
+      standby_retry: 1,               // seconds between attempts to take over a channel another server owns
     }
 
 Keys of older installations (``data_TO``...) are accepted and reported as unused.
@@ -32,7 +32,7 @@ class TaskManagerSettings:
     module_timeout: float = 600.0
     data_lifetime: float = float(Header.default_data_lifetime)
     history: int = 20
-    standby_retry: float = 5.0
+    standby_retry: float = 1.0
     warnings: tuple[str, ...] = field(default=())
 
     @classmethod

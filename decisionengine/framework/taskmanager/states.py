@@ -3,7 +3,9 @@
 ::
 
     BOOT ──► ACTIVE ──► STEADY ◄─┐        (STEADY after the first committed generation)
-      │        │          │  └───┘
+      ▲        │          │  └───┘
+      └────────┴──────────┘                (back to BOOT, in standby, when another server
+      │        │          │                 took the channel over; ACTIVE when it is back)
       │        ▼          ▼
       │     SHUTTINGDOWN ──► SHUTDOWN      (stop requested, or the configured number of
       │        ▲                             generations done)
@@ -45,8 +47,9 @@ FINISHED = frozenset({State.SHUTDOWN, State.ERROR, State.OFFLINE})
 
 TRANSITIONS: dict[State, frozenset[State]] = {
     State.BOOT: frozenset({State.ACTIVE, State.SHUTTINGDOWN, State.ERROR}),
-    State.ACTIVE: frozenset({State.STEADY, State.SHUTTINGDOWN, State.ERROR}),
-    State.STEADY: frozenset({State.SHUTTINGDOWN, State.ERROR}),
+    # back to BOOT: ownership passed to another process; the channel waits in standby
+    State.ACTIVE: frozenset({State.STEADY, State.SHUTTINGDOWN, State.ERROR, State.BOOT}),
+    State.STEADY: frozenset({State.SHUTTINGDOWN, State.ERROR, State.BOOT}),
     State.SHUTTINGDOWN: frozenset({State.SHUTDOWN, State.ERROR}),
     State.SHUTDOWN: frozenset({State.BOOT, State.OFFLINE}),
     State.ERROR: frozenset({State.BOOT, State.OFFLINE}),

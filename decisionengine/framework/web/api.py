@@ -365,6 +365,9 @@ def _summary(status: dict[str, Any]) -> dict[str, Any]:
         "standby": bool(status.get("standby")),
         "config_error": bool(status.get("config_error")),
         "failing": failing,
+        "database_unreachable_since": status.get("database_unreachable_since"),
+        "restart_at": status.get("restart_at"),
+        "last_failure": status.get("last_failure"),
     }
 
 

@@ -58,6 +58,23 @@ CHANNEL = _object(
         "standby": {"type": "boolean"},
         "config_error": {"type": "boolean"},
         "failing": {"type": "boolean", "description": "ERROR, a failed last generation, or a source missing updates"},
+        "database_unreachable_since": {
+            "type": ["number", "null"],
+            "description": "epoch seconds since the channel cannot reach the database (it retries)",
+        },
+        "restart_at": {
+            "type": ["number", "null"],
+            "description": "epoch seconds of the automatic restart of a failed channel, if one is pending",
+        },
+        "last_failure": {
+            "type": ["object", "null"],
+            "description": "the last time the channel's process ended in ERROR (kept across restarts)",
+            "properties": {
+                "reason": STRING_OR_NULL,
+                "at": {"type": "number"},
+                "exit_code": INTEGER_OR_NULL,
+            },
+        },
     }
 )
 

@@ -148,6 +148,7 @@ def status_table(channels: Iterable[Mapping[str, Any]], now: float) -> str:
             header.append(["pid", status.get("pid")])
         if status.get("last_error"):
             header.append(["last error", status["last_error"]])
+        header += _recovery_lines(status, now)
         out.append(tabulate(header, tablefmt="plain"))
         sources = status.get("sources") or {}
         if sources:
@@ -170,6 +171,22 @@ def status_table(channels: Iterable[Mapping[str, Any]], now: float) -> str:
             )
         out.append("")
     return "\n".join(out).rstrip() + "\n"
+
+
+def _recovery_lines(status: Mapping[str, Any], now: float) -> list[list[Any]]:
+    """What the server is doing about a fault: a database it waits for, a restart it will make."""
+    lines: list[list[Any]] = []
+    if status.get("database_unreachable_since"):
+        lines.append(["database", f"unreachable since {ago(status['database_unreachable_since'], now)}; retrying"])
+    if status.get("restart_at"):
+        wait = max(0.0, status["restart_at"] - now)
+        lines.append(["restart", f"in {wait:.1f}s (failure {status.get('failures_in_a_row', 0)} in a row)"])
+    if status.get("restarts"):
+        lines.append(["restarts", status["restarts"]])
+    failure = status.get("last_failure")
+    if failure and status.get("state") != "ERROR":
+        lines.append(["last failure", f"{ago(failure.get('at'), now)}: {failure.get('reason')}"])
+    return lines
 
 
 def _last_generation(record: Mapping[str, Any]) -> str:

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from decisionengine.framework.engine import supervision
 from decisionengine.framework.web import query_worker
 from decisionengine.framework.web.query_language import QueryError
 
@@ -86,6 +87,8 @@ class _Worker:
 
     @classmethod
     def start(cls, context: Any, limits: QueryLimits) -> _Worker:
+        if context.get_start_method() == "forkserver":
+            supervision.ensure_fork_server()  # never from this request thread (see supervision)
         ours, theirs = context.Pipe(duplex=True)
         process = context.Process(
             target=query_worker.serve,

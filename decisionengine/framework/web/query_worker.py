@@ -11,11 +11,12 @@ The worker:
   configured query memory, so a query that allocates too much gets a MemoryError (answered
   as such) instead of exhausting the machine (Arrow, which holds pandas' strings, is moved
   to the system allocator first, so its buffers count too);
-* ends when the server goes away, even if the server is killed: an idle worker sees the
-  end of its pipe at once; a busy one is stopped by the CPU time limit (``RLIMIT_CPU``) it
-  sets before each query, a little beyond the query timeout, so it stops by itself even if
-  nobody kills it.  (Its parent is the fork server, which lives as long as any process it
-  forked; ``PR_SET_PDEATHSIG`` covers the fork server itself being killed.)
+* ends when the server goes away, even if the server is killed: it is killed with the
+  fork server, which is killed with de-server, and it watches de-server's pipe
+  (:mod:`decisionengine.framework.engine.supervision`); besides, an idle worker sees the
+  end of its pipe at once, and a busy one is stopped by the CPU time limit
+  (``RLIMIT_CPU``) it sets before each query, a little beyond the query timeout, so it
+  stops by itself even if nobody kills it;
 * ignores SIGINT (a Ctrl-C to the server's terminal is the server's to handle), and is
   named ``de-query-worker`` in ``ps``;
 * answers each request ``(query, frame)`` with raw bytes, never a pickle, so that the
@@ -37,6 +38,7 @@ from typing import Any
 
 import pandas as pd
 
+from decisionengine.framework.engine import supervision
 from decisionengine.framework.web.query_language import QueryError, compile_query, row_mask
 
 READY = b"R"
@@ -51,17 +53,12 @@ CPU_GRACE_SECONDS = 5
 PROCESS_NAME = b"de-query-worker"
 
 _PR_SET_NAME = 15
-_PR_SET_PDEATHSIG = 1
 
 
 def _prctl(option: int, argument: Any) -> None:
     """Linux ``prctl``; nothing elsewhere."""
     with contextlib.suppress(Exception):
         ctypes.CDLL(None, use_errno=True).prctl(option, argument)
-
-
-def _die_with_parent() -> None:
-    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _address_space() -> int:
@@ -129,9 +126,9 @@ def answer(query: str, frame: pd.DataFrame) -> bytes:
 
 def serve(connection: Any, query_memory: int, timeout: float) -> None:
     """The worker's main loop: one request at a time until the server closes the pipe."""
+    supervision.guard_forked_child()  # before the memory cap: its watcher thread's stack is baseline
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _prctl(_PR_SET_NAME, ctypes.c_char_p(PROCESS_NAME))
-    _die_with_parent()
     with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a worker stopped by RLIMIT_CPU leaves no core
     try:

@@ -87,5 +87,17 @@ dataproduct = sa.Table(
     sa.Index("ix_dataproduct_key_history", "taskmanager_seq", "key", "generation_id"),
 )
 
+#: who may write a channel's generations: the epoch grows with every new owner, and every
+#: generation write checks it in its own transaction (fencing; see ``claim_channel``)
+channel_owner = sa.Table(
+    "channel_owner",
+    metadata,
+    sa.Column("name", sa.Text(), nullable=False),
+    sa.Column("epoch", sa.BigInteger(), nullable=False),
+    sa.Column("owner", sa.Text(), nullable=False),
+    sa.Column("claimed_at", Epoch, nullable=False),
+    sa.PrimaryKeyConstraint("name", name="pk_channel_owner"),
+)
+
 HEADER_COLUMNS = ("create_time", "expiration_time", "scheduled_create_time", "creator", "schema_id")
 METADATA_COLUMNS = ("state", "generation_time", "missed_update_count")

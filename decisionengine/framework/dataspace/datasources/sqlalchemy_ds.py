@@ -48,6 +48,7 @@ from decisionengine.framework.dataspace.datablock import Header, Metadata
 from decisionengine.framework.dataspace.datasource import (
     ALL_PRODUCTS,
     DataSource,
+    Fence,
     LatestGeneration,
     ReapReport,
     TaskManagerRef,
@@ -66,6 +67,7 @@ from decisionengine.framework.dataspace.errors import (
     DataSpaceConfigurationError,
     DataSpaceError,
     DataSpaceExistsError,
+    OwnershipLost,
     UntrustedPayloadError,
 )
 from decisionengine.framework.dataspace.ownership import ChannelLock
@@ -74,6 +76,7 @@ tm_t = schema.taskmanager
 gen_t = schema.generation
 payload_t = schema.payload
 dp_t = schema.dataproduct
+owner_t = schema.channel_owner
 
 # Keep statements well under SQLite's bound-parameter limit.
 IN_CHUNK = 500
@@ -344,9 +347,40 @@ class SQLAlchemyDS(DataSource):
         with self._transaction("read last generation") as conn:
             return self._last_generation(conn, self._seq(conn, taskmanager_id))
 
+    def claim_channel(self, name: str, owner: str) -> int:
+        """A new epoch for channel ``name``, owned by ``owner`` (see :meth:`DataSpace.claim_channel`)."""
+        with self._transaction("claim channel", write=True) as conn:
+            current = conn.execute(
+                sa.select(owner_t.c.epoch).where(owner_t.c.name == name).with_for_update()
+            ).scalar_one_or_none()
+            epoch = (current or 0) + 1
+            values = {"epoch": epoch, "owner": owner, "claimed_at": time.time()}
+            if current is None:
+                conn.execute(sa.insert(owner_t).values(name=name, **values))
+            else:
+                conn.execute(sa.update(owner_t).where(owner_t.c.name == name).values(**values))
+        self.logger.info("claimed channel", channel=name, epoch=epoch, owner=owner)
+        return epoch
+
+    def _check_fence(self, conn: sa.Connection, fence: Fence) -> None:
+        query = sa.select(owner_t.c.epoch, owner_t.c.owner).where(owner_t.c.name == fence.channel)
+        if is_postgresql(self.engine):
+            query = query.with_for_update(read=True)
+        row = conn.execute(query).first()
+        if row is None or row.epoch != fence.epoch:
+            holder = f"{row.owner} (epoch {row.epoch})" if row is not None else "nobody"
+            raise OwnershipLost(
+                f"channel {fence.channel!r} is now owned by {holder}; this process's claim (epoch "
+                f"{fence.epoch}) is stale, so it may not write the channel's generations"
+            )
+
     def channel_lock(self, name: str) -> ChannelLock:
         """An advisory lock (PostgreSQL) or a lock file (SQLite) owning channel ``name``."""
         return ownership.channel_lock(self.engine, name)
+
+    def clear_stale_channel_locks(self) -> list[str]:
+        """The lock files next to the SQLite database that no live process holds, removed."""
+        return ownership.clear_stale_locks(self.engine)
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -398,6 +432,7 @@ class SQLAlchemyDS(DataSource):
         products: Mapping[str, tuple[Any, Any, Any]],
         mode: str = "upsert",
         announce: Mapping[str, Any] | None = None,
+        fence: Fence | None = None,
     ) -> None:
         """Write several products of one generation in one transaction.
 
@@ -408,6 +443,11 @@ class SQLAlchemyDS(DataSource):
         ``announce``: on PostgreSQL, sent as a ``NOTIFY`` on :data:`GENERATIONS_CHANNEL`
         (JSON) from inside the transaction, so listeners hear of the generation exactly
         when it commits, and never of one that rolled back.
+
+        ``fence``: the write commits only if the fence's epoch is still the channel's,
+        read in this transaction (PostgreSQL: ``FOR SHARE``, so a new owner's claim waits
+        for this commit and every write after the claim sees the new epoch; SQLite: the
+        write lock serializes them).  Otherwise :class:`OwnershipLost` and nothing is written.
         """
         if not products:
             return
@@ -422,6 +462,8 @@ class SQLAlchemyDS(DataSource):
                     if self._compress_outside(missing):
                         raise _CompressFirst(missing)
                     compressed.update((digest, self.codec.encode(raw)) for digest, raw in missing.items())
+                    if fence is not None:
+                        self._check_fence(conn, fence)
                     self._write_locked(conn, taskmanager_id, int(generation_id), prepared, known, compressed, mode)
                     if announce is not None and is_postgresql(self.engine):
                         payload = json.dumps(dict(announce), default=str)

@@ -1,0 +1,201 @@
+"""Nothing the server starts outlives it, however the server dies (SIGKILL included).
+
+The processes of a server::
+
+    de-server ─┬─ fork server ─┬─ channel processes
+               │               └─ query workers
+               └─ resource tracker
+
+A server killed with SIGKILL runs no cleanup of its own, and Linux re-parents its children
+to init: left alone, channel processes would go on committing generations nobody sees,
+holding their channels' locks, so that the next server (here or on another host) would
+wait in standby for ever.  So, in layers:
+
+1. **The kernel** (``prctl(PR_SET_PDEATHSIG, SIGKILL)``, Linux): the fork server is killed
+   the moment de-server dies, and each process the fork server forked is killed the moment
+   the fork server dies; the chain takes milliseconds and needs no Python code to run (a
+   module stuck in C code holding the GIL is killed all the same).  SIGKILL, not SIGTERM:
+   a channel whose server is gone must not commit another generation, and a transaction
+   it had open is rolled back by the database.  Three caveats of ``man 2 prctl``:
+
+   * the signal comes when the *thread* that created the child ends, not its process: so
+     de-server starts the fork server from a thread of its own that lives as long as the
+     process (:func:`ensure_fork_server`), never from a request thread that may end;
+   * the setting is cleared by ``fork()``: every child of the fork server sets its own
+     (:func:`guard_forked_child`);
+   * the parent may die before the child has set it: the child then checks that its parent
+     is still the one it expects (``getppid()``) and, if not, kills itself.  (A child whose
+     parent *thread* ended first is re-parented to another thread of the same process, which
+     ``getppid()`` cannot show: one more reason the fork server's parent thread never ends.)
+
+2. **A pipe** (any POSIX system): every process forked for de-server watches
+   ``multiprocessing.parent_process().sentinel``, a pipe whose only writer is de-server
+   itself, and kills itself when it reads end-of-file.  This watches de-server directly
+   (not the fork server), covers systems without ``prctl``, and has no race: a pipe whose
+   writer has already died reads end-of-file at once.
+
+3. **By themselves**: the fork server exits when de-server and all its children have
+   closed its "alive" pipe; the resource tracker exits when every process holding its pipe
+   (de-server and every child) has ended, after unlinking the semaphores the dead left.
+
+Where ``prctl`` is missing, :func:`parent_death_supported` says so and the server logs it;
+layers 2 and 3 still end everything, only later for a channel busy in C code.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import ctypes
+import multiprocessing
+import multiprocessing.connection
+import multiprocessing.forkserver
+import os
+import queue
+import signal
+import threading
+from typing import Any
+
+PR_SET_PDEATHSIG = 1
+PR_GET_PDEATHSIG = 2
+#: the pid the fork server must have as parent; set only while de-server starts it
+PARENT_ENV = "DE_FORK_SERVER_PARENT"
+
+#: the fork server's pid, set in the fork server (:func:`guard_fork_server`) and so
+#: inherited by every process it forks; None elsewhere
+fork_server_pid: int | None = None
+
+
+def _prctl() -> Any:
+    """libc's ``prctl`` (Linux), None where there is none."""
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+def parent_death_supported() -> bool:
+    """Whether the kernel can kill a child when its parent dies (asks, changes nothing)."""
+    prctl = _prctl()
+    if prctl is None:
+        return False
+    current = ctypes.c_int(0)
+    return prctl(PR_GET_PDEATHSIG, ctypes.byref(current), 0, 0, 0) == 0
+
+
+def set_parent_death_signal(signum: int = signal.SIGKILL) -> bool:
+    """Have the kernel send ``signum`` to this process when its parent (thread) ends.
+
+    False where that is not possible (not Linux); the caller logs it.
+    """
+    prctl = _prctl()
+    return prctl is not None and prctl(PR_SET_PDEATHSIG, int(signum), 0, 0, 0) == 0
+
+
+def die_with_parent(expected_parent: int | None) -> bool:
+    """SIGKILL this process when its parent dies, and at once if it has already died.
+
+    ``expected_parent`` is the pid the parent must have; a different ``getppid()`` after
+    the signal is armed means the parent died first (we were re-parented), which the
+    kernel will never report.  None: the parent is not known, only arm the signal.
+    Returns whether the kernel can do it.
+    """
+    armed = set_parent_death_signal()
+    if expected_parent is not None and os.getppid() != expected_parent:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return armed
+
+
+def kill_self_when_closed(sentinel: int, name: str = "server-watch") -> threading.Thread:
+    """A daemon thread that SIGKILLs this process when ``sentinel`` (a pipe's read end) ends."""
+
+    def watch() -> None:
+        try:
+            multiprocessing.connection.wait([sentinel])
+        except (OSError, ValueError):  # not a descriptor we can watch: nothing to do
+            return
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    thread = threading.Thread(target=watch, name=name, daemon=True)
+    thread.start()
+    return thread
+
+
+def guard_fork_server() -> bool | None:
+    """Run in the fork server as it starts (its first preload module): die with de-server.
+
+    None when this fork server was not started by :func:`ensure_fork_server` (no expected
+    parent known: nothing is armed here, and its children still watch de-server's pipe).
+    """
+    global fork_server_pid
+    parent = os.environ.get(PARENT_ENV, "")
+    if not parent.isdigit() or int(parent) == os.getpid():  # not a fork server, or de-server itself
+        return None
+    del os.environ[PARENT_ENV]  # the processes it forks have nothing to do with it
+    fork_server_pid = os.getpid()
+    return die_with_parent(int(parent))
+
+
+def guard_forked_child() -> bool | None:
+    """Run first in every process forked for de-server: die with the fork server and with de-server.
+
+    The kernel's signal is armed only under a fork server that :func:`guard_fork_server`
+    guarded: that parent is single-threaded and dies with de-server.  Under any other
+    parent (another start method, whose parent may be a thread that ends early) only the
+    pipe watches.  Returns whether the signal is armed: True, False where ``prctl`` is
+    missing (the caller logs it), None where it does not apply.
+    """
+    armed = die_with_parent(fork_server_pid) if fork_server_pid is not None else None
+    parent = multiprocessing.parent_process()  # de-server, the process that asked for this one
+    if parent is not None and parent.sentinel is not None:
+        kill_self_when_closed(parent.sentinel)
+    return armed
+
+
+# -- starting the fork server from a thread that lives as long as the process ---------------------
+
+_requests: queue.SimpleQueue[concurrent.futures.Future[None]] = queue.SimpleQueue()
+_keeper: threading.Thread | None = None
+_keeper_lock = threading.Lock()
+
+
+def ensure_fork_server() -> None:
+    """Make sure the fork server runs, starting it if needed from the keeper thread.
+
+    The fork server's parent-death signal fires when the *thread* that started it ends:
+    started from a request thread that later ends, it would take every channel with it.
+    The keeper thread is started once and never ends while the process lives.  Called
+    before each process start (cheap when the fork server runs: one ``waitpid``), so that
+    a fork server that died is started again from the keeper too.
+    """
+    global _keeper
+    with _keeper_lock:
+        if _keeper is None or not _keeper.is_alive():
+            _keeper = threading.Thread(target=_keep, name="fork-server-keeper", daemon=True)
+            _keeper.start()
+    request: concurrent.futures.Future[None] = concurrent.futures.Future()
+    _requests.put(request)
+    request.result()
+
+
+def _keep() -> None:
+    while True:
+        request = _requests.get()
+        if not request.set_running_or_notify_cancel():
+            continue
+        try:
+            _start_fork_server()
+        except BaseException as exc:  # the caller gets it
+            request.set_exception(exc)
+        else:
+            request.set_result(None)
+
+
+def _start_fork_server() -> None:
+    """``ensure_running`` with the expected parent in the environment the fork server starts with."""
+    os.environ[PARENT_ENV] = str(os.getpid())
+    try:
+        multiprocessing.forkserver.ensure_running()
+    finally:
+        with contextlib.suppress(KeyError):
+            del os.environ[PARENT_ENV]
