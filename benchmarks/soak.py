@@ -7,16 +7,19 @@ standby).  Every 15-45 s one fault, chosen at random:
 
 * ``channel kill -9``: a channel process is killed;
 * ``channel hang``: a transform sleeps past ``module_timeout`` (the server kills it);
-* ``channel raise``: a transform raises for a few seconds (the channel goes to ERROR);
+* ``channel raise``: a transform raises until the channel goes to ERROR (two failed generations);
 * ``channel exit``: a transform kills its interpreter (``os._exit``);
 * ``server SIGTERM`` / ``server kill -9``: a server goes (and is started again);
 * ``database outage``: PostgreSQL stops for 3-8 s and starts again.
 
 Nobody repairs anything: recovery is the servers' own (restarting channels, retrying
 commits, standby take-over).  Printed at the end: faults injected and survived (the
-affected channels commit again within 60 s), recovery time per kind (p50 / p95 / max,
-from the fault, or from the database's return, to the affected channels' next
-generation), generations lost or numbered twice (must be 0), publisher actions on
+affected channels commit again within 60 s), recovery time per kind (p50 / p95 / max: from
+the kill, from the database's return, or, for a fault in a module, from the end of the
+fault once it has brought the channel down, to the affected channels' first generation
+newer than the last one committed at that moment; for a server fault, from the signal to
+every channel's first generation newer than the last one committed once the server's
+process is gone), generations lost or numbered twice (must be 0), publisher actions on
 generations that were not committed (must be 0), actions repeated for a generation
 (allowed: at least once, when a process was killed between a commit and its status), and
 the memory of the server processes after warm-up and at the end.
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import os
 import pathlib
@@ -173,20 +177,38 @@ class Watcher:
         self.engine = create_engine({"url": url, "pool_pre_ping": True})
         self.channels = channels
         self.latest: dict[str, int] = dict.fromkeys(channels, 0)
+        #: per channel, the seconds of the last recovery measured (the slowest is the recovery)
+        self.last_times: dict[str, float] = {}
         self.changed_at: dict[str, float] = dict.fromkeys(channels, time.monotonic())
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
-    def _run(self) -> None:
-        query = sa.text(
-            "SELECT t.name, max(g.generation_id) FROM generation g JOIN taskmanager t "
-            "ON t.sequence_id = g.taskmanager_seq GROUP BY t.name"
-        )
-        while not self._stop.wait(0.2):
+    QUERY = sa.text(
+        "SELECT t.name, max(g.generation_id) FROM generation g JOIN taskmanager t "
+        "ON t.sequence_id = g.taskmanager_seq GROUP BY t.name"
+    )
+
+    def committed_now(self, limit: float = 30.0) -> dict[str, int]:
+        """Each channel's last committed generation, read now (retried while the database is away).
+
+        Read after a fault is injected, so that a generation committed before the fault but
+        not yet seen by the polling thread is never counted as a recovery.
+        """
+        deadline = time.monotonic() + limit
+        while True:
             try:
                 with self.engine.connect() as conn:
-                    rows = conn.execute(query).all()
+                    return {name: generation or 0 for name, generation in conn.execute(self.QUERY).all()}
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            try:
+                rows = self.committed_now(0).items()
             except Exception:
                 continue  # the database is away
             now = time.monotonic()
@@ -195,19 +217,35 @@ class Watcher:
                     self.latest[name] = generation
                     self.changed_at[name] = now
 
-    def wait_for_progress(self, names: list[str], after: float, limit: float) -> float | None:
-        """Seconds from ``after`` until every one of ``names`` committed a generation after it."""
+    def wait_for_progress(self, names: list[str], since: float, limit: float) -> float | None:
+        """Seconds from ``since`` until every one of ``names`` committed a generation newer than
+        the last one committed now; None if that takes longer than ``limit``."""
+        baseline = self.committed_now()
         deadline = time.monotonic() + limit
         while time.monotonic() < deadline:
-            if all(self.changed_at[name] > after for name in names):
-                return max(self.changed_at[name] for name in names) - after
-            time.sleep(0.1)
+            if all(self.latest[name] > baseline.get(name, 0) for name in names):
+                self.last_times = {name: round(self.changed_at[name] - since, 2) for name in names}
+                return max(self.changed_at[name] for name in names) - since
+            time.sleep(0.05)
         return None
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(5)
         self.engine.dispose()
+
+
+def last_failure_at(servers: list[Server], channel: str) -> float:
+    """When a server last saw the channel's process fail (0: never)."""
+    return max(
+        (
+            (status.get("last_failure") or {}).get("at") or 0.0
+            for server in servers
+            for status in server.channels()
+            if status["channel"] == channel
+        ),
+        default=0.0,
+    )
 
 
 def owner_of(servers: list[Server], channel: str) -> tuple[Server, dict[str, Any]] | None:
@@ -227,22 +265,26 @@ def inject(kind: str, servers: list[Server], channels: list[str], database: Post
         if found is None:
             return None, [name]
         _, status = found
-        injected = time.monotonic()
         if kind == "channel kill -9":
+            injected = time.monotonic()
             os.kill(status["pid"], signal.SIGKILL)
-        else:
-            fault = kind.removeprefix("channel ")
-            (shared / f"{name}.fault").write_text(fault)
-            if fault == "raise":
-                time.sleep(4)
-            else:
-                time.sleep(1)  # the next generation meets it
-            (shared / f"{name}.fault").write_text("")
-        return watcher.wait_for_progress([name], injected, SURVIVED_WITHIN), [name]
+            return watcher.wait_for_progress([name], injected, SURVIVED_WITHIN), [name]
+        # a fault in a module: recovery counts from the moment the fault ends, once it has
+        # brought the channel down (ERROR: too many failures, the hang watchdog, the exit)
+        before = last_failure_at(servers, name)
+        (shared / f"{name}.fault").write_text(kind.removeprefix("channel "))
+        deadline = time.monotonic() + 30
+        while last_failure_at(servers, name) <= before and time.monotonic() < deadline:
+            time.sleep(0.1)
+        (shared / f"{name}.fault").write_text("")
+        if last_failure_at(servers, name) <= before:
+            return None, [name]  # never brought the channel down: counted as not survived
+        healed = time.monotonic()
+        return watcher.wait_for_progress([name], healed, SURVIVED_WITHIN), [name]
     if kind in SERVER_FAULTS:
         server = rng.choice(servers)
         injected = time.monotonic()
-        server.stop(signal.SIGKILL if kind == "server kill -9" else signal.SIGTERM)
+        server.stop(signal.SIGKILL if kind == "server kill -9" else signal.SIGTERM)  # returns once it is gone
         recovered = watcher.wait_for_progress(channels, injected, SURVIVED_WITHIN)
         server.start()  # back, as standby for whatever the other server took
         return recovered, list(channels)
@@ -295,13 +337,26 @@ def main() -> int:
     parser.add_argument("--channels", type=int, default=4)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--warm-up", type=float, default=30, help="seconds before the first fault")
+    parser.add_argument("--kinds", default=",".join(KINDS), help="the faults to inject, comma-separated")
+    parser.add_argument("--keep", action="store_true", help="keep the servers' directories (logs) and say where")
     args = parser.parse_args()
+    kinds = [kind.strip() for kind in args.kinds.split(",")]
+    unknown = sorted(set(kinds) - set(KINDS))
+    if unknown:
+        parser.error(f"--kinds: unknown {unknown}; choose from {list(KINDS)}")
     rng = random.Random(args.seed)
     names = [f"soak{i}" for i in range(args.channels)]
     database = PostgresServer()
     database.start()
     url = database.url("postgres")
-    with tempfile.TemporaryDirectory(prefix="de-soak-") as tmp:
+    directory = (
+        contextlib.nullcontext(tempfile.mkdtemp(prefix="de-soak-"))
+        if args.keep
+        else tempfile.TemporaryDirectory(prefix="de-soak-")
+    )
+    with directory as tmp:
+        if args.keep:
+            print(f"servers' directories: {tmp}", file=sys.stderr, flush=True)
         root = pathlib.Path(tmp)
         shared = root / "shared"
         shared.mkdir()
@@ -320,7 +375,7 @@ def main() -> int:
             end = time.monotonic() + args.minutes * 60
             while time.monotonic() < end:
                 time.sleep(rng.uniform(15, 45))
-                kind = rng.choice(KINDS)
+                kind = rng.choice(kinds)
                 injected[kind] += 1
                 seconds, _ = inject(kind, servers, names, database, shared, watcher, rng)
                 if seconds is None:
@@ -328,7 +383,8 @@ def main() -> int:
                     print(f"  {kind}: NOT recovered within {SURVIVED_WITHIN:g} s", file=sys.stderr, flush=True)
                 else:
                     recoveries[kind].append(seconds)
-                    print(f"  {kind}: recovered in {seconds:.2f} s", file=sys.stderr, flush=True)
+                    detail = f" {watcher.last_times}" if len(watcher.last_times) > 1 else ""
+                    print(f"  {kind}: recovered in {seconds:.2f} s{detail}", file=sys.stderr, flush=True)
             memory_end = sum(server.pss_mib() for server in servers)
         finally:
             for server in servers:

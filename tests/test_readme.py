@@ -21,9 +21,12 @@ def test_readme_is_valid_restructuredtext():
 def test_the_two_commands_open_the_readme_and_ci_runs_the_second():
     run, test = commands()
     assert "de-server" in run and "de-client" in run and "--status" in run
-    assert "pytest" in test
-    for step in ("scripts/system-packages", "ruff check .", "ruff format --check .", "lint-imports"):
-        assert step in test, step
+    assert test.startswith("scripts/system-packages && ")
+    assert "scripts/run-tests newest" in test and "scripts/run-tests oldest" in test  # both version sets
+    runner = (REPO / "scripts" / "run-tests").read_text()
+    steps = ('pip" install', "constraints/oldest.txt", 'ruff" check .', 'ruff" format --check .', "lint-imports")
+    for step in (*steps, "pytest -n 2"):
+        assert step in runner, step
     ci = (REPO / ".ci" / "run").read_text().strip().splitlines()
     assert ci[-1] == test
     assert "export CI=true" in ci

@@ -57,7 +57,6 @@ def _numpy_samples() -> dict[str, Callable[[], Any]]:
     samples.update(
         {
             "ndarray[structured]": lambda: np.array([(1, 2.5, "x")], dtype=[("a", "i4"), ("b", "f8"), ("c", "U3")]),
-            "ndarray[StringDType]": lambda: np.array(["a", "bc"], dtype=np.dtypes.StringDType()),
             "ndarray[fortran 2-d]": lambda: np.asfortranarray(np.arange(12.0).reshape(3, 4)),
             "ndarray[non-contiguous]": lambda: np.arange(20)[::3],
             "ndarray[0-d]": lambda: np.array(4.5),
@@ -68,6 +67,8 @@ def _numpy_samples() -> dict[str, Callable[[], Any]]:
             "dtype": lambda: np.dtype("f8"),
         }
     )
+    if hasattr(np.dtypes, "StringDType"):  # NumPy 2 only
+        samples["ndarray[StringDType]"] = lambda: np.array(["a", "bc"], dtype=np.dtypes.StringDType())
     return samples
 
 

@@ -2,6 +2,7 @@
 
 import pytest
 
+from decisionengine.framework.dataspace.datasources.sql_engine import create_engine
 from decisionengine.framework.dataspace.dataspace import (
     DataSpace,
     DataSpaceConfigurationError,
@@ -112,3 +113,16 @@ def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(sqlite_url):
             assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
     finally:
         space.close()
+
+
+@pytest.mark.postgresql
+def test_a_postgresql_url_stays_on_psycopg2_whatever_sqlalchemy_defaults_to(pg_url):
+    """SQLAlchemy 2.1 maps postgresql:// to psycopg 3, which we do not install; 2.0 to psycopg2."""
+    assert pg_url.startswith("postgresql://")
+    engine = create_engine({"url": pg_url})
+    try:
+        assert engine.dialect.driver == "psycopg2"
+        with engine.connect() as connection:
+            assert connection.exec_driver_sql("select 1").scalar() == 1
+    finally:
+        engine.dispose()

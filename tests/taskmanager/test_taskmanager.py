@@ -240,6 +240,8 @@ def test_empty_logic_engine_block_runs_no_publisher(dataspace, tmp_path):
 
 def test_expired_source_data_is_stored_marked_expired(dataspace, tmp_path):
     raw = counting_channel(str(tmp_path / "r.jsonl"), max_generations=1, data_lifetime=0)
+    # One delivery only: a second one (after 0.2 s) would be fresh again and clear the flag.
+    raw["sources"]["counter"]["schedule"] = 3600
     tm, _ = run_channel(plan_from(raw, "expiring"), dataspace)
     block = DataBlock(dataspace, "expiring", tm.taskmanager_id, generation_id=1)
     assert block.is_expired("numbers")
