@@ -524,7 +524,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     enable_completion(parser)
     args = parser.parse_args(argv)
-    chosen = [name for name, _ in ACTIONS if getattr(args, name) not in (None, False)]
+    # ``is not``: 0.0 == False, and ``--reaper-start`` without a delay is 0.0
+    chosen = [name for name, _ in ACTIONS if getattr(args, name) is not None and getattr(args, name) is not False]
     if not chosen:
         parser.error("no action given: add one, such as --status or --health (de-client --help lists them all)")
     for option, needs, given in (

@@ -694,8 +694,15 @@ class ControlService:
 
     @control
     def reaper_start(self, caller: Caller, delay: Any = 0) -> str:
+        """Start the Reaper, its first pass after ``delay`` seconds; a running Reaper keeps
+        its schedule (as the reference's), and the answer says so."""
         seconds = float(check_number(delay, "delay", default=0.0) or 0.0)
-        self.engine.reaper.start(delay=seconds)
+        reaper = self.engine.reaper
+        if reaper.thread is not None and reaper.thread.is_alive():
+            return (
+                f"reaper already running (next pass {presentation.when(reaper.next_run)}); stop it to change its delay"
+            )
+        reaper.start(delay=seconds)
         return f"reaper started (first pass in {seconds:g} s)"
 
     @control
