@@ -79,6 +79,26 @@ def test_print_product_in_every_format(server):
     assert ok(client(server, "--print-product", "constant", "--channel", "spare")).rstrip().endswith("7")
 
 
+def test_print_product_with_the_reference_options(server):
+    typed = ok(client(server, "--print-product", "numbers", "--types"))
+    header = next(line for line in typed.splitlines() if line.startswith("|"))
+    assert [c.strip() for c in header.strip("|").split("|")] == ["", "n", "n.type", "x", "x.type"]
+    document = as_json(client(server, "--print-product", "numbers", "--types", "--columns", "x", "--json"))
+    assert document["value"] == [{"x": 0, "x.type": "int"}, {"x": 1, "x.type": "int"}, {"x": 2, "x.type": "int"}]
+    rows = list(
+        csv.DictReader(io.StringIO(ok(client(server, "--print-product", "numbers", "--types", "--format", "csv"))))
+    )
+    assert rows[0] == {"n": rows[0]["n"], "n.type": "int", "x": "0", "x.type": "int"}
+    assert "*** row 2 ***" in ok(client(server, "--print-product", "numbers", "--format", "vertical"))
+    names = ok(client(server, "--print-product", "numbers", "--format", "column-names"))
+    assert [line.strip("| ") for line in names.splitlines() if line.startswith("| ")] == ["column", "n", "x"]
+    with_types = ok(client(server, "--print-product", "numbers", "--format", "column-names", "--types"))
+    rows = [
+        [c.strip() for c in line.strip("|").split("|")] for line in with_types.splitlines() if line.startswith("| ")
+    ]
+    assert rows == [["column", "types"], ["n", "int"], ["x", "int"]]
+
+
 def test_a_query_that_matches_no_row_prints_an_empty_product(server):
     text = ok(client(server, "--print-product", "numbers", "--query", "x > 100"))
     assert text.splitlines()[-1] == "(no rows)"
@@ -115,6 +135,17 @@ def test_channel_control(server):
     ok(client(server, "--block-while", "BOOT", "--timeout", "60"))
 
 
+def test_kill_channel_waits_for_the_shutdown_timeout_or_kills_at_once_with_force(server):
+    assert ok(client(server, "--kill-channel", "spare")) == "channel spare stopped\n"  # shutdown_timeout: clean
+    ok(client(server, "--start-channel", "spare"))
+    ok(client(server, "--block-while", "BOOT", "--timeout", "60"))
+    server.wait_for_generation("spare", 1, 60)
+    assert ok(client(server, "--kill-channel", "spare", "-f")) == "channel spare killed\n"
+    assert server.channel("spare")["state"] in ("ERROR", "SHUTDOWN")
+    ok(client(server, "--start-channel", "spare"))
+    ok(client(server, "--block-while", "BOOT", "--timeout", "60"))
+
+
 def test_block_while_times_out_with_status_1(server):
     result = client(server, "--block-while", "STEADY", "--timeout", "0.5")
     assert result.returncode == 1
@@ -128,6 +159,12 @@ def test_reaper(server):
     assert as_json(client(server, "--reaper-status", "--json"))["state"] == "SHUTDOWN"
     assert "reaper started" in ok(client(server, "--reaper-start", "3600"))
     assert as_json(client(server, "--reaper-status", "--json"))["state"] == "STEADY"
+    assert ok(client(server, "--reaper-start")).startswith("reaper already running (next pass ")
+    ok(client(server, "--reaper-stop"))
+    started = ok(client(server, "--reaper-start", "--reaper-start-delay-secs", "7200"))  # the reference's spelling
+    assert started == "reaper started (first pass in 7200 s)\n"
+    next_run = as_json(client(server, "--reaper-status", "--json"))["next_run"]
+    assert 7100 < next_run - time.time() <= 7200
 
 
 def test_log_levels(server):
@@ -140,10 +177,55 @@ def test_log_levels(server):
     assert bad.returncode == 1 and "unknown log level 'LOUD'" in bad.stderr
 
 
+def test_source_log_levels(server):
+    ok(client(server, "--set-channel-loglevel", "counting", "INFO"))
+    table = ok(client(server, "--get-source-loglevel", "counter"))
+    assert [line.split() for line in table.splitlines()[2:]] == [["counting", "counter", "INFO"]]
+    answer = ok(client(server, "--set-source-loglevel", "counter", "debug"))
+    assert answer == "source counter of channel counting log level is DEBUG\n"
+    assert as_json(client(server, "--get-source-loglevel", "counter", "--json")) == {
+        "source": "counter",
+        "levels": {"counting": "DEBUG"},
+    }
+    assert as_json(client(server, "--get-source-loglevel", "c", "--channel", "spare", "--json"))["levels"] == {
+        "spare": ok(client(server, "--get-channel-loglevel", "spare")).strip()
+    }
+    missing = client(server, "--get-source-loglevel", "nothing")
+    assert missing.returncode == 1
+    assert "no source 'nothing' in any channel; sources are counting.counter, spare.c" in missing.stderr
+    wrong = client(server, "--set-source-loglevel", "counter", "DEBUG", "--channel", "spare")
+    assert wrong.returncode == 1 and "no source 'counter' in channel 'spare'; sources are spare.c" in wrong.stderr
+    ok(client(server, "--set-source-loglevel", "counter", "NOTSET"))
+    assert as_json(client(server, "--get-source-loglevel", "counter", "--json"))["levels"] == {"counting": "INFO"}
+
+
+def test_queue_status(server):
+    lines = ok(client(server, "--queue-status")).splitlines()
+    assert lines[0].split() == [
+        "channel",
+        "source",
+        "delivery",
+        "pending",
+        "deliveries",
+        "last",
+        "update",
+        "link",
+        "backlog",
+    ]
+    assert {tuple(line.split()[:2]) for line in lines[2:]} == {("counting", "counter"), ("spare", "c")}
+    queues = {row["channel"]: row for row in as_json(client(server, "--queue-status", "--json"))}
+    assert set(queues) == {"counting", "spare"}
+    counter = queues["counting"]["sources"]["counter"]
+    assert counter["deliveries"] >= 1 and counter["pending"] in (True, False) and counter["last_update"] > 0
+    assert isinstance(queues["counting"]["link_backlog"], int)
+
+
 def test_configuration_and_dependencies(server):
     assert as_json(client(server, "--show-config", "counting"))["counting"]["sources"]["counter"]["schedule"] == 0.3
     assert set(as_json(client(server, "--show-config", "--json"))) == {"counting", "spare"}
     assert as_json(client(server, "--show-de-config", "--json"))["server_address"][1] == server.port
+    assert list(as_json(client(server, "--show-channel-config", "spare"))) == ["spare"]
+    assert list(as_json(client(server, "--show-channel-config", "spare", "--json"))) == ["spare"]
     dependencies = as_json(client(server, "--product-dependencies", "--json"))
     assert dependencies["counting"]["doubled"] == {"producer": "doubler", "consumers": ["summer"]}
     assert "producer" in ok(client(server, "--product-dependencies"))
@@ -169,6 +251,28 @@ def test_server_not_running_is_one_line_and_status_1():
         )
 
 
+def test_verbose_says_which_call_failed_and_why():
+    port = free_port()
+    result = command("de-client", "--port", port, "-v", "--status")
+    assert result.returncode == 1 and result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert lines[0] == (
+        f"de-client: cannot reach the decision engine at http://localhost:{port}: "
+        "connection refused (is de-server running?)"
+    )
+    assert lines[1].startswith(f"  calling status('table') at http://localhost:{port}: ConnectionRefusedError")
+    assert len(lines) == 2
+
+
+def test_verbose_with_a_refusal_shows_the_fault(server):
+    result = client(server, "--verbose", "--stop-channel", "nope")
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "de-client: stop_channel: no channel 'nope'; channels are counting, spare",
+        f"  calling stop_channel('nope') at http://127.0.0.1:{server.port}: XML-RPC fault 1",
+    ]
+
+
 def test_wait_for_a_server_that_starts_late(tmp_path):
     late = DEServer(tmp_path, f"sqlite:///{tmp_path / 'ds.sqlite'}", {})
     threading.Timer(2, late.start, kwargs={"wait": False}).start()
@@ -191,6 +295,11 @@ def test_wait_for_a_server_that_starts_late(tmp_path):
         (["--status", "--ping"], "not allowed with argument"),
         (["--block-while", "SLEEPING"], "invalid choice: 'SLEEPING'"),
         (["--print-product", "x", "--format", "xml"], "invalid choice: 'xml'"),
+        (["--status", "--types"], "--types goes with --print-product"),
+        (["--status", "-f"], "-f/--force goes with --kill-channel"),
+        (["--status", "--reaper-start-delay-secs", "5"], "--reaper-start-delay-secs goes with --reaper-start"),
+        (["--kill-channel", "x", "-f", "--timeout", "3"], "give -f/--force (kill at once) or --timeout, not both"),
+        (["--queue-status", "--print-products"], "not allowed with argument"),
         (["--port", "eighty", "--status"], "invalid int value"),
     ],
 )

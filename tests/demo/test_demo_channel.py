@@ -52,9 +52,9 @@ def test_demo_channel_decides_and_publishes(tmp_path):
         demo = eventually(two_generations, 90, what=lambda: f"two generations of the demo: {status}")
         assert demo["state"] == "STEADY"
         assert set(demo["sources"]) == {"jobs", "catalogue"}
-        facts = json.loads(rpc.print_product("de_logicengine_facts", None, None, "json"))["value"]
+        facts = json.loads(rpc.get_product("de_logicengine_facts"))["value"]
         assert facts[0]["fact_name"] == "provisioning"
-        plan = json.loads(rpc.print_product("provisioning_plan", None, None, "json"))["value"]
+        plan = json.loads(rpc.get_product("provisioning_plan"))["value"]
         assert all(row["hourly_cost"] >= 0 for row in plan)
         summary = pd.read_csv(tmp_path / "demo-output" / "summary.csv")
         assert len(summary) >= 2

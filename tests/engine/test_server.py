@@ -46,10 +46,10 @@ def test_server_runs_a_channel_and_answers_every_method(server_root, db_url):
         assert "counting" in text and "STEADY" in text and "counter" in text
 
         # products
-        assert "total" in rpc.print_product("total") and "\n6" in rpc.print_product("total")
-        rows = list(csv.DictReader(io.StringIO(rpc.print_product("numbers", ["n", "x"], "x > 0", "csv"))))
+        assert rpc.print_product("total") == "Product total:  Found in channel counting\n6"
+        rows = list(csv.DictReader(io.StringIO(rpc.get_product("numbers", ["n", "x"], "x > 0", False, "csv"))))
         assert [r["x"] for r in rows] == ["1", "2"]
-        as_json = json.loads(rpc.print_product("doubled", None, None, "json"))
+        as_json = json.loads(rpc.get_product("doubled", None, None, False, "json"))
         assert as_json["channel"] == "counting" and [r["x"] for r in as_json["value"]] == [0, 2, 4]
         everything = rpc.print_products()
         assert "product numbers" in everything and "product de_logicengine_facts" in everything

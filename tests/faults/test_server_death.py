@@ -146,7 +146,7 @@ def test_a_killed_server_takes_its_processes_with_it_and_a_restart_resumes_at_on
         for name in CHANNELS:
             server.wait_for_generation(name, 2, 60)
         # a query, so that a query worker runs too
-        assert json.loads(server.rpc().print_product("numbers", None, "n > 0", "json", "alpha"))["value"]
+        assert json.loads(server.rpc().get_product("numbers", None, "n > 0", False, "json", "alpha"))["value"]
         status = {channel["channel"]: channel for channel in server.status()["channels"]}
         channel_pids = {status[name]["pid"] for name in CHANNELS}
         old_pid = server.process.pid

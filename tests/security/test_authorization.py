@@ -21,6 +21,8 @@ CONTROL_METHODS = [
     ("start_channel", ("steady",)),
     ("kill_channel", ("steady", 1)),
     ("rm_channel", ("steady",)),
+    ("rm_channel", ("steady", 5)),
+    ("set_source_log_level", ("c", "DEBUG")),
     ("start_channels", ()),
     ("stop_channels", ()),
     ("set_log_level", ("DEBUG",)),
@@ -38,6 +40,12 @@ READ_METHODS = [
     ("get_log_level", ()),
     ("metrics", ()),
     ("product_dependencies", ()),
+    ("print_product", ("constant", None, None, True, "json")),
+    ("get_product", ("constant",)),
+    ("query_tool", ("constant", "csv", None)),
+    ("queue_status", ()),
+    ("get_source_log_level", ("c",)),
+    ("block_while", ("BOOT", 1)),
 ]
 
 

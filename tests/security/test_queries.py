@@ -1,6 +1,6 @@
 """Client queries cannot escape or exhaust the server: attacks against a real de-server process.
 
-Every attack class is sent over XML-RPC (``print_product(product, columns, query, ...)``)
+Every attack class is sent over XML-RPC (``get_product(product, columns, query, ...)``)
 and, one per class, through ``de-client --print-product jobs --query ...`` as a subprocess;
 each is refused with a message naming the offending construct, and the server answers
 ``ping`` at once afterwards.  A slow but allowed query over a million rows is stopped at
@@ -72,7 +72,7 @@ def server(tmp_path_factory):
 
 
 def select(server: DEServer, query: str, channel: str = "small", timeout: float = 30) -> list[dict]:
-    return json.loads(rpc(server, timeout).print_product("jobs", None, query, "json", channel))["value"]
+    return json.loads(rpc(server, timeout).get_product("jobs", None, query, False, "json", channel))["value"]
 
 
 def ids(rows: list[dict]) -> list[int]:
@@ -232,7 +232,7 @@ ATTACKS = [
 def test_attack_over_xmlrpc_is_refused_and_the_server_answers_at_once(server, query, reason):
     with pytest.raises(xmlrpc.client.Fault) as fault:
         select(server, query, timeout=10)
-    assert fault.value.faultString.startswith("print_product: ")
+    assert fault.value.faultString.startswith("get_product: ")
     assert reason in fault.value.faultString
     assert guides(fault.value.faultString), fault.value.faultString
     answers_at_once(server)
@@ -266,7 +266,7 @@ def test_attack_through_de_client_is_refused_in_one_line(server, query, reason):
     assert result.stdout == ""
     message = result.stderr.strip()
     assert len(message.splitlines()) == 1 and "Traceback" not in message
-    assert message.startswith("de-client: print_product: ")
+    assert message.startswith("de-client: get_product: ")
     assert reason in message
     assert guides(message), message
     answers_at_once(server)

@@ -54,10 +54,20 @@ def test_unknown_channels_and_levels_are_refused(server):
     refused(rpc.set_channel_log_level, "steady", "LOUD", match="unknown log level 'LOUD'")
     refused(rpc.block_while, "SLEEPING", match="SLEEPING")
     refused(rpc.block_while, "BOOT", "soon", match="timeout must be")
-    refused(rpc.print_product, "c", None, None, "xml", match="unknown format 'xml'")
+    refused(rpc.print_product, "c", None, None, False, "xml", match="unknown format 'xml'")
+    refused(rpc.print_product, "c", None, None, "yes", match="types must be true or false")
+    refused(rpc.get_product, "c", None, None, False, "xml", match="unknown format 'xml'")
     refused(rpc.print_product, "c", 5, match="columns must be")
+    refused(rpc.query_tool, "c", None, "next tuesday", match="start_time: invalid time 'next tuesday'")
+    refused(rpc.query_tool, "c", "xml", match="unknown format 'xml'")
+    refused(rpc.rm_channel, "steady", "soon", match="timeout must be")
+    refused(rpc.set_source_log_level, "c", "LOUD", match="unknown log level 'LOUD'")
+    refused(rpc.set_source_log_level, "nope", "DEBUG", match="no source 'nope' in any channel; sources are steady.c")
+    refused(rpc.set_source_log_level, "c", "DEBUG", "other", match="no channel 'other'")
+    refused(rpc.get_source_log_level, ["c"], match="source must be a non-empty string")
     assert server.channel("steady")["state"] == "STEADY"
     assert rpc.get_channel_log_level("steady") != "LOUD"
+    assert rpc.get_source_log_level("c") == rpc.get_channel_log_level("steady")
 
 
 def test_unknown_methods_and_wrong_arguments_are_faults(server):

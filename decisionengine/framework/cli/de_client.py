@@ -50,6 +50,9 @@ EPILOG = """examples:
   de-client --status --json | jq '.channels[].state'
   de-client --print-product demand --columns vo,idle_cpus --query "idle_cpus > 0"
   de-client --print-product figure_of_merit --format csv > fom.csv
+  de-client --print-product demand --types    each column's value types
+  de-client --queue-status                    deliveries waiting for the next generation
+  de-client --set-source-loglevel jobs DEBUG  one source's lines at DEBUG (--channel CH for one channel)
   de-client --stop-channel demo && de-client --start-channel demo
   de-client --block-while BOOT --timeout 60   wait until every channel has booted
   de-client --follow demo                     print each new generation as it lands
@@ -64,24 +67,40 @@ Completion: eval "$(register-python-argcomplete de-client)"
 
 
 class Client:
-    """Calls server methods, turning transport problems and faults into one-line errors."""
+    """Calls server methods, turning transport problems and faults into one-line errors
+    (``verbose``: with a second line saying which call failed and the exception, as the
+    reference's ``-v``)."""
 
-    def __init__(self, location: ServerLocation) -> None:
+    def __init__(self, location: ServerLocation, verbose: bool = False) -> None:
         self.location = location
         self.url = location.display
         self.proxy = location.xmlrpc_proxy()
+        self.verbose = verbose
 
     def call(self, method: str, *args: Any) -> Any:
         try:
             return getattr(self.proxy, method)(*args)
         except xmlrpc.client.Fault as fault:
-            raise CommandError(fault.faultString) from None
+            raise self._error(fault.faultString, method, args, fault) from None
         except xmlrpc.client.ProtocolError as exc:
-            raise CommandError(f"the decision engine at {self.url} answered {exc.errcode} {exc.errmsg}") from None
+            message = f"the decision engine at {self.url} answered {exc.errcode} {exc.errmsg}"
+            raise self._error(message, method, args, exc) from None
         except ssl.SSLError as exc:
-            raise CommandError(f"cannot reach the decision engine at {self.url}: TLS: {exc.reason or exc}") from None
+            message = f"cannot reach the decision engine at {self.url}: TLS: {exc.reason or exc}"
+            raise self._error(message, method, args, exc) from None
         except (TimeoutError, ConnectionError, socket.gaierror, http.client.HTTPException, OSError) as exc:
-            raise CommandError(f"cannot reach the decision engine at {self.url}: {_reason(exc)}") from None
+            message = f"cannot reach the decision engine at {self.url}: {_reason(exc)}"
+            raise self._error(message, method, args, exc) from None
+
+    def _error(self, message: str, method: str, args: tuple[Any, ...], exc: BaseException) -> CommandError:
+        if not self.verbose:
+            return CommandError(message)
+        call = f"{method}({', '.join(map(repr, args))})"
+        if isinstance(exc, xmlrpc.client.Fault):
+            detail = f"XML-RPC fault {exc.faultCode}"
+        else:
+            detail = f"{type(exc).__name__}: {exc}"
+        return CommandError(f"{message}\n  calling {call} at {self.url}: {detail}")
 
     def wait_until_reachable(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -124,6 +143,20 @@ def render_product(document: dict[str, Any], vertical_view: bool, width: int) ->
     return f"{title}\n{json.dumps(value, indent=2)}"
 
 
+def render_columns(document: dict[str, Any]) -> str:
+    """A DataFrame product's columns (and, with ``--types``, each one's value types)."""
+    value = document["value"]
+    title = f"channel {document['channel']}, generation {document['generation']}, product {document['product']}:"
+    if not isinstance(value, list) or not all(isinstance(row, dict) for row in value):
+        return f"{title}\n(not a DataFrame: {type(value).__name__})"
+    columns = list(dict.fromkeys(key for row in value for key in row))
+    typed = [c for c in columns if f"{c}.type" in columns]
+    if typed:
+        rows = [[c, ", ".join(sorted({str(row.get(f"{c}.type")) for row in value}))] for c in typed]
+        return f"{title}\n{tabulate(rows, headers=['column', 'types'], tablefmt='psql')}"
+    return f"{title}\n{tabulate([[c] for c in columns], headers=['column'], tablefmt='psql')}"
+
+
 # -- the command line ---------------------------------------------------------------------------
 
 
@@ -157,21 +190,54 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument(
         "--rpc-timeout", type=float, default=None, metavar="SECONDS", help="give up on a call after SECONDS"
     )
+    where.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="on an error, also print the call that failed and the exception (the server's fault code, or why "
+        "the connection failed)",
+    )
 
     out = parser.add_argument_group("output")
     out.add_argument("--json", action="store_true", help="JSON output, for scripts")
-    out.add_argument("--format", choices=["table", "csv", "json"], default="table", help="how to print a product")
+    out.add_argument(
+        "--format",
+        choices=["table", "csv", "json", "vertical", "column-names"],
+        default="table",
+        type=str.lower,
+        help="how to print a product (vertical: as --vertical; column-names: only the columns and their types)",
+    )
     out.add_argument("--vertical", action="store_true", help="one block per row (for wide DataFrames)")
+    out.add_argument(
+        "--types", action="store_true", help="with --print-product: a <column>.type column after each column"
+    )
     out.add_argument("--columns", help="comma-separated columns of a DataFrame product")
     out.add_argument(
         "--query",
         help="rows of a DataFrame product, e.g. \"cores > 4 and site == 'A'\" (columns, literals, comparisons, "
         "and/or/not, the allowed methods; README: Client queries)",
     )
-    out.add_argument("--channel", help="channel to take --print-product from (default: the first that has it)")
+    out.add_argument(
+        "--channel",
+        help="channel to take --print-product from (default: the first that has it), or to set or get a "
+        "source's log level in (default: every channel with that source)",
+    )
     out.add_argument("--max-rows", type=int, default=None, metavar="N", help="rows of DataFrames to show")
     out.add_argument(
-        "--timeout", type=float, default=None, metavar="SECONDS", help="for --block-while and --kill-channel"
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="for --block-while (default: wait as long as it takes) and --kill-channel (default: the server's "
+        "shutdown_timeout)",
+    )
+    out.add_argument("-f", "--force", action="store_true", help="with --kill-channel: kill at once (--timeout 0)")
+    out.add_argument(
+        "--reaper-start-delay-secs",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="with --reaper-start: its first pass after SECONDS (as --reaper-start SECONDS)",
     )
 
     # Not required=True: argparse would then answer an unknown option with "one of the
@@ -209,6 +275,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--set-channel-loglevel", nargs=2, metavar=("CHANNEL", "LEVEL"), help="set a channel's log level"
     )
     actions.add_argument(
+        "--get-source-loglevel",
+        metavar="SOURCE",
+        help="the log level of a source's lines (its own, else its channel's), in every channel with it or --channel",
+    )
+    actions.add_argument(
+        "--set-source-loglevel",
+        nargs=2,
+        metavar=("SOURCE", "LEVEL"),
+        help="give a source a log level of its own (NOTSET: its channel's again), in every channel with it or "
+        "--channel",
+    )
+    actions.add_argument(
+        "--queue-status",
+        action="store_true",
+        help="per source: a delivery waiting for the next generation; per channel: messages not yet sent to the "
+        "server (what stands in for the reference's queues)",
+    )
+    actions.add_argument(
         "--block-while",
         metavar="STATE",
         type=str.upper,
@@ -218,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     actions.add_argument("--follow", metavar="CHANNEL", help="print each new generation of a channel as it lands")
     actions.add_argument("--product-dependencies", action="store_true", help="producer and consumers of every product")
     actions.add_argument("--show-config", nargs="?", const="all", metavar="CHANNEL", help="channel configuration(s)")
+    actions.add_argument("--show-channel-config", metavar="CHANNEL", help="one channel's configuration")
     actions.add_argument("--show-de-config", action="store_true", help="the server's global configuration")
     actions.add_argument("--metrics", action="store_true", help="Prometheus metrics")
     actions.add_argument("--list-rpc-methods", action="store_true", help="the server's methods")
@@ -250,14 +335,50 @@ def _formatted(client: Client, args: argparse.Namespace, method: str, *params: A
 
 def _print_product(client: Client, args: argparse.Namespace) -> int:
     columns = [c.strip() for c in args.columns.split(",")] if args.columns else None
-    params = (args.print_product, columns, args.query)
+    params = (args.print_product, columns, args.query, args.types)
     if args.json or args.format == "json":
-        print_json(json.loads(client.call("print_product", *params, "json", args.channel, args.max_rows)))
+        print_json(json.loads(client.call("get_product", *params, "json", args.channel, args.max_rows)))
     elif args.format == "csv":
-        print(client.call("print_product", *params, "csv", args.channel, args.max_rows), end="")
+        print(client.call("get_product", *params, "csv", args.channel, args.max_rows), end="")
     else:
-        document = json.loads(client.call("print_product", *params, "json", args.channel, args.max_rows))
-        print(render_product(document, args.vertical, terminal_width()))
+        document = json.loads(client.call("get_product", *params, "json", args.channel, args.max_rows))
+        if args.format == "column-names":
+            print(render_columns(document))
+        else:
+            print(render_product(document, args.vertical or args.format == "vertical", terminal_width()))
+    return 0
+
+
+def _reaper_start(client: Client, args: argparse.Namespace) -> int:
+    delay = args.reaper_start
+    if args.reaper_start_delay_secs is not None:
+        if delay not in (0.0, args.reaper_start_delay_secs):
+            raise CommandError("give the delay once: --reaper-start DELAY or --reaper-start-delay-secs DELAY", 2)
+        delay = args.reaper_start_delay_secs
+    return _plain(client, args, "reaper_start", delay)
+
+
+def _kill_channel(client: Client, args: argparse.Namespace) -> int:
+    timeout = 0 if args.force else args.timeout
+    return _plain(client, args, "kill_channel", args.kill_channel, timeout)
+
+
+def _source_loglevel(client: Client, args: argparse.Namespace) -> int:
+    levels = json.loads(client.call("get_source_log_level", args.get_source_loglevel, args.channel, "json"))
+    if args.json:
+        print_json({"source": args.get_source_loglevel, "levels": levels})
+    else:
+        print(
+            tabulate([[c, args.get_source_loglevel, lvl] for c, lvl in levels.items()], ["channel", "source", "level"])
+        )
+    return 0
+
+
+def _queue_status(client: Client, args: argparse.Namespace) -> int:
+    if args.json:
+        print_json(json.loads(client.call("queue_status", "json")))
+    else:
+        print(client.call("queue_status", "table"), end="")
     return 0
 
 
@@ -371,19 +492,26 @@ ACTIONS: list[tuple[str, Callable[[Client, argparse.Namespace], int]]] = [
     ("stop_channel", lambda c, a: _plain(c, a, "stop_channel", a.stop_channel)),
     ("start_channels", lambda c, a: _plain(c, a, "start_channels")),
     ("stop_channels", lambda c, a: _plain(c, a, "stop_channels")),
-    ("rm_channel", lambda c, a: _plain(c, a, "rm_channel", a.rm_channel)),
-    ("kill_channel", lambda c, a: _plain(c, a, "kill_channel", a.kill_channel, a.timeout)),
-    ("reaper_start", lambda c, a: _plain(c, a, "reaper_start", a.reaper_start)),
+    ("rm_channel", lambda c, a: _plain(c, a, "rm_channel", a.rm_channel, a.timeout)),
+    ("kill_channel", _kill_channel),
+    ("reaper_start", _reaper_start),
     ("reaper_stop", lambda c, a: _plain(c, a, "reaper_stop")),
     ("reaper_status", lambda c, a: _formatted(c, a, "reaper_status")),
     ("print_engine_loglevel", lambda c, a: _plain(c, a, "get_log_level")),
     ("set_engine_loglevel", lambda c, a: _plain(c, a, "set_log_level", a.set_engine_loglevel)),
     ("get_channel_loglevel", lambda c, a: _plain(c, a, "get_channel_log_level", a.get_channel_loglevel)),
     ("set_channel_loglevel", lambda c, a: _plain(c, a, "set_channel_log_level", *a.set_channel_loglevel)),
+    ("get_source_loglevel", _source_loglevel),
+    (
+        "set_source_loglevel",
+        lambda c, a: _plain(c, a, "set_source_log_level", *a.set_source_loglevel, a.channel),
+    ),
+    ("queue_status", _queue_status),
     ("block_while", _block_while),
     ("follow", _follow),
     ("product_dependencies", lambda c, a: _formatted(c, a, "product_dependencies")),
     ("show_config", lambda c, a: _json_text(c, a, "show_config", a.show_config)),
+    ("show_channel_config", lambda c, a: _json_text(c, a, "show_config", a.show_channel_config)),
     ("show_de_config", lambda c, a: _json_text(c, a, "show_de_config")),
     ("metrics", lambda c, a: _plain(c, a, "metrics")),
     ("list_rpc_methods", _list_methods),
@@ -396,10 +524,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     enable_completion(parser)
     args = parser.parse_args(argv)
-    chosen = [name for name, _ in ACTIONS if getattr(args, name) not in (None, False)]
+    # ``is not``: 0.0 == False, and ``--reaper-start`` without a delay is 0.0
+    chosen = [name for name, _ in ACTIONS if getattr(args, name) is not None and getattr(args, name) is not False]
     if not chosen:
         parser.error("no action given: add one, such as --status or --health (de-client --help lists them all)")
-    client = Client(location(args))
+    for option, needs, given in (
+        ("--types", "--print-product", args.types and args.print_product is None),
+        ("-f/--force", "--kill-channel", args.force and args.kill_channel is None),
+        (
+            "--reaper-start-delay-secs",
+            "--reaper-start",
+            args.reaper_start_delay_secs is not None and args.reaper_start is None,
+        ),
+    ):
+        if given:
+            parser.error(f"{option} goes with {needs}")
+    if args.force and args.timeout is not None:
+        parser.error("give -f/--force (kill at once) or --timeout, not both")
+    client = Client(location(args), verbose=args.verbose)
     if args.wait:
         client.wait_until_reachable(args.wait)
     for name, action in ACTIONS:

@@ -35,7 +35,7 @@ from decisionengine.framework.cli.common import (
     console as run_console,
 )
 from decisionengine.framework.dataspace.dataspace import DataSpace, DataSpaceError
-from decisionengine.framework.web.presentation import to_jsonable
+from decisionengine.framework.web.presentation import history_frame, to_jsonable
 
 PROG = "de-query-tool"
 FORMATS = ("table", "csv", "json", "parquet")
@@ -141,26 +141,10 @@ def product_value(space: DataSpace, channel: str, product: str, generation: int 
 def product_history(space: DataSpace, channel: str, product: str, since: float, until: float | None) -> pd.DataFrame:
     """One frame: every generation's value of ``product`` since ``since``."""
     registration = _registration(space, channel)
-    frames = []
-    scalar_rows = []
-    for item in space.iter_products(registration["sequence_id"], product, since, until):
-        stamp = pd.Timestamp(item["generation_time"], unit="s", tz="UTC")
-        value = item["value"]
-        if isinstance(value, pd.DataFrame):
-            frame = value.reset_index(drop=True).copy()
-            frame.insert(0, "generation_time", stamp)
-            frame.insert(0, "generation_id", item["generation_id"])
-            frames.append(frame)
-        else:
-            scalar_rows.append({"generation_id": item["generation_id"], "generation_time": stamp, "value": value})
-    if frames and scalar_rows:
-        raise CommandError(f"product {product!r} changed between a DataFrame and other types: cannot make one table")
-    if frames:
-        return pd.concat(frames, ignore_index=True)
-    history = pd.DataFrame(scalar_rows, columns=["generation_id", "generation_time", "value"])
-    if any(isinstance(v, dict | list | tuple) for v in history["value"]):
-        history["value"] = [json.dumps(to_jsonable(v)) for v in history["value"]]
-    return history
+    try:
+        return history_frame(space.iter_products(registration["sequence_id"], product, since, until), product)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
 
 
 # -- writing ---------------------------------------------------------------------------------

@@ -370,14 +370,17 @@ class DecisionEngine:
         worker.join(10)
         return f"channel {channel} killed"
 
-    def remove_channel(self, channel: str) -> str:
+    def remove_channel(self, channel: str, timeout: float | None = None) -> str:
+        """Stop a channel (killed after ``timeout`` seconds, by default ``shutdown_timeout``)
+        and forget it until it is started again."""
         worker = self.worker(channel)
+        killed = []
         if worker.alive:
-            self._stop_workers([worker], self.shutdown_timeout)
+            killed = self._stop_workers([worker], self.shutdown_timeout if timeout is None else timeout)
         worker.stop()  # cancels a pending automatic restart
         del self.workers[channel]
         self._notify()
-        return f"channel {channel} removed"
+        return f"channel {channel} {'killed and ' if killed else ''}removed"
 
     def wait_while(self, state: State, timeout: float | None) -> tuple[bool, list[str]]:
         """Wait until no channel is in ``state`` (one timeout for all); (done, channels still in it)."""

@@ -13,7 +13,7 @@ hangs or kills its interpreter takes down only its channel.  The process:
   reported to the server;
 * opens its own DataSpace connection pool;
 * runs the channel's TaskManager, reporting status snapshots over the same pipe;
-* obeys commands from the server (stop, log level) and SIGTERM/SIGINT (stop cleanly:
+* obeys commands from the server (stop, the channel's and its sources' log levels) and SIGTERM/SIGINT (stop cleanly:
   the generation in progress finishes or is rolled back, publishers are shut down);
 * dies (SIGKILL) with the server, however the server dies (:mod:`.supervision`): a
   channel whose server is gone commits nothing more and releases its channel's lock.
@@ -25,7 +25,7 @@ import os
 import signal
 import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from decisionengine.framework.engine import supervision
@@ -46,6 +46,8 @@ class ChannelLaunch:
     log_level: str
     metrics_dir: str | None
     json_logs: bool = False
+    #: {source key: level} set by the operator (``set_source_log_level``), kept across restarts
+    module_log_levels: dict[str, str] = field(default_factory=dict)
 
 
 def main(launch: ChannelLaunch) -> None:
@@ -65,6 +67,8 @@ def main(launch: ChannelLaunch) -> None:
 
     sender = LinkSender(launch.link)
     logs.attach_to_queue(log_queue(sender), launch.log_level, channel=name, json_lines=launch.json_logs)
+    for key, level in launch.module_log_levels.items():
+        logs.set_module_level(key, level)
 
     logger = get_logger().bind(module="channel_process", channel=name)
     if parent_death_armed is False:
@@ -74,6 +78,8 @@ def main(launch: ChannelLaunch) -> None:
         )
 
     def report(snapshot: dict[str, Any]) -> None:
+        # what the link to the server holds that it has not written yet (queue_status)
+        snapshot["link_backlog"] = sender.backlog()
         sender.event("status", name, snapshot)
 
     taskmanager: TaskManager | None = None
@@ -99,6 +105,10 @@ def main(launch: ChannelLaunch) -> None:
             if command == "set_log_level":
                 logs.set_level(args[0])
                 logger.info("channel log level changed", level=args[0])
+            elif command == "set_module_log_level":
+                key, level = args
+                logs.set_module_level(key, level)
+                logger.info("module log level changed", module=key, level=level)
 
     threading.Thread(target=obey_commands, name=f"{name}-commands", daemon=True).start()
 

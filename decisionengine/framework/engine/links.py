@@ -40,6 +40,10 @@ class LinkSender:
     def put(self, message: Any) -> None:
         self._queue.put(message)
 
+    def backlog(self) -> int:
+        """Messages queued but not yet written to the pipe (a server slow to read shows here)."""
+        return self._queue.qsize()
+
     def log(self, record: Any) -> None:
         self.put((LOG, record))
 

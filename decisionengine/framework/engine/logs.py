@@ -12,6 +12,12 @@ Every line a channel process emits (its modules', the framework's and third-part
 libraries') carries ``channel=<name>``: a filter on the channel process's handler stamps
 it on each record, and the renderer includes it.  Errors of a channel are also copied to
 the server log so that one file shows what went wrong where.
+
+A channel process has a log level, and each of its modules may have one of its own (what
+the reference's "source log level" becomes here): a line emitted while the framework runs
+a module (:mod:`decisionengine.framework.util.running_module`) passes that module's level,
+any other line the channel's.  The process's root logger is set to the lowest of them, so
+that a module at DEBUG in a channel at INFO still produces its DEBUG lines.
 """
 
 from __future__ import annotations
@@ -27,10 +33,13 @@ from typing import Any
 
 import structlog
 
+from decisionengine.framework.util import running_module
+
 SERVER_LOGGER = "decisionengine"
 #: libraries whose INFO lines are noise in a daemon's log (every scheduled run, every migration step)
 QUIET_LOGGERS = ("alembic", "apscheduler")
-LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+#: the reference's levels: NOTSET lets everything through (a module at NOTSET follows its channel)
+LEVELS = ("NOTSET", "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def level_number(level: str | int) -> int:
@@ -41,6 +50,33 @@ def level_number(level: str | int) -> int:
     if name not in LEVELS:
         raise ValueError(f"unknown log level {level!r}; use one of {', '.join(LEVELS)}")
     return logging.getLevelName(name)
+
+
+class ModuleLevels(logging.Filter):
+    """The log levels of a channel process: the channel's, and each module's own.
+
+    A record emitted while a module runs must reach that module's level, any other the
+    channel's.  The root logger's level is kept at the lowest of them (see :meth:`floor`),
+    so that records a module wants are produced at all; this filter, on the channel's
+    handler, then drops what the level that applies does not want.
+    """
+
+    def __init__(self, channel_level: int) -> None:
+        super().__init__()
+        self.channel_level = channel_level
+        self.modules: dict[str, int] = {}
+
+    def floor(self) -> int:
+        return min([self.channel_level, *self.modules.values()])
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = running_module.current()
+        threshold = self.modules.get(key, self.channel_level) if key is not None else self.channel_level
+        return record.levelno >= threshold
+
+
+#: set in a channel process by :func:`attach_to_queue` (None in the server)
+_module_levels: ModuleLevels | None = None
 
 
 class ChannelStamp(logging.Filter):
@@ -145,11 +181,15 @@ def attach_to_queue(
     json_lines: bool = False,
 ) -> None:
     """Send this process's logging to ``log_queue`` (call once, at process start)."""
+    global _module_levels
     configure_structlog()
     handler = _RenderingQueueHandler(log_queue)
     handler.setFormatter(_formatter(json_lines))
+    _module_levels = None
     if channel is not None:
         handler.addFilter(ChannelStamp(channel))
+        _module_levels = ModuleLevels(level_number(level))
+        handler.addFilter(_module_levels)
         structlog.contextvars.bind_contextvars(channel=channel)
     root = logging.getLogger()
     for old in list(root.handlers):
@@ -162,12 +202,31 @@ def attach_to_queue(
 
 
 def set_level(level: str | int) -> None:
-    """Change this process's log level at run time."""
-    logging.getLogger().setLevel(level_number(level))
+    """Change this process's log level (a channel process: the channel's) at run time."""
+    number = level_number(level)
+    if _module_levels is not None:
+        _module_levels.channel_level = number
+        number = _module_levels.floor()
+    logging.getLogger().setLevel(number)
 
 
 def get_level() -> str:
+    if _module_levels is not None:
+        return logging.getLevelName(_module_levels.channel_level)
     return logging.getLevelName(logging.getLogger().getEffectiveLevel())
+
+
+def set_module_level(key: str, level: str | int) -> None:
+    """In a channel process: the level of the lines emitted while module ``key`` runs
+    (NOTSET: the channel's level again)."""
+    if _module_levels is None:
+        raise RuntimeError("module log levels exist only in a channel process")
+    number = level_number(level)
+    if number == logging.NOTSET:
+        _module_levels.modules.pop(key, None)
+    else:
+        _module_levels.modules[key] = number
+    logging.getLogger().setLevel(_module_levels.floor())
 
 
 class _Writer(logging.Handler):

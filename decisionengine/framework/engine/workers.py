@@ -67,6 +67,8 @@ class ChannelWorker:
         self.snapshot: dict[str, Any] = {"channel": self.name, "state": State.OFFLINE.value}
         self.reason: str | None = None  # why the server considers the channel failed
         self.log_level: str = launch_args["log_level"]
+        #: {source key: level} the operator set; a source not here logs at the channel's level
+        self.source_log_levels: dict[str, str] = {}
         self.started_at: float | None = None
         self.exit_code: int | None = None
         self.restarts = 0
@@ -151,6 +153,7 @@ class ChannelWorker:
                 link=writer,
                 command_queue=self.command_queue,
                 log_level=self.log_level,
+                module_log_levels=dict(self.source_log_levels),
                 **{k: v for k, v in self.launch_args.items() if k != "log_level"},
             )
             self.process = self.context.Process(target=main, args=(launch,), name=f"de-channel-{self.name}")
@@ -332,6 +335,20 @@ class ChannelWorker:
         self.log_level = level
         if self.alive:
             self.command_queue.put(("set_log_level", level))
+
+    def source_log_level(self, source: str) -> str:
+        """The level of the lines emitted while ``source`` runs: its own, else the channel's."""
+        return self.source_log_levels.get(source, self.log_level)
+
+    def set_source_log_level(self, source: str, level: str) -> None:
+        """Give ``source`` a level of its own (NOTSET: follow the channel's again), now in
+        the running process and at every later start."""
+        if level == "NOTSET":
+            self.source_log_levels.pop(source, None)
+        else:
+            self.source_log_levels[source] = level
+        if self.alive:
+            self.command_queue.put(("set_module_log_level", source, level))
 
     # -- hang watchdog -----------------------------------------------------------------------
 

@@ -51,6 +51,7 @@ from decisionengine.framework.modules.Module import verify_products
 from decisionengine.framework.taskmanager import metrics
 from decisionengine.framework.taskmanager.settings import TaskManagerSettings
 from decisionengine.framework.taskmanager.states import State, StateMachine
+from decisionengine.framework.util import running_module
 from decisionengine.framework.util.logger import get_logger
 
 PUBLISHER_STATUS = "publisher_status"
@@ -161,6 +162,8 @@ class TaskManager:
     def status(self) -> dict[str, Any]:
         """A snapshot of the channel (plain data: it crosses process boundaries as is)."""
         last = self.history[-1] if self.history else None
+        with self._cond:  # a delivery waiting for the next generation (what queue_status shows)
+            pending = set(self._fresh)
         return {
             "channel": self.name,
             "state": self.state.state.value,
@@ -173,7 +176,7 @@ class TaskManager:
             "failed_generations": self.failed_generations,
             "last_generation": asdict(last) if last else None,
             "last_error": self.last_error,
-            "sources": {key: asdict(status) for key, status in self.sources.items()},
+            "sources": {key: {**asdict(status), "pending": key in pending} for key, status in self.sources.items()},
             "busy": dict(self.busy),
             "standby": self.standby,
             "owner": self.owner if not self.standby and self.fence is not None else None,
@@ -790,7 +793,8 @@ class TaskManager:
         if self.reporter is not None:
             self._report()
         try:
-            return function(*args)
+            with running_module.running(key):  # the module's own log level applies (engine.logs)
+                return function(*args)
         except Exception as exc:
             raise ModuleFailure(key, exc) from exc
         finally:

@@ -116,6 +116,47 @@ def render_value(value: Any, fmt: str = "table", max_rows: int | None = None) ->
     return repr(value)
 
 
+def with_types(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with a ``<column>.type`` column after each column: the Python type name of
+    each value (the reference's ``print_product --types``)."""
+    typed = frame.copy()
+    for column in frame.columns:
+        names = frame[column].astype(object).map(lambda value: type(value).__name__)
+        typed.insert(typed.columns.get_loc(column) + 1, f"{column}.type", names, allow_duplicates=True)
+    return typed
+
+
+def history_frame(items: Iterable[Mapping[str, Any]], product: str) -> pd.DataFrame:
+    """A product's history as one frame, from the DataSpace's ``iter_products`` items.
+
+    A DataFrame product gives every generation's rows with ``generation_id`` and
+    ``generation_time`` (UTC) in front; any other product one row per generation, its
+    ``value`` (dicts and lists as JSON text, so that CSV and Parquet can hold them).
+    ``de-query-tool --since`` and the server's ``query_tool`` both read history this way.
+    ValueError when the product changed between a DataFrame and another type.
+    """
+    frames = []
+    scalar_rows = []
+    for item in items:
+        stamp = pd.Timestamp(item["generation_time"], unit="s", tz="UTC")
+        value = item["value"]
+        if isinstance(value, pd.DataFrame):
+            frame = value.reset_index(drop=True).copy()
+            frame.insert(0, "generation_time", stamp)
+            frame.insert(0, "generation_id", item["generation_id"])
+            frames.append(frame)
+        else:
+            scalar_rows.append({"generation_id": item["generation_id"], "generation_time": stamp, "value": value})
+    if frames and scalar_rows:
+        raise ValueError(f"product {product!r} changed between a DataFrame and other types: cannot make one table")
+    if frames:
+        return pd.concat(frames, ignore_index=True)
+    history = pd.DataFrame(scalar_rows, columns=["generation_id", "generation_time", "value"])
+    if any(isinstance(v, dict | list | tuple) for v in history["value"]):
+        history["value"] = [json.dumps(to_jsonable(v)) for v in history["value"]]
+    return history
+
+
 def vertical(frame: pd.DataFrame) -> str:
     """One block per row, one line per column: for frames wider than the terminal."""
     width = max((len(str(c)) for c in frame.columns), default=0)
@@ -202,6 +243,31 @@ def status_text(status: Mapping[str, Any], now: float) -> str:
         status_table(status["channels"], now)
         + f"reaper: {reaper['state']} (runs {reaper['runs']}, next {when(reaper['next_run'])})\n"
     )
+
+
+def queue_text(channels: Iterable[Mapping[str, Any]], now: float) -> str:
+    """``queue_status`` as a table: per source, whether a delivery waits for the next
+    generation; per channel, the messages its process has not yet sent the server."""
+    rows = []
+    for channel in channels:
+        backlog = channel.get("link_backlog")
+        link = "-" if backlog is None else backlog
+        sources = channel.get("sources") or {}
+        for key, source in sources.items():
+            rows.append(
+                [
+                    channel["channel"],
+                    key,
+                    "yes" if source.get("pending") else "no",
+                    source.get("deliveries", 0),
+                    ago(source.get("last_update"), now),
+                    link,
+                ]
+            )
+        if not sources:
+            rows.append([channel["channel"], "-", "-", "-", "-", link])
+    headers = ["channel", "source", "delivery pending", "deliveries", "last update", "link backlog"]
+    return tabulate(rows, headers=headers, tablefmt="simple") + "\n"
 
 
 def reaper_text(status: Mapping[str, Any]) -> str:

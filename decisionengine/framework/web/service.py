@@ -18,12 +18,15 @@ text is :mod:`.presentation`'s job.
 
 from __future__ import annotations
 
+import datetime
 import functools
 import math
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
+
+import pandas as pd
 
 from decisionengine.framework.config.ValidConfig import ValidConfig
 from decisionengine.framework.dataspace.datasource import LatestGeneration
@@ -35,7 +38,8 @@ from decisionengine.framework.engine.events import Subscription
 from decisionengine.framework.logicengine.LogicEngine import FACTS_PRODUCT as FACTS
 from decisionengine.framework.taskmanager.states import State
 from decisionengine.framework.taskmanager.TaskManager import FACT_VALUES, PUBLISHER_STATUS
-from decisionengine.framework.web import product_query
+from decisionengine.framework.util.times import parse_time
+from decisionengine.framework.web import presentation, product_query
 from decisionengine.framework.web.access import INTERNAL, Access, AccessPolicy, Caller, Refusal, RequestInfo
 from decisionengine.framework.web.credentials import Credentials
 from decisionengine.framework.web.masking import mask_secrets
@@ -48,6 +52,8 @@ CHANNEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 #: the longest delay a client may ask for (the Reaper's first pass, a wait): one year
 MAX_DELAY_SECONDS = 365 * 86400.0
+#: a module key as clients name it (matched against the channel files' keys, never a path)
+MAX_NAME_LENGTH = 200
 
 
 class ServiceError(Exception):
@@ -185,6 +191,39 @@ def check_level(value: Any, name: str = "level") -> str:
     except ValueError as exc:
         raise InvalidArgument(str(exc)) from None
     return value.upper()
+
+
+def check_flag(value: Any, name: str) -> bool:
+    """A yes/no argument: a boolean (0 and 1 from clients that send integers); None is no."""
+    if value is None:
+        return False
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise InvalidArgument(f"{name} must be true or false, not {value!r}")
+
+
+def check_time(value: Any, name: str) -> float | None:
+    """A point in time as epoch seconds: epoch seconds, a datetime (naive: the server's local
+    time), or text (``2021-03-21 11:00:00``, an ISO time, or a duration ago: ``2h``); None/''
+    for no bound."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime.datetime):
+        return value.timestamp()
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return check_number(value, name, minimum=0.0, maximum=float(2**40))
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+        try:
+            return parse_time(value)
+        except ValueError as exc:
+            raise InvalidArgument(f"{name}: {exc}") from None
+    raise InvalidArgument(f"{name} must be a time (text, epoch seconds or a date), not {value!r}")
 
 
 def check_columns(value: Any) -> list[str] | None:
@@ -368,13 +407,19 @@ class ControlService:
 
     @control
     def kill_channel(self, caller: Caller, channel: Any, timeout: Any = None) -> str:
+        """Stop a channel, killing it after ``timeout`` seconds (0: at once); None means the
+        server's ``shutdown_timeout``, as the reference's ``kill_channel(channel, None)``."""
         name = self._known(channel)
-        seconds = check_number(timeout, "timeout", default=0.0)
+        seconds = check_number(timeout, "timeout", default=self.engine.shutdown_timeout)
         return self.engine.kill_channel(name, float(seconds or 0.0))
 
     @control
-    def remove_channel(self, caller: Caller, channel: Any) -> str:
-        return self.engine.remove_channel(self._known(channel))
+    def remove_channel(self, caller: Caller, channel: Any, timeout: Any = None) -> str:
+        """Stop a channel (killed after ``timeout`` seconds, None: ``shutdown_timeout``) and
+        forget it until it is started again."""
+        name = self._known(channel)
+        seconds = check_number(timeout, "timeout")
+        return self.engine.remove_channel(name, seconds)
 
     @read
     def channel_log_level(self, caller: Caller, channel: Any) -> str:
@@ -386,6 +431,79 @@ class ControlService:
         checked = check_level(level)
         self.engine.worker(name).set_log_level(checked)
         return f"channel {name} log level is {checked}"
+
+    # -- sources ---------------------------------------------------------------------------------
+
+    def _sources_named(self, source: Any, channel: Any) -> list[tuple[str, str]]:
+        """(channel, source key) of every configured channel with a source ``source`` (in
+        ``channel`` only, when given); NotFound names the sources there are."""
+        key = check_text(source, "source")
+        if len(key) > MAX_NAME_LENGTH:
+            raise InvalidArgument(f"source must be at most {MAX_NAME_LENGTH} characters")
+        names = [self._known(channel)] if channel not in (None, "") else sorted(self.engine.workers)
+        found = [(name, key) for name in names if name in self.engine.workers and key in self._source_keys(name)]
+        if not found:
+            known = [f"{name}.{k}" for name in names if name in self.engine.workers for k in self._source_keys(name)]
+            where = f"channel {names[0]!r}" if channel not in (None, "") else "any channel"
+            raise NotFound(f"no source {key!r} in {where}; sources are {', '.join(known) or 'none'}")
+        return found
+
+    def _source_keys(self, channel: str) -> list[str]:
+        """The sources of a channel as its file names them (no module imported)."""
+        return sorted(self.engine.workers[channel].config.sources)
+
+    @read
+    def source_log_levels(self, caller: Caller, source: Any, channel: Any = None) -> dict[str, str]:
+        """{channel: level} of a source: the level of the lines emitted while it runs (its
+        own, else its channel's).  The reference's sources were shared by channels, named
+        alone; here a source belongs to a channel, so every channel with one of that name
+        answers, or only ``channel``."""
+        return {
+            name: self.engine.workers[name].source_log_level(key) for name, key in self._sources_named(source, channel)
+        }
+
+    @control
+    def set_source_log_level(self, caller: Caller, source: Any, level: Any, channel: Any = None) -> dict[str, str]:
+        """Give a source a log level of its own in every channel that has it (or in
+        ``channel``): now, and at each later start of the channel.  NOTSET: the channel's
+        level again.  Every argument is checked before any channel changes."""
+        checked = check_level(level)
+        found = self._sources_named(source, channel)
+        for name, key in found:
+            self.engine.workers[name].set_source_log_level(key, checked)
+        return {name: self.engine.workers[name].source_log_level(key) for name, key in found}
+
+    @read
+    def queue_status(self, caller: Caller) -> list[dict[str, Any]]:
+        """What stands in for the reference's message queues, per channel.
+
+        The reference's sources ran apart from channels and sent products through Redis
+        queues; here a channel's sources run in its own process and hand over their
+        products in memory, so what can wait is: a source's delivery the next generation
+        has not used yet (``pending``), and messages of the channel process (status, log
+        lines) not yet written to its link to the server (``link_backlog``).
+        """
+        rows = []
+        for status in self.engine.channel_statuses():
+            sources = status.get("sources") or {}
+            rows.append(
+                {
+                    "channel": status["channel"],
+                    "state": status.get("state"),
+                    "link_backlog": status.get("link_backlog") if status.get("process_alive") else None,
+                    "generation_running": bool((status.get("last_generation") or {}).get("outcome") == "running"),
+                    "sources": {
+                        key: {
+                            "pending": bool(source.get("pending")),
+                            "deliveries": source.get("deliveries", 0),
+                            "last_update": source.get("last_update"),
+                            "missed_update_count": source.get("missed_update_count", 0),
+                        }
+                        for key, source in sorted(sources.items())
+                    },
+                }
+            )
+        return rows
 
     @read
     def block_while(self, caller: Caller, state: Any, timeout: Any = None) -> dict[str, Any]:
@@ -418,30 +536,102 @@ class ControlService:
     def latest_of_all(self, caller: Caller) -> dict[str, LatestGeneration | None]:
         return {name: self.engine.dataspace.latest_generation(name) for name in sorted(self.engine.workers)}
 
-    @read
-    def product(
-        self, caller: Caller, product: Any, columns: Any = None, query: Any = None, channel: Any = None
-    ) -> dict[str, Any]:
-        """A product of a channel's latest generation (the first channel holding it when
-        ``channel`` is not given), its DataFrame rows filtered by ``query`` and ``columns``."""
+    def _checked_product_request(
+        self, product: Any, columns: Any, query: Any, types: Any
+    ) -> tuple[str, Any, Any, bool]:
         key = check_text(product, "product")
         wanted = check_columns(columns)
         if query is not None and not isinstance(query, str):
             raise InvalidArgument(f"query must be a string, not {query!r}")
+        return key, wanted, query or None, check_flag(types, "types")
+
+    def _product_of(self, name: str, key: str, wanted: Any, query: str | None, types: bool) -> dict[str, Any] | None:
+        """``key`` of channel ``name``'s latest generation, selected; None when it has none."""
+        latest = self.engine.dataspace.latest_generation(name, [key])
+        if latest is None or key not in latest.products:
+            return None
+        try:
+            value = product_query.select(latest.products[key], wanted, query, self.queries)
+        except ValueError as exc:  # refused, failed or stopped queries included
+            raise InvalidArgument(str(exc)) from None
+        except QueryUnavailable as exc:
+            raise Unavailable(str(exc)) from None
+        if types and isinstance(value, pd.DataFrame):
+            value = presentation.with_types(value)
+        return {"channel": name, "generation": latest.generation_id, "product": key, "value": value}
+
+    @read
+    def product(
+        self,
+        caller: Caller,
+        product: Any,
+        columns: Any = None,
+        query: Any = None,
+        channel: Any = None,
+        types: Any = False,
+    ) -> dict[str, Any]:
+        """A product of a channel's latest generation (the first channel holding it when
+        ``channel`` is not given), its DataFrame rows filtered by ``query`` and ``columns``;
+        ``types`` adds a ``<column>.type`` column after each column (the reference's
+        ``--types``)."""
+        key, wanted, text, with_types = self._checked_product_request(product, columns, query, types)
         names = [self._known(channel)] if channel not in (None, "") else sorted(self.engine.workers)
         for name in names:
-            latest = self.engine.dataspace.latest_generation(name, [key])
-            if latest is None or key not in latest.products:
-                continue
-            try:
-                value = product_query.select(latest.products[key], wanted, query or None, self.queries)
-            except ValueError as exc:  # refused, failed or stopped queries included
-                raise InvalidArgument(str(exc)) from None
-            except QueryUnavailable as exc:
-                raise Unavailable(str(exc)) from None
-            return {"channel": name, "generation": latest.generation_id, "product": key, "value": value}
+            document = self._product_of(name, key, wanted, text, with_types)
+            if document is not None:
+                return document
         where = f"channel {channel!r}" if channel not in (None, "") else "any channel's latest generation"
         raise NotFound(f"no product {key!r} in {where}")
+
+    @read
+    def product_everywhere(
+        self,
+        caller: Caller,
+        product: Any,
+        columns: Any = None,
+        query: Any = None,
+        channel: Any = None,
+        types: Any = False,
+    ) -> list[dict[str, Any]]:
+        """:meth:`product` from every channel whose latest generation holds it (the
+        reference's ``print_product`` shows them all), or from ``channel`` only."""
+        key, wanted, text, with_types = self._checked_product_request(product, columns, query, types)
+        names = [self._known(channel)] if channel not in (None, "") else sorted(self.engine.workers)
+        documents = [d for d in (self._product_of(n, key, wanted, text, with_types) for n in names) if d is not None]
+        if not documents:
+            where = f"channel {channel!r}" if channel not in (None, "") else "any channel's latest generation"
+            raise NotFound(f"no product {key!r} in {where}")
+        return documents
+
+    @read
+    def product_histories(self, caller: Caller, product: Any, since: Any = None) -> list[dict[str, Any]]:
+        """A product's history in every channel of the DataSpace that has it since ``since``
+        (all of it when None): [{channel, taskmanager_id (its sequence id, as the
+        reference's), history (one frame, see ``presentation.history_frame``)}].
+
+        The DataSpace's channels, not only the configured ones: history outlives a channel
+        file (and is what an imported reference database brings).  Names come from the
+        database, never from the client.
+        """
+        key = check_text(product, "product")
+        start = check_time(since, "start_time")
+        space = self.engine.dataspace
+        found = []
+        for name in space.channel_names():
+            try:
+                sequence = space.get_taskmanager(name)["sequence_id"]
+            except KeyError:
+                continue
+            try:
+                frame = presentation.history_frame(space.iter_products(sequence, key, start), key)
+            except ValueError as exc:
+                raise InvalidArgument(f"channel {name}: {exc}") from None
+            if not frame.empty:
+                found.append({"channel": name, "taskmanager_id": sequence, "history": frame})
+        if not found:
+            since_text = f" since {presentation.when(start)}" if start is not None else ""
+            raise NotFound(f"no product {key!r} in any channel's history{since_text}")
+        return found
 
     @read
     def history(
@@ -504,8 +694,15 @@ class ControlService:
 
     @control
     def reaper_start(self, caller: Caller, delay: Any = 0) -> str:
+        """Start the Reaper, its first pass after ``delay`` seconds; a running Reaper keeps
+        its schedule (as the reference's), and the answer says so."""
         seconds = float(check_number(delay, "delay", default=0.0) or 0.0)
-        self.engine.reaper.start(delay=seconds)
+        reaper = self.engine.reaper
+        if reaper.thread is not None and reaper.thread.is_alive():
+            return (
+                f"reaper already running (next pass {presentation.when(reaper.next_run)}); stop it to change its delay"
+            )
+        reaper.start(delay=seconds)
         return f"reaper started (first pass in {seconds:g} s)"
 
     @control

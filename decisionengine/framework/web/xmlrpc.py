@@ -2,8 +2,15 @@
 
 :class:`XmlRpcMethods` lists every method a client may call, with the reference names and
 positional arguments; each one asks :class:`~.service.ControlService` and renders the
-answer as the reference does (text tables, or JSON text with ``format="json"``).  The
-method table is the allow-list: a name not defined here is an unknown method.
+answer as text (tables, or JSON text with ``format="json"``).  The method table is the
+allow-list: a name not defined here is an unknown method.
+
+The reference 1.7 ``de-client`` and ``de-query-tool``, and the scripts written against
+them, call these methods with the reference's positional arguments, so a reference
+argument position keeps its meaning here (``print_product(product, columns, query, types,
+format)``); our own arguments come after them (``channel``, ``max_rows``...) or in methods
+of our own (``get_product``).  ``print_product`` and ``query_tool`` answer in the
+reference's text layout (:mod:`.reference_format`).
 
 :class:`XmlRpcDispatcher` decodes a call with the standard library, checks its arguments
 against the method's signature, runs it and encodes the answer.  A malformed request, an
@@ -19,7 +26,7 @@ import xmlrpc.client
 from typing import Any
 
 from decisionengine.framework.util.logger import get_logger
-from decisionengine.framework.web import presentation
+from decisionengine.framework.web import presentation, reference_format
 from decisionengine.framework.web.service import Caller, ControlService, InvalidArgument, ServiceError
 
 PARSE_ERROR = -32700
@@ -38,6 +45,13 @@ def _fault(code: int, message: str) -> bytes:
 def _format(fmt: Any, allowed: tuple[str, ...]) -> str:
     try:
         return presentation.check_format(fmt if isinstance(fmt, str) else "", allowed)
+    except ValueError as exc:
+        raise InvalidArgument(str(exc)) from None
+
+
+def _reference_format(fmt: Any) -> str:
+    try:
+        return reference_format.check_format(fmt)
     except ValueError as exc:
         raise InvalidArgument(str(exc)) from None
 
@@ -91,8 +105,10 @@ class XmlRpcMethods:
     def kill_channel(self, caller: Caller, channel: str, timeout: float | None = None) -> str:
         return self.service.kill_channel(caller, channel, timeout)
 
-    def rm_channel(self, caller: Caller, channel: str) -> str:
-        return self.service.remove_channel(caller, channel)
+    def rm_channel(self, caller: Caller, channel: str, maybe_timeout: float | None = None) -> str:
+        """The reference's ``rm_channel(channel, maybe_timeout)``: stop (killed after
+        ``maybe_timeout`` seconds; None: the server's ``shutdown_timeout``) and forget."""
+        return self.service.remove_channel(caller, channel, maybe_timeout)
 
     def block_while(self, caller: Caller, state: str, timeout: float | None = None, fmt: str = "table") -> str:
         fmt = _format(fmt, ("table", "json"))
@@ -116,14 +132,56 @@ class XmlRpcMethods:
         product: str,
         columns: Any = None,
         query: str | None = None,
-        fmt: str = "table",
+        types: bool = False,
+        fmt: str | None = None,
         channel: str | None = None,
         max_rows: int | None = None,
     ) -> str:
+        """The reference's ``print_product(product, columns, query, types, format)``: the
+        product in every channel holding it, as the reference's text (format None/table,
+        vertical, column-names, json, csv).  Ours after those: ``channel`` (only that one)
+        and ``max_rows`` (the first rows of DataFrames)."""
+        fmt = _reference_format(fmt)
+        rows = _max_rows(max_rows)
+        documents = self.service.product_everywhere(caller, product, columns, query, channel, types)
+        if rows is not None:
+            documents = [
+                {**d, "value": d["value"].head(rows) if hasattr(d["value"], "head") else d["value"]} for d in documents
+            ]
+        return reference_format.product_text(product, documents, fmt)
+
+    def get_product(
+        self,
+        caller: Caller,
+        product: str,
+        columns: Any = None,
+        query: str | None = None,
+        types: bool = False,
+        fmt: str = "json",
+        channel: str | None = None,
+        max_rows: int | None = None,
+    ) -> str:
+        """One product as our clients want it: ``json`` (the document: channel, generation,
+        product, value as records), plain ``csv``, or our ``table``/``vertical`` text; from
+        the first channel holding it, or ``channel``."""
         fmt = _format(fmt, presentation.FORMATS)
         rows = _max_rows(max_rows)
-        document = self.service.product(caller, product, columns, query, channel)
+        document = self.service.product(caller, product, columns, query, channel, types)
         return presentation.product_text(document, fmt, rows)
+
+    def query_tool(
+        self,
+        caller: Caller,
+        product: str,
+        fmt: str | None = None,
+        start_time: Any = None,
+    ) -> str:
+        """The reference ``de-query-tool``'s method: the product's history in every channel
+        since ``start_time`` (text such as ``2021-03-21 11:00:00`` in the server's time zone,
+        epoch seconds; None: all of it), as one table (format None/table, csv, json...)."""
+        fmt = _reference_format(fmt)
+        histories = self.service.product_histories(caller, product, start_time)
+        return reference_format.history_text(product, histories, fmt)
 
     def product_dependencies(self, caller: Caller, fmt: str = "table") -> str:
         fmt = _format(fmt, ("table", "json"))
@@ -152,6 +210,31 @@ class XmlRpcMethods:
 
     def set_log_level(self, caller: Caller, level: str) -> str:
         return self.service.set_log_level(caller, level)
+
+    def get_source_log_level(self, caller: Caller, source: str, channel: str | None = None, fmt: str = "text") -> str:
+        """The reference's ``get_source_log_level(source)``: the level of the lines a source
+        emits while it runs, in every channel with a source of that name (or ``channel``):
+        one level name when they agree, else a ``channel: LEVEL`` line per channel."""
+        fmt = _format(fmt, ("text", "json"))
+        levels = self.service.source_log_levels(caller, source, channel)
+        if fmt == "json":
+            return presentation.dumps(levels)
+        if len(set(levels.values())) == 1:
+            return next(iter(levels.values()))
+        return "".join(f"{name}: {level}\n" for name, level in levels.items())
+
+    def set_source_log_level(self, caller: Caller, source: str, level: str, channel: str | None = None) -> str:
+        """The reference's ``set_source_log_level(source, level)``, in every channel with a
+        source of that name (or ``channel``); NOTSET: the channel's level again."""
+        levels = self.service.set_source_log_level(caller, source, level, channel)
+        return "; ".join(f"source {source} of channel {name} log level is {lvl}" for name, lvl in levels.items())
+
+    def queue_status(self, caller: Caller, fmt: str = "table") -> str:
+        """The reference's ``queue_status``: what can wait between a channel's sources and
+        its generations here (see ``ControlService.queue_status``)."""
+        fmt = _format(fmt, ("table", "json"))
+        rows = self.service.queue_status(caller)
+        return presentation.dumps(rows) if fmt == "json" else presentation.queue_text(rows, time.time())
 
     def get_channel_log_level(self, caller: Caller, channel: str) -> str:
         return self.service.channel_log_level(caller, channel)
