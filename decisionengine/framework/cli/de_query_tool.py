@@ -110,6 +110,7 @@ def describe_channel(space: DataSpace, channel: str) -> dict[str, Any]:
     return {
         "channel": channel,
         "taskmanager_id": registration["taskmanager_id"],
+        "registrations": len(space.get_taskmanagers(channel)),
         "generations": len(generations),
         "first_generation": generations[0]["generation_id"] if generations else None,
         "latest_generation": latest.generation_id if latest else None,
@@ -139,25 +140,43 @@ def product_value(space: DataSpace, channel: str, product: str, generation: int 
 
 
 def product_history(space: DataSpace, channel: str, product: str, since: float, until: float | None) -> pd.DataFrame:
-    """One frame: every generation's value of ``product`` since ``since``."""
-    registration = _registration(space, channel)
+    """One frame: every generation's value of ``product`` since ``since``.
+
+    A channel's history may span several registrations: the reference Decision Engine
+    registered a channel anew (new task manager id, generations from 1) at every start,
+    and an import keeps them.  They are read oldest first; when more than one contributes,
+    a ``taskmanager_id`` column says which (generation ids repeat across them).
+    """
+    _known(space, channel)
+    items = [
+        (registration["taskmanager_id"], item)
+        for registration in space.get_taskmanagers(channel)
+        for item in space.iter_products(registration["sequence_id"], product, since, until)
+    ]
+    several = len({taskmanager_id for taskmanager_id, _item in items}) > 1
     frames = []
     scalar_rows = []
-    for item in space.iter_products(registration["sequence_id"], product, since, until):
+    for taskmanager_id, item in items:
         stamp = pd.Timestamp(item["generation_time"], unit="s", tz="UTC")
+        which = {"taskmanager_id": taskmanager_id} if several else {}
         value = item["value"]
         if isinstance(value, pd.DataFrame):
             frame = value.reset_index(drop=True).copy()
-            frame.insert(0, "generation_time", stamp)
-            frame.insert(0, "generation_id", item["generation_id"])
+            for position, (column, content) in enumerate(
+                {"generation_id": item["generation_id"], "generation_time": stamp, **which}.items()
+            ):
+                frame.insert(position, column, content)
             frames.append(frame)
         else:
-            scalar_rows.append({"generation_id": item["generation_id"], "generation_time": stamp, "value": value})
+            scalar_rows.append(
+                {"generation_id": item["generation_id"], "generation_time": stamp, **which, "value": value}
+            )
     if frames and scalar_rows:
         raise CommandError(f"product {product!r} changed between a DataFrame and other types: cannot make one table")
     if frames:
         return pd.concat(frames, ignore_index=True)
-    history = pd.DataFrame(scalar_rows, columns=["generation_id", "generation_time", "value"])
+    columns = ["generation_id", "generation_time", *(["taskmanager_id"] if several else []), "value"]
+    history = pd.DataFrame(scalar_rows, columns=columns)
     if any(isinstance(v, dict | list | tuple) for v in history["value"]):
         history["value"] = [json.dumps(to_jsonable(v)) for v in history["value"]]
     return history

@@ -618,6 +618,7 @@ class ImportReport:
     dry_run: bool
     taskmanagers: list[TaskManagerReport] = field(default_factory=list)
     skipped_taskmanagers: list[dict[str, Any]] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)
     bad_products: list[BadProduct] = field(default_factory=list)
     bad_total: int = 0
     duplicates: list[DuplicateProduct] = field(default_factory=list)
@@ -670,6 +671,7 @@ class ImportReport:
             "totals": self.totals(),
             "taskmanagers": taskmanagers,
             "skipped_taskmanagers": self.skipped_taskmanagers,
+            "conflicts": self.conflicts,
             "bad_products": [asdict(b) for b in self.bad_products],
             "bad_total": self.bad_total,
             "duplicates": [asdict(d) for d in self.duplicates],
@@ -831,7 +833,7 @@ class ReferenceImporter:
             self.report.skipped_taskmanagers.append(
                 {"sequence_id": tm.sequence_id, "taskmanager_id": tm.taskmanager_id, "name": tm.name, "reason": reason}
             )
-        self._conflicts = self._check_conflicts(kept)
+        self.report.conflicts = self._check_conflicts(kept)
         return kept
 
     def _plan_taskmanager(self, tm: ReferenceTaskManager, target_id: str) -> TaskManagerReport:
@@ -889,10 +891,10 @@ class ReferenceImporter:
         started = time.monotonic()
         stats_before = self._storage_stats()
         selected = self._prepare()
-        if self._conflicts and not self.dry_run:
+        if self.report.conflicts and not self.dry_run:
             raise ImportConflictError(
                 "the target DataSpace already holds channels of the same name: "
-                + "; ".join(self._conflicts)
+                + "; ".join(self.report.conflicts)
                 + ". Import into a DataSpace before de-server has run those channels, or leave them out "
                 "(--channel names the channels to import)"
             )
