@@ -8,16 +8,11 @@ SQLite, PostgreSQL into PostgreSQL.
 from __future__ import annotations
 
 import ast
-import datetime
-import itertools
-import os
 import pickle
 import random
 import zlib
-from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
@@ -39,100 +34,26 @@ from decisionengine.framework.taskmanager.TaskManager import TaskManager
 from tests.conftest import global_config
 from tests.fixtures.payloads import os_system
 from tests.fixtures.reference_db import (
+    BASE_TIME,
+    Expected,
     ReferenceDatabase,
+    build_history,
     encode_pickle_bytes,
     encode_value,
-    encode_value_older,
+    reference_database_url,
 )
 from tests.fixtures.trusted_payloads import Reading
 from tests.taskmanager.channels import counting_channel, plan_from
 
 TRUSTED = "tests.fixtures.trusted_payloads"
-BASE_TIME = 1_690_000_000  # July 2023
-_numbers = itertools.count()
 
 
 @pytest.fixture
 def reference_url(db_url, request, tmp_path):
-    """An empty database for a reference copy, on the backend of ``db_url``."""
-    if db_url.startswith("sqlite"):
-        yield f"sqlite:///{tmp_path / 'reference.sqlite'}"
-        return
-    server = request.getfixturevalue("pg_server")
-    name = f"reference_{os.getpid()}_{next(_numbers)}"
-    url = server.create_database(name)
-    yield url
-    server.drop_database(name)
+    yield from reference_database_url(db_url, request, tmp_path)
 
 
-# -- a reference history -----------------------------------------------------------------------
-
-
-def jobs(generation: int) -> pd.DataFrame:
-    """Changes every second generation (so the reference repeats each value twice)."""
-    n = generation // 2
-    return pd.DataFrame(
-        {
-            "site": ["fnal", "cern", "desy"],
-            "idle": [n, n * 2, n * 3],
-            "load": [0.5 * n, 0.25, 1e-3],
-            "when": pd.to_datetime([BASE_TIME + n] * 3, unit="s", utc=True),
-            "ok": [True, False, n % 2 == 0],
-            "kind": pd.Categorical(["a", "b", "a"]),
-        }
-    )
-
-
-@dataclass
-class Expected:
-    """What a reference holds, as the import must give it back."""
-
-    registrations: dict[str, list[tuple[str, datetime.datetime]]] = field(default_factory=dict)
-    products: dict[tuple[str, str, int, str], tuple[Any, dict[str, Any], dict[str, Any]]] = field(default_factory=dict)
-
-    def add(self, reference: ReferenceDatabase, channel: str, uuid: str, seq: int, generation: int, key: str, value):
-        when = BASE_TIME + generation * 300 + seq
-        product = reference.product(seq, generation, key, value, time=when, creator=f"{key}_maker")
-        header = {
-            "create_time": float(when),
-            "expiration_time": float(when + 1800),
-            "scheduled_create_time": float(when - 5),
-            "creator": f"{key}_maker",
-            "schema_id": None,
-        }
-        metadata = {"state": "END_CYCLE", "generation_time": float(when), "missed_update_count": 0}
-        self.products[(channel, uuid, generation, key)] = (value, header, metadata)
-        return product
-
-
-def build_history(url: str, version: str = "2.0") -> Expected:
-    """Two channels; ``jobs_channel`` was restarted once (two registrations, each
-    numbering from 1, as the reference did); DataFrames, dicts, scalars, a Series, an
-    empty frame and a value stored the older way (pickle zlib-compressed inside)."""
-    expected = Expected()
-    with ReferenceDatabase(url, version) as reference:
-        plan = [("jobs_channel", 4), ("prices", 5), ("jobs_channel", 3)]
-        for number, (channel, generations) in enumerate(plan):
-            uuid = f"00000000-0000-4000-8000-{number:012d}"
-            stamp = datetime.datetime(2023, 7, 1 + number, 12, 0, tzinfo=datetime.UTC)
-            seq = reference.add_taskmanager(channel, uuid, stamp)
-            expected.registrations.setdefault(channel, []).append((uuid, stamp))
-            rows = []
-            for generation in range(1, generations + 1):
-                values = {
-                    "jobs": jobs(generation),
-                    "config": {"sites": ["fnal", "cern"], "limits": {"fnal": 100, "cern": 2.5}, "note": "café"},
-                    "count": generation * 10,
-                    "series": pd.Series([generation, 2.5, np.nan], name="s"),
-                    "empty": pd.DataFrame(),
-                }
-                for key, value in values.items():
-                    rows.append(expected.add(reference, channel, uuid, seq, generation, key, value))
-                older = expected.add(reference, channel, uuid, seq, generation, "older", [generation, "x"])
-                older.value = encode_value_older([generation, "x"])
-                rows.append(older)
-            reference.add(rows)
-    return expected
+# -- checking an import -----------------------------------------------------------------------
 
 
 def assert_same(actual: Any, expected: Any) -> None:

@@ -10,6 +10,7 @@ command finds the two databases, shows progress and prints the count check.
 from __future__ import annotations
 
 import argparse
+import pathlib
 import sys
 import time
 from typing import Any
@@ -292,6 +293,8 @@ def show(report: ImportReport) -> None:
 
 def import_reference(args: argparse.Namespace) -> int:
     config = dataspace_config(args)
+    if args.state_dir and not args.dry_run:
+        pathlib.Path(args.state_dir).mkdir(parents=True, exist_ok=True)  # as de-server does
     try:
         source = ReferenceSource(args.source)
     except DataSpaceError as exc:
