@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from decisionengine.framework.dataspace.datablock import DataBlock, Header
+from decisionengine.framework.dataspace.datablock import DataBlock, Header, Metadata
 from decisionengine.framework.dataspace.dataspace import DataSpace
 from decisionengine.framework.dataspace.errors import DataSpaceConnectionError
 from decisionengine.framework.dataspace.reference_import import (
@@ -76,9 +76,11 @@ def assert_imported(space: DataSpace, expected: Expected) -> None:
     for (channel, uuid, generation, key), (value, header, metadata) in expected.products.items():
         seq = space.get_taskmanager(channel, uuid)["sequence_id"]
         assert_same(space.get_dataproduct(seq, generation, key), value)
-        assert dict(space.get_header(seq, generation, key)) == {"taskmanager_id": uuid, **header}
-        stored = dict(space.get_metadata(seq, generation, key))
-        assert stored == {"taskmanager_id": uuid, "generation_id": generation, **metadata}
+        stored = space.get_header(seq, generation, key)
+        assert {name: stored[name] for name in ("taskmanager_id", *header)} == {"taskmanager_id": uuid, **header}
+        stored = space.get_metadata(seq, generation, key)
+        expected_metadata = {"taskmanager_id": uuid, "generation_id": generation, **metadata}
+        assert {name: stored[name] for name in expected_metadata} == expected_metadata
         held += 1
     assert space.storage_stats()["products"] == held
 
@@ -256,23 +258,23 @@ def test_registrations_without_products_are_skipped_and_a_repeated_id_kept_apart
 
 
 class CrashingImporter(ReferenceImporter):
-    """Loses the database after writing ``generations`` generations."""
+    """Loses the database when it writes its batch number ``batches`` + 1."""
 
-    def __init__(self, *args: Any, generations: int, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, batches: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.left = generations
+        self.left = batches
 
-    def _write(self, *args: Any) -> int:
+    def _write_batch(self, *args: Any) -> int:
         if self.left == 0:
             raise DataSpaceConnectionError("injected: the database went away")
         self.left -= 1
-        return super()._write(*args)
+        return super()._write_batch(*args)
 
 
 def test_an_interrupted_import_continues_where_it_stopped(db_url, reference_url):
     expected = build_history(reference_url)
     with DataSpace(global_config(db_url)) as space:
-        crashing = CrashingImporter(ReferenceSource(reference_url), space, generations=6, batch_rows=7)
+        crashing = CrashingImporter(ReferenceSource(reference_url), space, batches=6, batch_rows=7)
         with pytest.raises(DataSpaceConnectionError, match="injected"):
             crashing.run()
         assert space.storage_stats()["products"] == 6 * 6
@@ -403,3 +405,26 @@ def test_batches_are_bounded_by_rows_and_bytes(reference_url):
         by_bytes = source.generation_ranges(seq, 0, max_rows=1000, max_bytes=1)
         assert len(by_bytes) == 20  # at least one generation per batch
         assert source.generation_ranges(seq, 18, 1000, 1 << 30)[0].first == 19
+
+
+def test_write_generations_is_one_transaction_and_stores_a_repeated_value_once(dataspace):
+    block = DataBlock(dataspace, "bulk")
+    tm = block.taskmanager_id
+    frame = pd.DataFrame({"a": range(100)})
+
+    def generation(number: int, state: str = "END_CYCLE") -> tuple[int, dict[str, Any]]:
+        metadata = Metadata(tm, generation_id=number, generation_time=BASE_TIME + number)
+        metadata.data["state"] = state
+        return number, {"frame": (frame, Header(tm), metadata), "n": (number, Header(tm), metadata)}
+
+    with pytest.raises(ValueError, match="invalid state"):
+        dataspace.write_generations(block.sequence_id, [generation(1), generation(2), generation(3, "BROKEN")])
+    assert dataspace.get_generations(block.sequence_id) == []
+    before = dataspace.storage_stats()["payloads"]
+    dataspace.write_generations(block.sequence_id, [generation(g) for g in (1, 2, 3)])
+    assert [g["generation_id"] for g in dataspace.get_generations(block.sequence_id)] == [1, 2, 3]
+    assert dataspace.storage_stats()["payloads"] - before == 1 + 3  # the frame once, each number
+    dataspace.write_generations(block.sequence_id, [generation(3)])  # again: replaced, not duplicated
+    assert dataspace.storage_stats()["products"] == 6
+    pd.testing.assert_frame_equal(dataspace.get_dataproduct(block.sequence_id, 2, "frame"), frame)
+    assert dataspace.get_dataproduct(block.sequence_id, 3, "n") == 3

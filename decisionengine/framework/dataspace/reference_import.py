@@ -62,10 +62,10 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.engine import make_url
 
-from decisionengine.framework.dataspace import codecs, unpickling
+from decisionengine.framework.dataspace import codecs, migrations, unpickling
 from decisionengine.framework.dataspace.datablock import Header, InvalidMetadataError, Metadata
 from decisionengine.framework.dataspace.datasources.sql_engine import create_engine, mask_url, translate_errors
-from decisionengine.framework.dataspace.dataspace import DataSpace, datasource_from_config
+from decisionengine.framework.dataspace.dataspace import DataSpace
 from decisionengine.framework.dataspace.errors import (
     DataSpaceConnectionError,
     DataSpaceError,
@@ -115,6 +115,7 @@ REQUIRED_COLUMNS: dict[str, set[str]] = {
 #: tables only a DataSpace of ours has: a URL naming one is a mistake, not a reference
 OUR_TABLES = {"payload", "generation"}
 HEADER_FIELDS = ("create_time", "expiration_time", "scheduled_create_time")
+SQL_DATASOURCE = "decisionengine.framework.dataspace.datasources.sqlalchemy_ds"
 
 _PICKLED_PREFIX = "{'pickled': True, 'value': b"
 
@@ -694,25 +695,28 @@ class ImportReport:
 
 def open_target(config: Mapping[str, Any], dry_run: bool = False) -> DataSpace | None:
     """The DataSpace to import into: created or upgraded for an import; for a dry run
-    opened read-only, or None when it does not exist yet (nothing to compare with)."""
+    opened read-only, or None when it does not exist yet (nothing to compare with).
+
+    "Does not exist yet" is asked of the database itself (a SQLite file that is not there,
+    a database with no schema revision), so a dry run creates nothing, not even a file.
+    """
     if not dry_run:
         return DataSpace(config)
-    settings = dict(config["dataspace"]["datasource"].get("config") or {})
-    url = make_url(settings.get("url", ""))
-    if url.get_backend_name() == "sqlite" and url.database and not pathlib.Path(url.database).is_file():
-        return None
-    settings["read_only"] = True
-    readonly = {
-        **config,
-        "dataspace": {**config["dataspace"], "datasource": {**config["dataspace"]["datasource"], "config": settings}},
-    }
-    probe = datasource_from_config(readonly)
-    try:
-        revision = probe.schema_revision() if hasattr(probe, "schema_revision") else "unknown"
-    finally:
-        probe.close()
-    if revision is None:
-        return None
+    datasource = config["dataspace"]["datasource"]
+    settings = {**(datasource.get("config") or {}), "read_only": True}
+    readonly = {**config, "dataspace": {**config["dataspace"], "datasource": {**datasource, "config": settings}}}
+    if datasource.get("module") == SQL_DATASOURCE:
+        url = make_url(settings.get("url", ""))
+        if url.get_backend_name() == "sqlite" and url.database and not pathlib.Path(url.database).is_file():
+            return None
+        engine = create_engine(settings)
+        try:
+            with translate_errors(engine, "read schema revision", mask_url(url)), engine.connect() as conn:
+                revision = migrations.current_revision(conn)
+        finally:
+            engine.dispose()
+        if revision is None:
+            return None
     return DataSpace(readonly)
 
 
@@ -941,18 +945,20 @@ class ReferenceImporter:
             return {}
 
     def _copy(self, tm: ReferenceTaskManager, report: TaskManagerReport, done: int, total: int) -> int:
+        """Copy the generations after the resume point, one batch (one read, one write) at a time."""
         for batch in self.source.generation_ranges(
             tm.sequence_id, report.resume_after, self.batch_rows, self.batch_bytes
         ):
             if self.max_batches is not None and self.report.batches >= self.max_batches:
                 self.report.stopped = True
                 return done
-            for generation in self.source.read_generations(tm.sequence_id, batch.first, batch.last):
-                self._import_generation(tm, report, generation)
-                done += generation.rows
-                if self.progress is not None:
-                    self.progress(ImportProgress(done, total, report.channel, generation.generation_id))
+            generations = self.source.read_generations(tm.sequence_id, batch.first, batch.last)
+            decoded = [(g.generation_id, self._products(tm, report, g)) for g in generations]
+            self._store(tm, report, [(g, products) for g, products in decoded if products])
             self.report.batches += 1
+            done += sum(g.rows for g in generations)
+            if self.progress is not None and generations:
+                self.progress(ImportProgress(done, total, report.channel, generations[-1].generation_id))
         for generation_id, key in self.source.unnumbered_rows(tm.sequence_id, MAX_LISTED):
             self._bad(tm, report, generation_id, key, "the row has no generation id or no key")
         return done
@@ -960,15 +966,19 @@ class ReferenceImporter:
     def _fill_gaps(self, tm: ReferenceTaskManager, report: TaskManagerReport) -> None:
         """Products missing from generations an earlier run copied: try them again (they
         are reported again if they still cannot be imported)."""
-        if report.resume_after == 0:
+        if report.resume_after == 0 or self.target is None:
             return
         gaps = self._count_present(tm, report)
         for start in range(0, len(gaps), 100):
             chunk = gaps[start : start + 100]
+            pending = []
             for generation in self.source.read_generations(tm.sequence_id, chunk[0], chunk[-1], only=chunk):
-                held = set(self.target.get_keys(report.sequence_id, generation.generation_id))  # type: ignore[union-attr, arg-type]
+                held = set(self.target.get_keys(report.sequence_id, generation.generation_id))  # type: ignore[arg-type]
                 generation.products = {k: p for k, p in generation.products.items() if k not in held}
-                self._import_generation(tm, report, generation, count_rows=False)
+                products = self._products(tm, report, generation, count_rows=False)
+                if products:
+                    pending.append((generation.generation_id, products))
+            self._store(tm, report, pending)
 
     def _bad(
         self, tm: ReferenceTaskManager, report: TaskManagerReport, generation: int | None, key: str | None, reason: str
@@ -984,20 +994,21 @@ class ReferenceImporter:
             reason=reason,
         )
 
-    def _import_generation(
+    def _products(
         self,
         tm: ReferenceTaskManager,
         report: TaskManagerReport,
         generation: SourceGeneration,
         count_rows: bool = True,
-    ) -> None:
+    ) -> dict[str, tuple[Any, Header, Metadata]]:
+        """The importable products of one source generation; the others are reported."""
         if count_rows:
             report.rows_read += generation.rows
             self.report.rows_read += generation.rows
             self.report.value_bytes_read += generation.value_bytes
         products: dict[str, tuple[Any, Header, Metadata]] = {}
         for key, source in generation.products.items():
-            if source.copies > 1:
+            if source.copies > 1 and count_rows:
                 self.report.duplicates_total += 1
                 if len(self.report.duplicates) < MAX_LISTED:
                     self.report.duplicates.append(
@@ -1009,13 +1020,22 @@ class ReferenceImporter:
                 products[key] = self._product(report.taskmanager_id, generation.generation_id, source)
             except BadValue as exc:
                 self._bad(tm, report, generation.generation_id, key, str(exc))
-        if not products:
+        return products
+
+    def _store(
+        self,
+        tm: ReferenceTaskManager,
+        report: TaskManagerReport,
+        generations: list[tuple[int, dict[str, tuple[Any, Header, Metadata]]]],
+    ) -> None:
+        """Write decoded generations, registering the task manager first if this is its
+        first product here (a registration with nothing importable is never made)."""
+        if not generations:
             return
+        assert self.target is not None
         if report.sequence_id is None:
-            report.sequence_id = self.target.store_taskmanager(  # type: ignore[union-attr]
-                tm.name or "", report.taskmanager_id, tm.datestamp
-            )
-        written = self._write(report.sequence_id, generation.generation_id, products, tm, report)
+            report.sequence_id = self.target.store_taskmanager(tm.name or "", report.taskmanager_id, tm.datestamp)
+        written = self._write_batch(report.sequence_id, generations, tm, report)
         report.written += written
         self.report.products_written += written
 
@@ -1053,29 +1073,31 @@ class ReferenceImporter:
             metadata,
         )
 
-    def _write(
+    def _write_batch(
         self,
         sequence_id: int,
-        generation_id: int,
-        products: dict[str, tuple[Any, Header, Metadata]],
+        generations: list[tuple[int, dict[str, tuple[Any, Header, Metadata]]]],
         tm: ReferenceTaskManager,
         report: TaskManagerReport,
     ) -> int:
-        """Write one generation (one transaction); if the target refuses it for a reason
-        that is not the database being away, write its products one by one to find the
-        one it refuses.  Returns how many products were written."""
+        """Write a batch of generations (one transaction); if the target refuses it for a
+        reason that is not the database being away, write generation by generation, then
+        product by product, to find what it refuses.  Returns the products written."""
         assert self.target is not None
         try:
-            self.target.write_generation(sequence_id, generation_id, products)
-            return len(products)
+            self.target.write_generations(sequence_id, generations)
+            return sum(len(products) for _g, products in generations)
         except DataSpaceConnectionError:
             raise
         except (DataSpaceError, ValueError, TypeError) as exc:
-            if len(products) == 1:
-                key = next(iter(products))
-                self._bad(tm, report, generation_id, key, f"the target refused it: {exc}")
+            if len(generations) == 1 and len(generations[0][1]) == 1:
+                generation_id, products = generations[0]
+                self._bad(tm, report, generation_id, next(iter(products)), f"the target refused it: {exc}")
                 return 0
-        written = 0
-        for key, product in products.items():
-            written += self._write(sequence_id, generation_id, {key: product}, tm, report)
-        return written
+        if len(generations) > 1:
+            return sum(self._write_batch(sequence_id, [generation], tm, report) for generation in generations)
+        generation_id, products = generations[0]
+        return sum(
+            self._write_batch(sequence_id, [(generation_id, {key: product})], tm, report)
+            for key, product in products.items()
+        )
