@@ -105,6 +105,10 @@ def test_bad_values_conflicts_and_wrong_databases(sqlite_url, tmp_path):
     assert "channel 'chan' already has history here" in refused.stderr
     assert refused.stderr.count("\n") == 1
 
+    unknown = dataspace("--from", reference_url, "--url", other, "--channel", "nope")
+    assert unknown.returncode == 2
+    assert unknown.stderr == "de-dataspace: --channel: no channel 'nope' in the reference; its channels: chan\n"
+
     not_reference = dataspace("--from", sqlite_url, "--url", other)
     assert not_reference.returncode == 1
     assert "is a DataSpace of this decision engine" in not_reference.stderr

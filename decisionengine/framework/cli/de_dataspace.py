@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=DEFAULT_BATCH_ROWS,
         metavar="ROWS",
-        help=f"source rows read at once (default {DEFAULT_BATCH_ROWS}; at most 64 MiB of values)",
+        help=f"source rows read at once (default {DEFAULT_BATCH_ROWS}; at most 32 MiB of values)",
     )
     importing.add_argument("--max-batches", type=int, metavar="N", help="stop after N batches (run again to continue)")
     importing.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
@@ -299,6 +299,16 @@ def import_reference(args: argparse.Namespace) -> int:
         source = ReferenceSource(args.source)
     except DataSpaceError as exc:
         raise CommandError(f"--from: {exc}") from None
+    if args.channel:
+        known = {tm.name for tm in source.taskmanagers()}
+        unknown = sorted(set(args.channel) - known)
+        if unknown:
+            source.close()
+            raise CommandError(
+                f"--channel: no channel {', '.join(map(repr, unknown))} in the reference; "
+                f"its channels: {', '.join(sorted(n for n in known if n)) or 'none'}",
+                2,
+            )
     target = None
     progress = Progress(enabled=not args.no_progress and not args.dry_run)
     try:
