@@ -34,8 +34,11 @@ def test_dry_run_then_an_interrupted_import_then_the_rest(db_url, reference_url,
     assert plan["dry_run"] is True and plan["conflicts"] == []
     assert plan["totals"]["rows"] == plan["totals"]["rows_to_copy"] == 72
     assert [t["channel"] for t in plan["taskmanagers"]] == ["jobs_channel", "prices", "jobs_channel"]
+    # July 2023 is older than the default retention: the Reaper would delete all but the newest
+    assert plan["retention_days"] == 365 and plan["totals"]["older_than_retention"] == 12 - 3
     table = dataspace(*source, "--dry-run")
     assert table.returncode == 0 and "dry run: nothing written" in table.stdout
+    assert "warning: 9 of these generations are older than retention_interval_in_days (365)" in table.stdout
     if db_url.startswith("sqlite"):
         assert not (tmp_path / "dataspace.sqlite").exists()
 
@@ -128,6 +131,8 @@ def test_the_target_comes_from_the_global_configuration(tmp_path):
     state = tmp_path / "run"
     result = dataspace("--from", reference_url, "--config", config, "--state-dir", state, "--json")
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["products_written"] == 1
+    report = json.loads(result.stdout)
+    assert report["products_written"] == 1
+    assert report["retention_days"] == 30 and report["totals"]["older_than_retention"] == 0  # a newest is kept
     found = command("de-query-tool", "--config", config, "--state-dir", state, "chan", "x", "--format", "json")
     assert json.loads(found.stdout) == {"a": 1}

@@ -27,6 +27,7 @@ from decisionengine.framework.cli.common import (
     say,
 )
 from decisionengine.framework.dataspace.dataspace import DataSpaceError
+from decisionengine.framework.dataspace.maintain import DEFAULT_RETENTION_INTERVAL_DAYS
 from decisionengine.framework.dataspace.reference_import import (
     DEFAULT_BATCH_ROWS,
     ImportConflictError,
@@ -278,6 +279,13 @@ def show(report: ImportReport) -> None:
             f"task manager {skipped['taskmanager_id']} ({skipped['name']!r}, sequence id "
             f"{skipped['sequence_id']}) not copied: {skipped['reason']}"
         )
+    older = report.totals()["older_than_retention"]
+    if older:
+        print(
+            f"\nwarning: {older:,} of these generations are older than retention_interval_in_days "
+            f"({report.retention_days:g}): the Reaper deletes them (all but each task manager's newest) "
+            "at its next pass. To keep them, raise retention_interval_in_days before de-server starts."
+        )
     if report.unregistered_rows:
         print(f"{report.unregistered_rows} source rows name no registered task manager: not copied")
     if not report.dry_run:
@@ -324,6 +332,9 @@ def import_reference(args: argparse.Namespace) -> int:
             batch_rows=args.batch_size,
             max_batches=args.max_batches,
             progress=progress.update,
+            retention_days=(config.get("dataspace") or {}).get(
+                "retention_interval_in_days", DEFAULT_RETENTION_INTERVAL_DAYS
+            ),
         )
         try:
             report = importer.run()

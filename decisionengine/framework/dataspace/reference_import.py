@@ -452,6 +452,14 @@ class ReferenceSource:
             ranges.append(GenerationRange(first, last, rows, size))  # type: ignore[arg-type]
         return ranges
 
+    def generations_before(self, seq: int, cutoff: float) -> int:
+        """Generations of ``seq`` whose generation time (metadata) is before ``cutoff``."""
+        meta = self.tables["metadata"]
+        query = sa.select(sa.func.count(sa.distinct(meta.c.generation_id))).where(
+            meta.c.taskmanager_id == seq, meta.c.generation_time < cutoff
+        )
+        return int(next(self._read("count old generations", query))[0])
+
     def products_per_generation(self, seq: int) -> Iterator[tuple[int, int]]:
         """(generation, distinct products) of registration ``seq``, in order (streamed)."""
         dp = self.tables["dataproduct"]
@@ -600,6 +608,7 @@ class TaskManagerReport:
     bad: int = 0
     present: int = 0
     target_generations: int = 0
+    older_than_retention: int = 0
     finished: bool = False
 
     @property
@@ -641,6 +650,7 @@ class ImportReport:
     duplicates: list[DuplicateProduct] = field(default_factory=list)
     duplicates_total: int = 0
     unregistered_rows: int = 0
+    retention_days: float | None = None
     batches: int = 0
     rows_read: int = 0
     value_bytes_read: int = 0
@@ -661,7 +671,17 @@ class ImportReport:
         return self.rows_read / self.elapsed if self.elapsed > 0 else 0.0
 
     def totals(self) -> dict[str, int]:
-        names = ("rows", "products", "duplicates", "generations", "rows_to_copy", "written", "bad", "present")
+        names = (
+            "rows",
+            "products",
+            "duplicates",
+            "generations",
+            "rows_to_copy",
+            "written",
+            "bad",
+            "present",
+            "older_than_retention",
+        )
         totals = {name: sum(getattr(t, name) for t in self.taskmanagers) for name in names}
         totals["missing"] = sum(t.missing for t in self.taskmanagers)
         return totals
@@ -694,6 +714,7 @@ class ImportReport:
             "duplicates": [asdict(d) for d in self.duplicates],
             "duplicates_total": self.duplicates_total,
             "unregistered_rows": self.unregistered_rows,
+            "retention_days": self.retention_days,
             "batches": self.batches,
             "rows_read": self.rows_read,
             "value_bytes_read": self.value_bytes_read,
@@ -760,6 +781,7 @@ class ReferenceImporter:
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         progress: Callable[[ImportProgress], None] | None = None,
+        retention_days: float | None = None,
     ) -> None:
         if target is None and not dry_run:
             raise ValueError("an import needs a target DataSpace (None is for a dry run)")
@@ -775,7 +797,7 @@ class ReferenceImporter:
         self.values = _DecodedValues(policy, max_value_bytes, cache_bytes)
         self.logger = structlog.get_logger("decisionengine").bind(module="reference_import", component="dataspace")
         target_url = repr(target.datasource) if target is not None else "(a new DataSpace)"
-        self.report = ImportReport(source.url, target_url, source.version, dry_run)
+        self.report = ImportReport(source.url, target_url, source.version, dry_run, retention_days=retention_days)
         self._registrations: dict[str, dict[str, Any]] = {}
 
     # -- planning ----------------------------------------------------------------------------
@@ -868,6 +890,12 @@ class ReferenceImporter:
         if report.sequence_id is not None and self.target is not None:
             report.resume_after = self.target.get_last_generation_id(tm.name or "", target_id)
         report.rows_to_copy, _ = self.source.rows_after(tm.sequence_id, report.resume_after)
+        if self.report.retention_days is not None:
+            # what the Reaper will delete: generations older than the retention, but never
+            # a registration's newest
+            cutoff = time.time() - float(self.report.retention_days) * 86400
+            old = self.source.generations_before(tm.sequence_id, cutoff)
+            report.older_than_retention = old - 1 if old >= counts.generations > 0 else old
         self._count_present(tm, report)
         self.report.taskmanagers.append(report)
         return report
