@@ -12,12 +12,18 @@ from decisionengine.framework.dataspace.datablock import DataBlock, Header
 from decisionengine.framework.dataspace.dataspace import DataSpace
 from tests.cli.run import command
 from tests.conftest import global_config
+from tests.engine.server import DEServer
 from tests.fixtures.reference_db import ReferenceDatabase, build_history, jobs, reference_database_url
+from tests.taskmanager.channels import counting_channel
 
 
 @pytest.fixture
 def reference_url(db_url, request, tmp_path):
     yield from reference_database_url(db_url, request, tmp_path)
+
+
+def channel_of(status, name):
+    return next(c for c in status["channels"] if c["channel"] == name)
 
 
 def dataspace(*args, **kwargs):
@@ -136,3 +142,24 @@ def test_the_target_comes_from_the_global_configuration(tmp_path):
     assert report["retention_days"] == 30 and report["totals"]["older_than_retention"] == 0  # a newest is kept
     found = command("de-query-tool", "--config", config, "--state-dir", state, "chan", "x", "--format", "json")
     assert json.loads(found.stdout) == {"a": 1}
+
+
+def test_de_server_continues_an_imported_channel(sqlite_url, tmp_path):
+    """A channel of the same name started by de-server numbers on from the newest imported
+    registration's last generation, under that registration."""
+    reference_url = f"sqlite:///{tmp_path / 'reference.sqlite'}"
+    build_history(reference_url)
+    assert dataspace("--from", reference_url, "--url", sqlite_url).returncode == 0
+    server = DEServer(tmp_path / "server", sqlite_url, {"prices": counting_channel(str(tmp_path / "published.jsonl"))})
+    server.start()
+    try:
+        status = server.wait_for_generation("prices", 6)
+    finally:
+        server.stop()
+    assert channel_of(status, "prices")["taskmanager_id"] == "00000000-0000-4000-8000-000000000001"
+    with DataSpace(global_config(sqlite_url)) as space:
+        (registration,) = space.get_taskmanagers("prices")
+        generations = [g["generation_id"] for g in space.get_generations(registration["sequence_id"])]
+        assert generations[:6] == [1, 2, 3, 4, 5, 6]
+        assert "jobs" in space.get_keys(registration["sequence_id"], 5)
+        assert "numbers" in space.get_keys(registration["sequence_id"], 6)
