@@ -10,6 +10,7 @@ MODULES = {
     "de-client": "decisionengine.framework.cli.de_client",
     "de-reaper": "decisionengine.framework.cli.de_reaper",
     "de-query-tool": "decisionengine.framework.cli.de_query_tool",
+    "de-dataspace": "decisionengine.framework.cli.de_dataspace",
 }
 
 

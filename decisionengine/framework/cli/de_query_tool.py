@@ -110,6 +110,7 @@ def describe_channel(space: DataSpace, channel: str) -> dict[str, Any]:
     return {
         "channel": channel,
         "taskmanager_id": registration["taskmanager_id"],
+        "registrations": len(space.get_taskmanagers(channel)),
         "generations": len(generations),
         "first_generation": generations[0]["generation_id"] if generations else None,
         "latest_generation": latest.generation_id if latest else None,
@@ -139,10 +140,16 @@ def product_value(space: DataSpace, channel: str, product: str, generation: int 
 
 
 def product_history(space: DataSpace, channel: str, product: str, since: float, until: float | None) -> pd.DataFrame:
-    """One frame: every generation's value of ``product`` since ``since``."""
-    registration = _registration(space, channel)
+    """One frame: every generation's value of ``product`` since ``since``, across all the
+    channel's registrations (oldest first; see :func:`history_frame`)."""
+    _known(space, channel)
+    items = (
+        {**item, "taskmanager_id": registration["taskmanager_id"]}
+        for registration in space.get_taskmanagers(channel)
+        for item in space.iter_products(registration["sequence_id"], product, since, until)
+    )
     try:
-        return history_frame(space.iter_products(registration["sequence_id"], product, since, until), product)
+        return history_frame(items, product)
     except ValueError as exc:
         raise CommandError(str(exc)) from None
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import abc
 import threading
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -216,6 +216,22 @@ class DataSource(abc.ABC):
         for key, (value, header, metadata) in products.items():
             writer = self.update if key in existing else self.insert
             writer(taskmanager_id, generation_id, key, value, header, metadata)
+
+    def write_generations(
+        self,
+        taskmanager_id: TaskManagerRef,
+        generations: Sequence[tuple[int, Mapping[str, tuple[Any, Any, Any]]]],
+    ) -> None:
+        """Write (insert or replace) the products of several generations of one task
+        manager: ``[(generation_id, {key: (value, header, metadata)}), ...]``.
+
+        For bulk copies (the reference import): backends that can should do it in one
+        transaction, so that a batch costs one commit rather than one per generation, and
+        pickle a value passed for several products once.  This default writes one
+        generation after the other.
+        """
+        for generation_id, products in generations:
+            self.write_generation(taskmanager_id, generation_id, products)
 
     def get_keys(self, taskmanager_id: TaskManagerRef, generation_id: int) -> list[str]:
         """Keys of the products of one generation."""

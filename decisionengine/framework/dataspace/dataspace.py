@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 from decisionengine.framework.dataspace.datablock import taskmanager_name_argument
@@ -174,6 +174,15 @@ class DataSpace:
         ``fence`` the write happens only while its epoch is the channel's (else
         :class:`OwnershipLost`, nothing written)."""
         self.datasource.write_generation(taskmanager_id, generation_id, products, announce=announce, fence=fence)
+
+    def write_generations(
+        self,
+        taskmanager_id: TaskManagerRef,
+        generations: Sequence[tuple[int, Mapping[str, tuple[Any, Any, Any]]]],
+    ) -> None:
+        """Insert or replace the products of several generations of one task manager, in one
+        transaction where the data source can (bulk copies, such as the reference import)."""
+        self.datasource.write_generations(taskmanager_id, generations)
 
     def get_dataproduct(self, taskmanager_id: TaskManagerRef, generation_id: int, key: str) -> Any:
         return self.datasource.get_dataproduct(taskmanager_id, generation_id, key)

@@ -133,25 +133,36 @@ def history_frame(items: Iterable[Mapping[str, Any]], product: str) -> pd.DataFr
     ``generation_time`` (UTC) in front; any other product one row per generation, its
     ``value`` (dicts and lists as JSON text, so that CSV and Parquet can hold them).
     ``de-query-tool --since`` and the server's ``query_tool`` both read history this way.
+    Items may name their ``taskmanager_id``: a channel's history may span several
+    registrations (the reference registered a channel anew at every start, and an import
+    keeps them), and when more than one contributes, a ``taskmanager_id`` column says which
+    (generation ids repeat across them).
     ValueError when the product changed between a DataFrame and another type.
     """
+    items = list(items)
+    several = len({item.get("taskmanager_id") for item in items}) > 1
     frames = []
     scalar_rows = []
     for item in items:
-        stamp = pd.Timestamp(item["generation_time"], unit="s", tz="UTC")
+        front = {
+            "generation_id": item["generation_id"],
+            "generation_time": pd.Timestamp(item["generation_time"], unit="s", tz="UTC"),
+            **({"taskmanager_id": item.get("taskmanager_id")} if several else {}),
+        }
         value = item["value"]
         if isinstance(value, pd.DataFrame):
             frame = value.reset_index(drop=True).copy()
-            frame.insert(0, "generation_time", stamp)
-            frame.insert(0, "generation_id", item["generation_id"])
+            for position, (column, content) in enumerate(front.items()):
+                frame.insert(position, column, content)
             frames.append(frame)
         else:
-            scalar_rows.append({"generation_id": item["generation_id"], "generation_time": stamp, "value": value})
+            scalar_rows.append({**front, "value": value})
     if frames and scalar_rows:
         raise ValueError(f"product {product!r} changed between a DataFrame and other types: cannot make one table")
     if frames:
         return pd.concat(frames, ignore_index=True)
-    history = pd.DataFrame(scalar_rows, columns=["generation_id", "generation_time", "value"])
+    columns = ["generation_id", "generation_time", *(["taskmanager_id"] if several else []), "value"]
+    history = pd.DataFrame(scalar_rows, columns=columns)
     if any(isinstance(v, dict | list | tuple) for v in history["value"]):
         history["value"] = [json.dumps(to_jsonable(v)) for v in history["value"]]
     return history
