@@ -63,7 +63,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
-import structlog
 from sqlalchemy.engine import make_url
 
 from decisionengine.framework.dataspace import codecs, migrations, unpickling
@@ -76,6 +75,7 @@ from decisionengine.framework.dataspace.errors import (
     UntrustedPayloadError,
 )
 from decisionengine.framework.dataspace.unpickling import DEFAULT_POLICY, UnpicklePolicy
+from decisionengine.framework.util.logger import get_logger
 
 __all__ = [
     "BadProduct",
@@ -795,7 +795,7 @@ class ReferenceImporter:
         self.progress = progress
         policy = target.datasource.payload_policy if target is not None else DEFAULT_POLICY
         self.values = _DecodedValues(policy, max_value_bytes, cache_bytes)
-        self.logger = structlog.get_logger("decisionengine").bind(module="reference_import", component="dataspace")
+        self.logger = get_logger().bind(module="reference_import", component="dataspace")
         target_url = repr(target.datasource) if target is not None else "(a new DataSpace)"
         self.report = ImportReport(source.url, target_url, source.version, dry_run, retention_days=retention_days)
         self._registrations: dict[str, dict[str, Any]] = {}
