@@ -5,10 +5,15 @@ overwritten in SQL with a zstandard-compressed pickle that would create a marker
 (what anyone who can write to the database can do).  Every read path refuses that
 product with an error naming channel, generation, product and the refused global; the
 marker never appears; the generation's other products still read.
+
+A payload of another pandas major version (pandas 3's ``str`` dtype, which pandas 2
+cannot represent) is not refused but cannot be rebuilt: a ``CorruptPayloadError`` that
+names the product and says why.
 """
 
 from __future__ import annotations
 
+import pathlib
 import pickle
 import zlib
 
@@ -16,9 +21,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from decisionengine.framework.dataspace import unpickling
 from decisionengine.framework.dataspace.datablock import DataBlock, Header
 from decisionengine.framework.dataspace.datasources.sqlalchemy_ds import SQLAlchemyDS
 from decisionengine.framework.dataspace.dataspace import (
+    CorruptPayloadError,
     DataSpace,
     DataSpaceConfigurationError,
     UntrustedPayloadError,
@@ -31,6 +38,7 @@ CHANNEL = "planted_channel"
 JOBS = pd.DataFrame({"site": ["a", "b", "c"], "cores": [1, 2, 3], "load": [0.5, 0.25, 0.125]})
 OTHERS = {"count": 42, "info": {"sites": ["a", "b"], "ok": True}}
 TRUSTED = "tests.fixtures.trusted_payloads"
+PANDAS_3_PAYLOADS = pathlib.Path(__file__).parent / "data" / "payloads-pandas-3.1.1-numpy-2.4.6.zlib"
 
 
 def write_generation(space: DataSpace) -> DataBlock:
@@ -102,9 +110,33 @@ def test_payloads_in_the_reference_format_read_back(dataspace, db_url):
     old = old.replace(b"cpandas\nDataFrame\n", b"cpandas.core.frame\nDataFrame\n")
     payloads.plant(db_url, CHANNEL, 1, "jobs", zlib.compress(old, 9))
     payloads.plant(db_url, CHANNEL, 1, "info", pickle.dumps({"plain": [1, 2]}, 4))
+    assert b"cnumpy.core.multiarray\n" in old and b"cpandas.core.frame\n" in old
     pd.testing.assert_frame_equal(block["jobs"], frame)
     assert dataspace.get_datablock(block.sequence_id, 1)["info"] == {"plain": [1, 2]}
     pd.testing.assert_frame_equal(dataspace.latest_generation(CHANNEL).products["jobs"], frame)
+
+
+def test_a_frame_with_strings_pandas_3_wrote(dataspace, db_url):
+    """A frame with a string index and column names, as pandas 3.1 pickled it (its ``str``
+    dtype), planted as a product: pandas 3 reads it back; pandas 2, which cannot represent
+    that dtype, reports a ``CorruptPayloadError`` naming the product and the reason (one
+    pandas major version per DataSpace), not the raw ``TypeError`` of pandas' constructor.
+    The generation's other products still read."""
+    block = write_generation(dataspace)
+    archive = unpickling.loads(zlib.decompress(PANDAS_3_PAYLOADS.read_bytes()))
+    payloads.plant(db_url, CHANNEL, 1, "jobs", archive["payloads"]["DataFrame[str index]@5"])
+    if int(pd.__version__.partition(".")[0]) >= 3:
+        pd.testing.assert_frame_equal(block["jobs"], pd.DataFrame({"a": [1, 2]}, index=["x", "y"]))
+        return
+    for read in (lambda: dataspace.get_dataproduct(block.sequence_id, 1, "jobs"), lambda: block["jobs"]):
+        with pytest.raises(CorruptPayloadError) as info:
+            read()
+        message = str(info.value)
+        assert f"product 'jobs' of generation 1 of task manager '{CHANNEL}' ({block.taskmanager_id})" in message
+        assert "cannot be decoded: UnpicklingError: the installed pandas 2." in message
+        assert "TypeError: StringDtype.__init__()" in message
+        assert "a DataSpace holds the products of one pandas major version" in message
+    assert dataspace.get_dataproduct(block.sequence_id, 1, "count") == OTHERS["count"]
 
 
 def test_trusted_modules_in_the_global_config_admit_their_classes(db_url):

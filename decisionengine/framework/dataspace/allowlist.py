@@ -16,6 +16,12 @@ nested containers) with protocols 0 to 5 and records every global their pickles 
 a new numpy or pandas that pickles differently is noticed in the test suite and the list
 is regenerated with that tool (its ``--python`` output has the same layout as below).
 
+One list serves every supported version (CI runs the tests on pandas 2.2 / NumPy 1.26 and
+on the newest): :data:`ALLOWED_GLOBALS` names what the newest versions write,
+:data:`OLDER_NAMES` what older ones wrote for the same objects (the unpickler imports
+whichever form the installed version has, in both directions), and :data:`NEWER_ONLY` the
+allowed names that older versions do not have at all.
+
 Four names are callables that call or look up something given to them; they are not
 handed out as they are but replaced by checking versions (see ``unpickling``):
 ``builtins.getattr``, ``collections.defaultdict`` (its ``default_factory``),
@@ -101,10 +107,15 @@ ALLOWED_GLOBALS: Mapping[str, frozenset[str]] = {
 
 #: Older names of allowed objects: what numpy 1, pandas 1.x and 2.x wrote (collected with
 #: ``pickle_matrix.py`` under numpy 1.26 / pandas 1.5.3 and numpy 2.0 / pandas 2.2.3), and
-#: pandas' own renames (``pandas.compat.pickle_compat``).  Each maps to a name above; the
-#: old name is used only if the library installed knows no other (numpy < 1.26).
+#: pandas' own renames (``pandas.compat.pickle_compat`` of pandas 2.2 and 3).  Each maps to
+#: a name above, and each name above stands for all of its older names: the unpickler
+#: imports whichever of them the installed version has, so renames work both ways (NumPy
+#: 1.26 reads NumPy 2's ``numpy._core.numeric._frombuffer`` as its ``numpy.core.numeric``
+#: one, pandas 2.2 pandas 3's ``_nat_unpickle`` as its ``__nat_unpickle``).  An older name
+#: admits nothing new: where it still resolves it is the very same object (tested).
 OLDER_NAMES: Mapping[tuple[str, str], tuple[str, str]] = {
-    # numpy 1 (numpy 2 still answers to these names, with a DeprecationWarning)
+    # numpy 1 (numpy 2 still answers to these names, with a DeprecationWarning; numpy 1.26
+    # has stubs for numpy._core.multiarray, not for numpy._core.numeric)
     ("numpy.core.multiarray", "_reconstruct"): ("numpy._core.multiarray", "_reconstruct"),
     ("numpy.core.multiarray", "scalar"): ("numpy._core.multiarray", "scalar"),
     ("numpy.core.numeric", "_frombuffer"): ("numpy._core.numeric", "_frombuffer"),
@@ -162,4 +173,41 @@ OLDER_NAMES: Mapping[tuple[str, str], tuple[str, str]] = {
     ("pandas.core.indexes.numeric", "UInt64Index"): ("pandas", "Index"),
     ("pandas.core.indexes.numeric", "Float64Index"): ("pandas", "Index"),
     ("pandas.core.arrays.sparse.dtype", "SparseDtype"): ("pandas", "SparseDtype"),
+    # pandas 0.x module paths that pandas 2.2's read_pickle still maps (pandas 3's no longer
+    # does): mapped on every version, since they name nothing the list does not allow.
+    # (pandas 2.2 also maps FrozenList, Timestamp and SparseSeries, which are not on the list.)
+    ("pandas.core.base", "FrozenNDArray"): ("numpy", "ndarray"),
+    ("pandas.core.indexes.frozen", "FrozenNDArray"): ("numpy", "ndarray"),
+    ("pandas.core.series", "TimeSeries"): ("pandas", "Series"),
+    ("pandas.core.categorical", "Categorical"): ("pandas", "Categorical"),
+    ("pandas.core.sparse.array", "SparseArray"): ("pandas.arrays", "SparseArray"),
+    ("pandas.sparse.array", "SparseArray"): ("pandas.arrays", "SparseArray"),
+    ("pandas._sparse", "BlockIndex"): ("pandas._libs.sparse", "BlockIndex"),
+    ("pandas._period", "Period"): ("pandas", "Period"),
+    ("pandas._libs.period", "Period"): ("pandas", "Period"),
+    ("pandas.tslib", "__nat_unpickle"): ("pandas._libs.tslibs.nattype", "_nat_unpickle"),
+    ("pandas._libs.tslib", "__nat_unpickle"): ("pandas._libs.tslibs.nattype", "_nat_unpickle"),
+    ("pandas.indexes.base", "_new_Index"): ("pandas.core.indexes.base", "_new_Index"),
+    ("pandas.indexes.base", "Index"): ("pandas", "Index"),
+    ("pandas.indexes.numeric", "Int64Index"): ("pandas", "Index"),
+    ("pandas.indexes.numeric", "Float64Index"): ("pandas", "Index"),
+    ("pandas.indexes.range", "RangeIndex"): ("pandas", "RangeIndex"),
+    ("pandas.indexes.multi", "MultiIndex"): ("pandas", "MultiIndex"),
+    ("pandas.tseries.index", "_new_DatetimeIndex"): ("pandas.core.indexes.datetimes", "_new_DatetimeIndex"),
+    ("pandas.tseries.index", "DatetimeIndex"): ("pandas", "DatetimeIndex"),
+    ("pandas.tseries.period", "PeriodIndex"): ("pandas", "PeriodIndex"),
+    ("pandas.tseries.tdi", "TimedeltaIndex"): ("pandas", "TimedeltaIndex"),
+}
+
+#: Allowed names that only newer versions have: {(module, name): (library, first version)}.
+#: Under an older version they are simply absent, not mapped (there is nothing to map them
+#: to): a payload naming one was written by the newer version and fails with an error that
+#: says so.  The tests check each entry against the installed versions, both ways.
+NEWER_ONLY: Mapping[tuple[str, str], tuple[str, str]] = {
+    ("numpy._core._internal", "_convert_to_stringdtype_kwargs"): ("numpy", "2.0"),  # StringDType
+    ("pandas.core.indexes.timedeltas", "_new_TimedeltaIndex"): ("pandas", "3.0"),
+    **{
+        ("pandas._libs.tslibs.offsets", name): ("pandas", "3.0")
+        for name in _names("BHalfYearBegin BHalfYearEnd HalfYearBegin HalfYearEnd")
+    },
 }

@@ -9,7 +9,11 @@ only what :class:`UnpicklePolicy` admits:
 * the names of :data:`~decisionengine.framework.dataspace.allowlist.ALLOWED_GLOBALS`
   (data types of builtins, the standard library, numpy, pandas, pyarrow), also under the
   older names of :data:`~decisionengine.framework.dataspace.allowlist.OLDER_NAMES` and
-  Python 2's names (``__builtin__``, ``copy_reg``) that protocol 0-2 pickles use;
+  Python 2's names (``__builtin__``, ``copy_reg``) that protocol 0-2 pickles use.  A name
+  and its older names are one entry: whichever the installed version has is imported, so
+  NumPy 1 reads what NumPy 2 wrote and pandas 2 what pandas 3 named differently; an allowed
+  name the installed versions do not have at all (:data:`~decisionengine.framework.dataspace.allowlist.NEWER_ONLY`)
+  fails with an error saying which version wrote it;
 * classes of the operator's ``dataspace.trusted_modules`` (for channels that store
   instances of their own classes): see :meth:`UnpicklePolicy.trusts`.
 
@@ -24,6 +28,11 @@ later), ``copyreg._reconstructor`` (instantiates its class argument).  The polic
 out checking versions of them instead, and of the reconstruction helpers that trust the
 structure they rebuild (:mod:`.checked_globals`: pandas block managers and categoricals,
 Arrow arrays, protocol 2's ``_codecs.encode``).
+
+A payload the installed pandas or NumPy cannot rebuild (written by another major version:
+pandas 2 cannot make pandas 3's ``str`` dtype) fails with a ``pickle.UnpicklingError``
+saying so, not with whatever ``TypeError`` the library's constructor raised; the
+DataSpace reports it as a ``CorruptPayloadError`` naming the product.
 
 Cost: ``find_class`` runs once per global a payload names (the pickler memoizes
 repeated globals), not per object, and each decision is cached, so reading a large
@@ -45,7 +54,7 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from decisionengine.framework.dataspace.allowlist import ALLOWED_GLOBALS, OLDER_NAMES
+from decisionengine.framework.dataspace.allowlist import ALLOWED_GLOBALS, NEWER_ONLY, OLDER_NAMES
 from decisionengine.framework.dataspace.checked_globals import CHECKED
 from decisionengine.framework.dataspace.errors import UntrustedPayloadError
 
@@ -56,6 +65,7 @@ __all__ = [
     "UnpicklePolicy",
     "UntrustedPayloadError",
     "check_trusted_module",
+    "import_allowed",
     "loads",
 ]
 
@@ -81,6 +91,15 @@ DEFAULTDICT_FACTORIES: frozenset[Any] = frozenset(
 )
 
 _ALLOWED: frozenset[Global] = frozenset((module, name) for module, names in ALLOWED_GLOBALS.items() for name in names)
+#: {allowed name: its older names}, to import an allowed name where only an older one exists
+_OLDER_OF: dict[Global, tuple[Global, ...]] = {}
+for _old, _current in OLDER_NAMES.items():
+    _OLDER_OF[_current] = (*_OLDER_OF.get(_current, ()), _old)
+del _old, _current
+
+#: Errors a library raises when it cannot rebuild a value from the arguments or state a
+#: pickle gives it (a class of another version: ``StringDtype.__init__() takes ...``)
+REBUILD_ERRORS = (TypeError, ValueError, AttributeError, KeyError, IndexError, NotImplementedError)
 
 
 def check_trusted_module(name: Any) -> None:
@@ -111,6 +130,55 @@ def _import(module: str, name: str) -> Any:
     for part in name.split("."):
         found = getattr(found, part)
     return found
+
+
+def import_allowed(module: str, name: str) -> Any:
+    """The object the allowed name ``module.name`` stands for in the installed versions:
+    under that name, else under the first of its older names that exists here (NumPy 1.26
+    has NumPy 2's ``numpy._core.numeric._frombuffer`` as ``numpy.core.numeric._frombuffer``).
+    Raises ``pickle.UnpicklingError`` saying which version has it when none exists here.
+    Only for names already admitted: every name tried is one of the allow-list's."""
+    first_error: Exception | None = None
+    for candidate in ((module, name), *_OLDER_OF.get((module, name), ())):
+        try:
+            return _import(*candidate)
+        except (ImportError, AttributeError) as exc:
+            first_error = first_error or exc
+    raise pickle.UnpicklingError(_absent(module, name)) from first_error
+
+
+def _absent(module: str, name: str) -> str:
+    """Why the allowed ``module.name`` cannot be had here, for the error."""
+    library = module.partition(".")[0]
+    try:
+        installed = importlib.import_module(library)
+    except ImportError:
+        return f"the payload refers to {module}.{name}, a data type of {library}, which is not installed here"
+    version = getattr(installed, "__version__", "?")
+    since = NEWER_ONLY.get((module, name), (library, ""))[1]
+    newer = f" (it exists from {library} {since} on)" if since else ""
+    return (
+        f"the payload refers to {module}.{name}, which the installed {library} {version} does not have{newer}: "
+        f"it was written by another version of {library}. {ONE_VERSION}"
+    )
+
+
+#: What the errors for payloads of another version say about it
+ONE_VERSION = (
+    "What a newer pandas or NumPy writes, an older one cannot always read: a DataSpace holds the "
+    "products of one pandas major version, so upgrade the processes that read it before or with "
+    "those that write it (README, 'Supported versions')"
+)
+
+
+def _installed_versions() -> str:
+    """The versions of the libraries that rebuild payloads, those imported so far."""
+    found = [
+        f"{label} {getattr(sys.modules[module], '__version__', '?')}"
+        for module, label in (("pandas", "pandas"), ("numpy", "NumPy"), ("pyarrow", "pyarrow"))
+        if module in sys.modules
+    ]
+    return ", ".join(found) or "libraries"
 
 
 class UnpicklePolicy:
@@ -159,12 +227,7 @@ class UnpicklePolicy:
         if current in self._checked:
             return self._checked[current]
         if current in _ALLOWED:
-            try:
-                return _import(*current)
-            except (ImportError, AttributeError):
-                if current == key:
-                    raise
-                return _import(*key)  # a library older than the name this list knows it by
+            return import_allowed(*current)
         found = self._trusted_object(*key)
         if found is None:
             raise UntrustedPayloadError(f"{module}.{name}")
@@ -237,9 +300,13 @@ def _is_one_of(value: Any, allowed: frozenset[Any]) -> bool:
 
 
 def _describe(value: Any) -> str:
-    """A class or function as ``module.qualname``, anything else as ``<module.type object>``."""
+    """A class or function as ``module.qualname`` (by the allow-list's name for it, the same
+    on every version: ``pandas.DataFrame``, which pandas 2 defines in ``pandas.core.frame``),
+    anything else as ``<module.type object>``."""
     if isinstance(value, type) or (callable(value) and hasattr(value, "__qualname__")):
-        return f"{getattr(value, '__module__', '?')}.{value.__qualname__}"
+        key = (getattr(value, "__module__", None) or "?", value.__qualname__)
+        module, name = OLDER_NAMES.get(key, key)
+        return f"{module}.{name}"
     return f"<{type(value).__module__}.{type(value).__qualname__} object>"
 
 
@@ -259,5 +326,16 @@ class RestrictedUnpickler(pickle.Unpickler):
 
 
 def loads(data: bytes, policy: UnpicklePolicy = DEFAULT_POLICY) -> Any:
-    """Unpickle ``data`` admitting only what ``policy`` allows (see the module docstring)."""
-    return RestrictedUnpickler(io.BytesIO(data), policy).load()
+    """Unpickle ``data`` admitting only what ``policy`` allows (see the module docstring).
+
+    A value the installed libraries cannot rebuild from what the payload gives them (their
+    constructors and ``__setstate__`` raise ``TypeError``, ``NotImplementedError``...) is a
+    ``pickle.UnpicklingError`` that names the installed versions and the likely cause, a
+    payload of another major version, with the library's own error after it."""
+    try:
+        return RestrictedUnpickler(io.BytesIO(data), policy).load()
+    except REBUILD_ERRORS as exc:
+        raise pickle.UnpicklingError(
+            f"the installed {_installed_versions()} cannot rebuild the payload ({type(exc).__name__}: {exc}): "
+            f"it is damaged, or it was written by another version. {ONE_VERSION}"
+        ) from exc
