@@ -167,97 +167,49 @@ class Progress:
 # -- the report -------------------------------------------------------------------------------
 
 
+#: the count table's columns after channel and task manager: (header, attribute, totalled)
+COUNTED = [
+    ("generations", "generations", True),
+    ("source rows", "rows", True),
+    ("duplicates", "duplicates", True),
+    ("products", "products", True),
+]
+DRY_RUN_COLUMNS = [
+    *COUNTED,
+    ("in target", "present", True),
+    ("resume after", "resume_after", False),
+    ("rows to copy", "rows_to_copy", True),
+]
+IMPORT_COLUMNS = [
+    *COUNTED,
+    ("copied now", "written", True),
+    ("bad", "bad", True),
+    ("in target", "present", True),
+    ("missing", "missing", True),
+    ("status", "status", False),
+]
+
+
+def _cell(taskmanager: Any, attribute: str) -> Any:
+    value = getattr(taskmanager, attribute)
+    return "-" if attribute == "resume_after" and not value else value
+
+
 def show(report: ImportReport) -> None:
     """The count check as a table, then what was skipped and how fast it went."""
     version = f"reference {report.source_version}"
     if report.dry_run:
         print(f"dry run: nothing written. Would import {report.source} ({version}) into {report.target}")
-        rows = [
-            [
-                t.channel,
-                t.taskmanager_id,
-                t.generations,
-                t.rows,
-                t.duplicates,
-                t.products,
-                t.present,
-                t.resume_after or "-",
-                t.rows_to_copy,
-            ]
-            for t in report.taskmanagers
-        ]
-        totals = report.totals()
-        rows.append(
-            [
-                "total",
-                "",
-                totals["generations"],
-                totals["rows"],
-                totals["duplicates"],
-                totals["products"],
-                totals["present"],
-                "",
-                totals["rows_to_copy"],
-            ]
-        )
-        headers = [
-            "channel",
-            "task manager",
-            "generations",
-            "source rows",
-            "duplicates",
-            "products",
-            "in target",
-            "resume after",
-            "rows to copy",
-        ]
+        columns, overall = DRY_RUN_COLUMNS, ""
     else:
         print(f"imported {report.source} ({version}) into {report.target}")
-        rows = [
-            [
-                t.channel,
-                t.taskmanager_id,
-                t.generations,
-                t.rows,
-                t.duplicates,
-                t.products,
-                t.written,
-                t.bad,
-                t.present,
-                t.missing,
-                t.status,
-            ]
-            for t in report.taskmanagers
-        ]
-        totals = report.totals()
-        rows.append(
-            [
-                "total",
-                "",
-                totals["generations"],
-                totals["rows"],
-                totals["duplicates"],
-                totals["products"],
-                totals["written"],
-                totals["bad"],
-                totals["present"],
-                totals["missing"],
-                "complete" if report.complete else ("stopped" if report.stopped else "INCOMPLETE"),
-            ]
-        )
-        headers = [
-            "channel",
-            "task manager",
-            "generations",
-            "source rows",
-            "duplicates",
-            "products",
-            "copied now",
-            "bad",
-            "in target",
-            "missing",
-            "status",
-        ]
+        columns = IMPORT_COLUMNS
+        overall = "complete" if report.complete else ("stopped" if report.stopped else "INCOMPLETE")
+    rows = [[t.channel, t.taskmanager_id, *(_cell(t, name) for _, name, _ in columns)] for t in report.taskmanagers]
+    totals = report.totals()
+    last = {"status": overall}
+    rows.append(["total", "", *(totals[name] if summed else last.get(name, "") for _, name, summed in columns)])
+    headers = ["channel", "task manager", *(header for header, _, _ in columns)]
     print(tabulate(rows, headers=headers))
     if report.conflicts:
         print("\nconflicts (the import refuses to start):")
