@@ -132,6 +132,7 @@ def test_default_that_cannot_be_converted_is_an_error_naming_the_parameter():
         ("sources", "lines", "SourceWithoutProduces", "declares no products it produces (missing @Source.produces"),
         ("transforms", "count", "TransformWithoutConsumes", "declares no products it consumes"),
         ("transforms", "count", "TransformWithoutProduces", "declares no products it produces"),
+        ("transforms", "count", "TransformWithoutTransform", "does not define transform(self, data_block)"),
         ("publishers", "record", "PublisherWithoutConsumes", "declares no products it consumes"),
         ("publishers", "record", "PublisherWithoutPublish", "does not define publish(self, data_block)"),
     ],
