@@ -62,3 +62,31 @@ def test_refused_channel_is_reported_while_a_channel_missing_a_parameter_runs(tm
         assert server.stop() == 0
     log = server.log("lines")
     assert "channel configuration" in log and "parameter 'filename'" in log and "channel=lines" in log
+
+
+def test_strict_parameters_in_the_global_file_reaches_the_channel_process(tmp_path_factory, sqlite_url):
+    """The channel process validates with the server's global configuration (ChannelLaunch)."""
+    root = tmp_path_factory.mktemp("de")
+    complete = channel(entry("RecordCount", record=str(root / "counts.txt")))
+    complete["sources"]["lines"]["parameters"]["filename"] = str(root / "input.txt")
+    (root / "input.txt").write_text("a\nb\n")
+    server = DEServer(
+        root,
+        sqlite_url,
+        {"lines": channel(entry("RecordCount", record=str(root / "counts.txt"))), "complete": complete},
+        strict_parameters=True,
+    ).start()
+    try:
+        server.wait_for_generation("complete", 1, 90)
+        status = server.wait_for(
+            lambda s: any(c["channel"] == "lines" and c["state"] == "ERROR" for c in s["channels"]),
+            60,
+            "lines to be refused",
+        )
+        (lines,) = [c for c in status["channels"] if c["channel"] == "lines"]
+        assert (
+            "sources.lines: parameter 'filename' is required by LinesSource (str) (strict_parameters is set)"
+            in (lines["last_error"])
+        )
+    finally:
+        assert server.stop() == 0
