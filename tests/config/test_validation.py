@@ -151,8 +151,21 @@ def test_parameters_defaults_filled_and_int_accepted_for_float():
     }
 
 
-def test_missing_required_parameter_is_an_error():
-    assert problems_of(typed({})) == ["sources.s: parameter 'name' is required by TypedParameters (str)"]
+def test_missing_required_parameter_is_a_warning_as_in_the_reference():
+    plan = plan_of(typed({}))
+    assert (
+        "sources.s: parameter 'name' (str) of TypedParameters has no default and is not set in channel 'chan': "
+        "the module is built without it"
+    ) in plan.warnings
+    assert "name" not in plan.sources["s"].parameters
+
+
+def test_missing_required_parameter_is_an_error_with_strict_parameters():
+    with pytest.raises(ChannelValidationError) as info:
+        validate_channel(parse_channel_config(typed({}), "chan", "/conf/chan.jsonnet"), strict_parameters=True)
+    assert info.value.problems == [
+        "sources.s: parameter 'name' is required by TypedParameters (str) (strict_parameters is set)"
+    ]
 
 
 @pytest.mark.parametrize(
@@ -289,7 +302,7 @@ def test_action_must_name_a_publisher():
         {
             "sources": {"s": source(["a"])},
             "logicengines": {"le": logic_engine({"f": "a > 0"}, {"r": {"expression": "f", "actions": ["nope"]}})},
-            "publishers": {"p": publisher()},
+            "publishers": {"p": publisher(["a"])},
         }
     )
     assert problem == (
@@ -302,14 +315,14 @@ def test_publisher_never_fired_is_a_warning():
         {
             "sources": {"s": source(["a"])},
             "logicengines": {"le": logic_engine({"f": "a > 0"}, {"r": {"expression": "f", "actions": ["p1"]}})},
-            "publishers": {"p1": publisher(), "p2": publisher()},
+            "publishers": {"p1": publisher(["a"]), "p2": publisher(["a"])},
         }
     )
     assert "logicengines.le: no rule fires publisher(s) p2: they will never run" in plan.warnings
 
 
 def test_publisher_policies():
-    base = {"sources": {"s": source(["a"])}, "publishers": {"p1": publisher(), "p2": publisher()}}
+    base = {"sources": {"s": source(["a"])}, "publishers": {"p1": publisher(["a"]), "p2": publisher(["a"])}}
     all_plan = plan_of(base)
     assert all_plan.publisher_policy is PublisherPolicy.ALL and all_plan.logic_engine is None
     assert all_plan.publishers_to_run() == ["p1", "p2"]

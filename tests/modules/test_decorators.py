@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from decisionengine.framework.modules import Publisher, Source, Transform
-from decisionengine.framework.modules.parameter import NO_DEFAULT
+from decisionengine.framework.modules.parameter import NO_DEFAULT, ParameterDefaultWarning
 from decisionengine.framework.modules.Publisher import Parameter as PublisherParameter
 from decisionengine.framework.modules.Source import Parameter
 from decisionengine.framework.modules.Transform import Parameter as TransformParameter
@@ -82,8 +82,9 @@ def test_parameter_type_inferred_from_default():
 def test_parameter_conflicting_type_is_runtime_error():
     with pytest.raises(RuntimeError, match=r"'multiplier'.*conflicts"):
         Parameter("multiplier", type=int, default="two")
-    with pytest.raises(RuntimeError):
-        Parameter("flag", type=int, default=True)
+    # a default of another type that converts is converted, as the reference does (with a warning)
+    with pytest.warns(ParameterDefaultWarning, match="'flag'"):
+        assert Parameter("flag", type=int, default=True).default == 1
 
 
 def test_parameter_int_default_fits_float():

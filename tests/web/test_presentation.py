@@ -55,3 +55,15 @@ def test_what_the_server_does_about_a_fault_is_shown():
     assert "last failure" not in shown  # ERROR with its error says it already
     shown = rows(status_table([{**failed, "state": "STEADY", "restart_at": None}], now))
     assert "restart" not in shown and shown["last failure"] == "1.0s ago: exited with code 3"
+
+
+def test_configuration_warnings_are_shown():
+    """A channel loaded with a warning (e.g. a parameter left out) says so in --status."""
+    status = {
+        "channel": "lines",
+        "state": "STEADY",
+        "generation": 1,
+        "config_warnings": ["sources.lines: parameter 'filename' (str) of LinesSource has no default"],
+    }
+    shown = [line for line in status_table([status], 0.0).splitlines() if line.startswith("config warning")]
+    assert shown == ["config warning      sources.lines: parameter 'filename' (str) of LinesSource has no default"]

@@ -55,9 +55,14 @@ def channel_files(directory: str | os.PathLike[str]) -> list[pathlib.Path]:
     )
 
 
-def load_channel(path: str | os.PathLike[str]) -> ChannelPlan:
+def strict_parameters(global_config: Mapping[str, Any] | None) -> bool:
+    """The global ``strict_parameters`` setting (false when there is no global configuration)."""
+    return bool((global_config or {}).get("strict_parameters", False))
+
+
+def load_channel(path: str | os.PathLike[str], global_config: Mapping[str, Any] | None = None) -> ChannelPlan:
     """Read and validate one channel file (raises on any problem, see :func:`load_channels`)."""
-    return validate_channel(read_channel_file(path))
+    return validate_channel(read_channel_file(path), strict_parameters=strict_parameters(global_config))
 
 
 def read_channels(directory: str | os.PathLike[str]) -> tuple[dict[str, ChannelConfig], dict[str, ChannelFailure]]:
@@ -102,7 +107,7 @@ def load_channels(
     result = ChannelSet(str(directory), failures=failures)
     for name, config in configs.items():
         try:
-            result.plans[name] = validate_channel(config)
+            result.plans[name] = validate_channel(config, strict_parameters=strict_parameters(global_config))
         except Exception as exc:
             result.failures[name] = ChannelFailure(name, str(config.path), str(exc))
     return result

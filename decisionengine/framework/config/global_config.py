@@ -180,6 +180,9 @@ GLOBAL_SCHEMA = Obj(
             default={},
         ),
         "channels": Str(None, nullable=True),
+        # a declared module parameter without a default that a channel leaves out: an error
+        # when true, else a warning (the reference's behaviour; see config.parameters)
+        "strict_parameters": Bool(False),
         "dataspace": DATASPACE_SCHEMA,
         "webserver": WEBSERVER_SCHEMA,
     },

@@ -1,6 +1,12 @@
 """The parameter policy: module parameters checked against ``supports_config``.
 
-* a declared parameter without a default that the channel file leaves out: **error**;
+* a declared parameter without a default that the channel file leaves out: **warning**
+  naming the channel, the module and the parameter, and the module is built without it
+  (the reference does the same: modules read such parameters with ``config.get`` and
+  channels combined from fragments often leave one out); with ``strict_parameters: true``
+  in the global file it is an **error**, for sites that prefer to stop such channels;
+* a declared default that had to be converted to the declared type (see
+  :class:`~decisionengine.framework.modules.parameter.Parameter`): **warning**;
 * a value that does not fit the declared type: **error** (an integer is accepted where a
   float is declared; a boolean is never taken for a number);
 * a parameter the class does not declare: **warning** -- many existing modules read
@@ -32,12 +38,22 @@ class ParameterCheck:
     parameters: dict[str, Any]
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: required parameters left out (a warning unless strict): named again if construction fails
+    missing: list[str] = field(default_factory=list)
 
 
-def check_parameters(cls: type, parameters: Mapping[str, Any], channel_name: str) -> ParameterCheck:
-    """Apply the policy for ``cls`` to ``parameters``; messages start with the parameter name."""
+def check_parameters(
+    cls: type, parameters: Mapping[str, Any], channel_name: str, *, strict: bool = False
+) -> ParameterCheck:
+    """Apply the policy for ``cls`` to ``parameters``; messages start with the parameter name.
+
+    ``strict`` (the global ``strict_parameters``) turns a missing required parameter from a
+    warning into a problem.
+    """
     declared = supported_parameters(cls)
     result = ParameterCheck(dict(parameters))
+    for parameter in declared.values():
+        result.warnings.extend(f"{note} (declared by {cls.__name__})" for note in getattr(parameter, "notes", ()))
     if CHANNEL_NAME in parameters and parameters[CHANNEL_NAME] != channel_name:
         result.warnings.append(
             f"parameter {CHANNEL_NAME!r} is set by the framework to {channel_name!r}; "
@@ -48,9 +64,16 @@ def check_parameters(cls: type, parameters: Mapping[str, Any], channel_name: str
             if name == CHANNEL_NAME:
                 continue
             if name not in parameters:
-                if parameter.required:
+                if parameter.required and strict:
                     result.problems.append(
-                        f"parameter {name!r} is required by {cls.__name__} ({type_name(parameter.type)})"
+                        f"parameter {name!r} is required by {cls.__name__} ({type_name(parameter.type)}) "
+                        "(strict_parameters is set)"
+                    )
+                elif parameter.required:
+                    result.missing.append(name)
+                    result.warnings.append(
+                        f"parameter {name!r} ({type_name(parameter.type)}) of {cls.__name__} has no default and "
+                        f"is not set in channel {channel_name!r}: the module is built without it"
                     )
                 else:
                     result.parameters[name] = copy.deepcopy(parameter.default)

@@ -6,7 +6,9 @@ problem, each naming the module key (``transforms.t1``) and the product or fact 
 
 Steps, per module: import the module file and find the class (``name``, or the only class
 of the expected kind defined in the file); check its parameters (:mod:`.parameters`);
-**construct an instance** with them and read ``_produces``/``_consumes`` from it.
+**construct an instance** with them and read ``_produces``/``_consumes`` from it; a source,
+transform or publisher that declares nothing it needs to (or a publisher without
+``publish``) refuses the channel (:func:`missing_declarations`).
 
 Why construct: the framework's contract is that these are attributes, and some modules
 set them on the instance (``EmptySource`` derives its product's name from a parameter),
@@ -98,6 +100,45 @@ def resolve_class(entry: ModuleEntry) -> type:
     return candidates[0]
 
 
+#: module kind -> the entry point a module of that kind must define itself
+ENTRY_POINTS: dict[str, str] = {"transform": "transform", "publisher": "publish"}
+
+
+def missing_declarations(
+    kind: str, instance: Any, produces: Mapping[str, Any], consumes: Mapping[str, Any]
+) -> list[str]:
+    """What a module of ``kind`` lacks to take part in a channel (empty: nothing).
+
+    A source must declare what it produces, a transform what it consumes and produces, a
+    publisher what it consumes: without that the product graph cannot be checked and the
+    module receives or delivers nothing, so the reference refuses such channels at start.
+    The declarations are read from the instance (``EmptySource`` sets ``_produces`` in its
+    ``__init__``).  A publisher (or transform) must also define ``publish`` (``transform``)
+    in some class of its hierarchy below the framework's base: the reference's base
+    ``publish()`` silently does nothing, ours raises, and either way a publisher that can
+    never publish is a defect better stopped at start than after a run of failed generations.
+    The logic engine declares through its facts and is not checked here.
+    """
+    needs = {"source": ("produces",), "transform": ("consumes", "produces"), "publisher": ("consumes",)}
+    declared = {"produces": produces, "consumes": consumes}
+    base_name = {"source": "Source", "transform": "Transform", "publisher": "Publisher"}
+    missing = [
+        f"declares no products it {what} (missing @{base_name[kind]}.{what}(name=type, ...))"
+        for what in needs.get(kind, ())
+        if not declared[what]
+    ]
+    method = ENTRY_POINTS.get(kind)
+    if method is not None and not defines_below(type(instance), BASES[kind], method):
+        missing.append(f"does not define {method}(self, data_block), so it can never {method}")
+    return missing
+
+
+def defines_below(cls: type, base: type, method: str) -> bool:
+    """Does a class of ``cls``'s hierarchy other than ``base`` and its ancestors define ``method``?"""
+    framework = set(base.__mro__)
+    return any(method in vars(klass) for klass in cls.__mro__ if klass not in framework)
+
+
 @dataclass
 class _Built:
     """What validation learned about one entry."""
@@ -107,13 +148,15 @@ class _Built:
     instance: Any
 
 
-def _build(entry: ModuleEntry, channel: str, problems: list[str], warnings: list[str]) -> _Built | None:
+def _build(
+    entry: ModuleEntry, channel: str, problems: list[str], warnings: list[str], *, strict_parameters: bool = False
+) -> _Built | None:
     try:
         cls = resolve_class(entry)
     except _EntryProblem as exc:
         problems.append(str(exc))
         return None
-    checked = check_parameters(cls, entry.parameters, channel)
+    checked = check_parameters(cls, entry.parameters, channel, strict=strict_parameters)
     warnings.extend(f"{entry.path}: {w}" for w in checked.warnings)
     if checked.problems:
         problems.extend(f"{entry.path}: {p}" for p in checked.problems)
@@ -121,7 +164,10 @@ def _build(entry: ModuleEntry, channel: str, problems: list[str], warnings: list
     try:
         instance = cls(copy.deepcopy(checked.parameters))  # a module may edit its config: keep ours intact
     except Exception as exc:
-        problems.append(f"{entry.path}: constructing {cls.__module__}.{cls.__name__} failed: {_exception_text(exc)}")
+        left_out = f" (parameters left out: {', '.join(checked.missing)})" if checked.missing else ""
+        problems.append(
+            f"{entry.path}: constructing {cls.__module__}.{cls.__name__} failed: {_exception_text(exc)}{left_out}"
+        )
         return None
     if isinstance(instance, LogicEngine):
         warnings.extend(f"{entry.path}: {w}" for w in instance.config_warnings)
@@ -130,6 +176,10 @@ def _build(entry: ModuleEntry, channel: str, problems: list[str], warnings: list
         consumes = declared_products(instance, "_consumes") if entry.kind != "source" else {}
     except TypeError as exc:
         problems.append(f"{entry.path}: {exc}")
+        return None
+    missing = missing_declarations(entry.kind, instance, produces, consumes)
+    if missing:
+        problems.append(f"{entry.path} ({cls.__module__}.{cls.__name__}): " + "; ".join(missing))
         return None
     spec = ModuleSpec(
         key=entry.key,
@@ -218,11 +268,18 @@ def _check_actions(engine: _Built | None, publishers: Mapping[str, Any], problem
         warnings.append(f"{engine.entry.path}: no rule fires publisher(s) {', '.join(never)}: they will never run")
 
 
-def validate_channel(config: ChannelConfig) -> ChannelPlan:
-    """Validate a channel (see the module docstring); the plan, or :class:`ChannelValidationError`."""
+def validate_channel(config: ChannelConfig, *, strict_parameters: bool = False) -> ChannelPlan:
+    """Validate a channel (see the module docstring); the plan, or :class:`ChannelValidationError`.
+
+    ``strict_parameters`` is the global file's setting: a declared parameter without a
+    default that the channel leaves out is then an error instead of a warning.
+    """
     problems: list[str] = []
     warnings: list[str] = list(config.warnings)
-    built = [_build(entry, config.name, problems, warnings) for entry in config.entries()]
+    built = [
+        _build(entry, config.name, problems, warnings, strict_parameters=strict_parameters)
+        for entry in config.entries()
+    ]
     if problems:
         raise ChannelValidationError(config.name, config.path, problems)
     items = [item for item in built if item is not None]

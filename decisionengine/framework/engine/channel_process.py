@@ -113,7 +113,8 @@ def main(launch: ChannelLaunch) -> None:
     threading.Thread(target=obey_commands, name=f"{name}-commands", daemon=True).start()
 
     try:
-        plan = validate_channel(launch.config)
+        # the global file decides whether a missing required parameter is a warning or an error
+        plan = validate_channel(launch.config, strict_parameters=bool(launch.global_config.get("strict_parameters")))
         settings = TaskManagerSettings.from_config(plan.task_manager, name)
     except Exception as exc:
         reason = f"invalid configuration: {exc}"

@@ -111,6 +111,9 @@ class ChannelWorker:
             status["failures_in_a_row"] = self.failures_in_a_row
             status["restart_at"] = self.restart_at
             status["last_failure"] = self.last_failure
+            # what validation warned about (a missing parameter, an unknown key...): an
+            # operator sees it in the status, not only in the channel's log
+            status["config_warnings"] = list((self.plan or {}).get("warnings") or [])
             if self.reason and not status.get("last_error"):
                 status["last_error"] = self.reason
             return status

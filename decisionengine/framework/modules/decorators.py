@@ -62,6 +62,7 @@ def supports_config(*parameters: Parameter) -> Callable[[C], C]:
     """Declare the configuration parameters a module understands.
 
     Parameters declared by base classes are inherited; a subclass may redeclare one.
+    Several ``@supports_config`` on one class add up (the reference merges them too).
     """
     for parameter in parameters:
         if not isinstance(parameter, Parameter):
@@ -72,14 +73,12 @@ def supports_config(*parameters: Parameter) -> Callable[[C], C]:
         raise RuntimeError(f"supports_config(): parameter(s) declared twice: {', '.join(duplicates)}")
 
     def decorator(cls: C) -> C:
-        if "_supported_config" in cls.__dict__:
-            raise RuntimeError(
-                f"@supports_config has already been called for class {cls.__qualname__}: "
-                "declare all its parameters in one @supports_config(...)"
-            )
-        inherited = dict(getattr(cls, "_supported_config", {}) or {})
-        inherited.update({p.name: p for p in parameters})
-        cls._supported_config = inherited
+        # Stacked decorators on one class merge, as in the reference (modules write one
+        # @supports_config per parameter group); the outer one is applied last and wins a
+        # name declared twice.  The dict is always a new one: a base class's stays untouched.
+        merged = dict(getattr(cls, "_supported_config", {}) or {})
+        merged.update({p.name: p for p in parameters})
+        cls._supported_config = merged
         return cls
 
     return decorator

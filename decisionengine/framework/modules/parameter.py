@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import types
 import typing
+import warnings
 from typing import Any
+
+
+class ParameterDefaultWarning(UserWarning):
+    """A declared default was converted to the parameter's declared type (see :class:`Parameter`)."""
 
 
 class _NoDefault:
@@ -68,8 +73,10 @@ def matches_type(value: Any, declared: Any) -> bool:
 class Parameter:
     """A module configuration parameter.
 
-    ``type`` is inferred from ``default`` when not given; giving both with a default that is
-    not of that type is a ``RuntimeError`` (an ``int`` default is fine for ``float``).  A
+    ``type`` is inferred from ``default`` when not given.  Giving both with a default that is
+    not of that type converts the default (``type(default)``, as the reference does) with a
+    :class:`ParameterDefaultWarning`; a default that cannot be converted is a ``RuntimeError``
+    naming the parameter (an ``int`` default is fine as it is for ``float``).  A
     parameter declared without ``default`` is *required* (``required`` is True and
     ``default`` reads None); ``default=None`` given explicitly declares an optional
     parameter whose default is ``None``.
@@ -83,16 +90,45 @@ class Parameter:
         self.required = default is NO_DEFAULT
         self.default = None if self.required else default
         self.comment = comment
+        #: what was adjusted in this declaration (a converted default); channel validation
+        #: repeats these as warnings of every channel using the module
+        self.notes: list[str] = []
         has_value = default is not NO_DEFAULT and default is not None
         if type is None:
             self.type = builtin_type(default) if has_value else None
         else:
-            if has_value and not matches_type(default, type):
-                raise RuntimeError(
-                    f"The specified type {type_name(type)!r} for parameter {name!r} conflicts with "
-                    f"the type of the default value {default!r} ({builtin_type(default).__name__})"
-                )
             self.type = type
+            if has_value and not matches_type(default, type):
+                self.default = self._converted_default(default)
+
+    def _converted_default(self, default: Any) -> Any:
+        """``default`` converted to the declared type, as the reference does (``type(default)``).
+
+        The reference converts silently, so ``Parameter("n", type=int, default=2.5)`` is
+        ``2`` there; modules rely on it, so we convert too, but say so (a Python warning now,
+        and a channel warning wherever the module is used), because a lossy conversion is
+        usually a slip.  A default that cannot be converted (``int("two")``), or a declared
+        type we cannot call (``list[str]``, a union), is an error naming the parameter.
+        """
+        declared = self.type
+        problem = (
+            f"An error occurred while processing the parameter {self.name!r}: "
+            f"The specified type {type_name(declared)!r} conflicts with the type of the default value "
+            f"{default!r} ({builtin_type(default).__name__})"
+        )
+        if not isinstance(declared, type) or isinstance(declared, types.GenericAlias):
+            raise RuntimeError(problem)
+        try:
+            converted = declared(default)
+        except Exception as exc:
+            raise RuntimeError(f"{problem}: {type(exc).__name__}: {exc}") from exc
+        note = (
+            f"parameter {self.name!r}: default {default!r} ({builtin_type(default).__name__}) "
+            f"converted to the declared type {type_name(declared)}: {converted!r}"
+        )
+        self.notes.append(note)
+        warnings.warn(ParameterDefaultWarning(note), stacklevel=3)  # the Parameter(...) call
+        return converted
 
     def __repr__(self) -> str:
         parts = [repr(self.name), f"type={type_name(self.type)}"]

@@ -200,6 +200,7 @@ def status_table(channels: Iterable[Mapping[str, Any]], now: float) -> str:
             header.append(["pid", status.get("pid")])
         if status.get("last_error"):
             header.append(["last error", status["last_error"]])
+        header += [["config warning", warning] for warning in status.get("config_warnings") or ()]
         header += _recovery_lines(status, now)
         out.append(tabulate(header, tablefmt="plain"))
         sources = status.get("sources") or {}
