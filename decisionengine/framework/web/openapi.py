@@ -205,6 +205,10 @@ DECISIONS = _object(
                         "items": _object({"publisher": {"type": "string"}, "ran": {"type": "boolean"}}),
                     },
                     "actions": {"type": "array", "items": {"type": "string"}},
+                    "published": {
+                        "type": "boolean",
+                        "description": "the publishers have finished (false: the newest generation may be publishing)",
+                    },
                 }
             ),
         },

@@ -648,26 +648,35 @@ class ControlService:
 
     @read
     def decisions(self, caller: Caller, channel: Any, since: float = 0.0, limit: int = 20) -> list[dict[str, Any]]:
-        """Facts, new facts and publishers of the last ``limit`` generations since ``since``."""
+        """Facts, new facts and publishers of the last ``limit`` generations since ``since``.
+
+        The three are read one after the other while the channel goes on: the generations
+        are those whose facts the first read found (a generation committed meanwhile is left
+        for the next call, not shown half).  ``published`` says whether the generation's
+        publishers have finished (their status is stored after the commit): the newest
+        generation may still be publishing, with ``publishers`` empty.
+        """
         name = self._known(channel)
         try:
             sequence = self.engine.dataspace.get_taskmanager(name)["sequence_id"]
         except KeyError:
             return []
         by_generation: dict[int, dict[str, Any]] = {}
-        for product, field in ((FACT_VALUES, "facts"), (FACTS, "new_facts"), (PUBLISHER_STATUS, "publishers")):
+        for item in self.engine.dataspace.iter_products(sequence, FACT_VALUES, since):
+            by_generation[item["generation_id"]] = {
+                "generation_id": item["generation_id"],
+                "generation_time": item["generation_time"],
+                "facts": item["value"],
+                "new_facts": [],
+                "publishers": [],
+                "published": False,
+            }
+        for product, field in ((FACTS, "new_facts"), (PUBLISHER_STATUS, "publishers")):
             for item in self.engine.dataspace.iter_products(sequence, product, since):
-                entry = by_generation.setdefault(
-                    item["generation_id"],
-                    {
-                        "generation_id": item["generation_id"],
-                        "generation_time": item["generation_time"],
-                        "facts": [],
-                        "new_facts": [],
-                        "publishers": [],
-                    },
-                )
-                entry[field] = item["value"]
+                entry = by_generation.get(item["generation_id"])
+                if entry is not None:
+                    entry[field] = item["value"]
+                    entry["published"] = entry["published"] or field == "publishers"
         return [by_generation[g] for g in sorted(by_generation)][-limit:]
 
     @read
