@@ -340,3 +340,35 @@ def test_a_recovered_generation_publishes_with_the_board_before_it(dataspace, da
     assert recovered["seen"]["switch"]["enabled"] is False
     assert recovered["seen"]["switch"]["since"] == generation_1.state("switch").since.isoformat()
     assert not stored(dataspace, "recovering", first, 2).is_enabled("switch")  # stored again: False again
+
+
+def test_facts_may_read_the_status(dataspace):
+    """A rule that fires a publisher only while it is enabled: once its publish() returned
+    False, the logic engine of the next generations does not fire it."""
+    raw = {
+        "sources": {"counter": module("CountingSource", schedule=0.2)},
+        "logicengines": {
+            "le": {
+                "module": "decisionengine.framework.logicengine.LogicEngine",
+                "name": "LogicEngine",
+                "parameters": {
+                    "facts": {
+                        "switch_on": "publisher_status.is_enabled('switch')",
+                        "known_for": "publisher_status.state('switch').duration.total_seconds() >= 0",
+                    },
+                    "rules": {"go": {"expression": "switch_on and known_for", "actions": ["switch"]}},
+                },
+            }
+        },
+        "publishers": {"switch": status_module("SwitchingPublisher", results=[False])},
+        "task_manager": {"max_generations": 3, "max_consecutive_failures": 1},
+    }
+    tm = run(plan_from(raw, "gated_by_facts"), dataspace)
+    assert [(r.outcome, r.publishers) for r in tm.history] == [
+        ("committed", {"switch": True}),
+        ("committed", {}),
+        ("committed", {}),
+    ]
+    facts = stored(dataspace, "gated_by_facts", tm, 2, "de_logicengine_fact_values")
+    assert dict(zip(facts["fact_name"], facts["fact_value"], strict=True)) == {"switch_on": False, "known_for": True}
+    assert not stored(dataspace, "gated_by_facts", tm, 3).details["ran"].any()
