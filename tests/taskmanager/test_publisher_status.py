@@ -3,17 +3,20 @@ channel carrying it across generations and restarts, and the readers' table."""
 
 import datetime
 import json
+import os
 import threading
 import time
 
 import numpy as np
 import pandas as pd
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from decisionengine.framework.config.validation import FRAMEWORK_PRODUCTS, ChannelValidationError
 from decisionengine.framework.dataspace.datablock import DataBlock, Header, Metadata
 from decisionengine.framework.taskmanager.states import State
 from decisionengine.framework.taskmanager.TaskManager import PUBLISHER_STATUS, TaskManager
+from decisionengine.framework.util import metrics as util_metrics
 from decisionengine.framework.web import presentation
 from tests.taskmanager.channels import module, plan_from
 
@@ -284,6 +287,14 @@ def test_a_channel_carries_the_board_across_generations_and_restarts(dataspace, 
     assert [p["returned"] for p in published] == [False, None, True, None]
     assert [p["seen"]["switch"]["enabled"] for p in published] == [True, False, False, True]
     assert [p["seen"]["switch"]["since"] for p in published] == [s["since"] for s in seen]
+    if not os.environ.get(util_metrics.MULTIPROC_ENV):  # one process: its own registry answers
+        found = {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(util_metrics.render_metrics()[0].decode())
+            for sample in family.samples
+        }
+        assert found[("de_publisher_enabled", (("channel", "switching"), ("publisher", "switch")))] == 1
+        assert found[("de_publisher_enabled", (("channel", "switching"), ("publisher", "quiet")))] == 1
     # publisher_status is not stored with the generation's commit: stored means "published"
     assert PUBLISHER_STATUS not in DataBlock(dataspace, "switching", tm.taskmanager_id, generation_id=4)._committed
 
@@ -294,6 +305,15 @@ def test_a_channel_carries_the_board_across_generations_and_restarts(dataspace, 
     assert bool(seen5["enabled"]) and seen5["since"] == boards[3].state("switch").since.isoformat()
     fifth = stored(dataspace, "switching", again, 5)
     assert not fifth.is_enabled("switch")  # its publisher started over with False
+    if not os.environ.get(util_metrics.MULTIPROC_ENV):
+        families = text_string_to_metric_families(util_metrics.render_metrics()[0].decode())
+        enabled = {
+            s.labels["publisher"]: s.value
+            for f in families
+            for s in f.samples
+            if s.name == "de_publisher_enabled" and s.labels["channel"] == "switching"
+        }
+        assert enabled == {"switch": 0, "quiet": 1}
     assert fifth.state("quiet").since == boards[3].state("quiet").since
 
 

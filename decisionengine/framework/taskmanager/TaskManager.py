@@ -308,6 +308,7 @@ class TaskManager:
             return False
         self.generation_id = self.dataspace.get_last_generation_id(self.name, self.taskmanager_id)
         self.board = self._stored_board()  # the other owner's publishers may have changed it
+        self._export_board()
         self.last_error = None
         self.state.set(State.ACTIVE)
         if self._scheduler is not None:
@@ -390,6 +391,7 @@ class TaskManager:
         self.generation_id = self.dataspace.get_last_generation_id(self.name, self.taskmanager_id)
         metrics.LAST_GENERATION.labels(self.name).set(self.generation_id)
         self.board = self._stored_board()
+        self._export_board()
         self._recover_unpublished()
         if not self.plan.sources:
             self.logger.warning("channel has no sources: nothing will start a generation")
@@ -851,6 +853,12 @@ class TaskManager:
         now = self.board.record(key, result)
         if now is not None and now != was:
             self.logger.info("publisher enabled" if now else "publisher disabled", publisher=key)
+            metrics.PUBLISHER_ENABLED.labels(self.name, key).set(1 if now else 0)
+
+    def _export_board(self) -> None:
+        """Every publisher's state as the gauge ``de_publisher_enabled``."""
+        for name, (enabled, _since) in self.board.frozen().items():
+            metrics.PUBLISHER_ENABLED.labels(self.name, name).set(1 if enabled else 0)
 
     def _call(self, key: str, function: Callable[..., Any], *args: Any) -> Any:
         """Call into a module, marking it busy (the server's hang watchdog reads that)."""
