@@ -136,6 +136,29 @@ def test_decisions(server, openapi):
         assert decision["actions"] == (["recorder"] if decision["published"] else [])
 
 
+def test_publisher_status_is_the_table_of_how_publishers_ran(server, openapi):
+    """publisher_status answers the reference's API to modules; readers get its table:
+    ran, succeeded, seconds, error per publisher as before, then enabled and since."""
+    template = "/channels/{name}/products/{key}"
+    status = get(server, "/channels/counting/products/publisher_status", openapi, template)
+    assert status["columns"] == ["publisher", "ran", "succeeded", "seconds", "error", "enabled", "since"]
+    row = status["rows"][0]
+    assert row["publisher"] == "recorder" and row["ran"] is True and row["succeeded"] is True
+    assert row["seconds"] >= 0 and row["error"] is None and row["enabled"] is True and row["since"]
+    listing = get(server, "/channels/counting/products", openapi, "/channels/{name}/products")
+    products = {p["name"]: p for p in listing["products"]}
+    assert products["publisher_status"]["shape"] == [1, 7]
+    latest = get(server, "/channels/counting/decisions?limit=1", openapi, "/channels/{name}/decisions")["decisions"][-1]
+    assert {k: latest["publishers"][0][k] for k in ("publisher", "ran", "succeeded", "error")} == {
+        "publisher": "recorder",
+        "ran": True,
+        "succeeded": True,
+        "error": None,
+    }
+    history = get(server, "/channels/counting/products/publisher_status/history", openapi, template + "/history")
+    assert history["measure"] == "rows" and {p["value"] for p in history["points"]} == {1}
+
+
 def test_reaper(server, openapi):
     assert get(server, "/reaper", openapi)["retention_interval_in_days"] >= 7
 

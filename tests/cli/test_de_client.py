@@ -79,6 +79,25 @@ def test_print_product_in_every_format(server):
     assert ok(client(server, "--print-product", "constant", "--channel", "spare")).rstrip().endswith("7")
 
 
+def test_publisher_status_shows_how_publishers_ran(server):
+    """publisher_status (a PublisherStatus for modules) prints as its table, as before,
+    with each publisher's enabled state and since when after the details."""
+    table = ok(client(server, "--print-product", "publisher_status", "--channel", "counting"))
+    for column in ("publisher", "ran", "succeeded", "seconds", "error", "enabled", "since"):
+        assert column in table
+    assert "recorder" in table
+    document = as_json(client(server, "--print-product", "publisher_status", "--channel", "counting", "--json"))
+    row = document["value"][0]
+    assert row["publisher"] == "recorder" and row["ran"] is True and row["succeeded"] is True
+    assert row["seconds"] >= 0 and row["error"] is None and row["enabled"] is True
+    selected = client(
+        server, "--print-product", "publisher_status", "--channel", "counting", "--columns", "publisher,succeeded"
+    )
+    assert "succeeded" in ok(selected) and "seconds" not in ok(selected)
+    spare = as_json(client(server, "--print-product", "publisher_status", "--channel", "spare", "--json"))
+    assert spare["value"] == []  # no publishers: an empty table
+
+
 def test_print_product_with_the_reference_options(server):
     typed = ok(client(server, "--print-product", "numbers", "--types"))
     header = next(line for line in typed.splitlines() if line.startswith("|"))

@@ -213,3 +213,28 @@ def test_a_planted_payload_is_refused_in_one_line(db_url, tmp_path):
         assert "refers to posix.system" in result.stderr and "dataspace.trusted_modules" in result.stderr
         assert not marker.exists()
     assert json.loads(query(db_url, "chan", "count", "--format", "json").stdout) == 10
+
+
+def test_publisher_status_old_and_new_formats(db_url):
+    """publisher_status as a PublisherStatus (generation 2) and as the plain DataFrame stored
+    before it (generation 1): the same table, latest or by generation, and one history."""
+    from decisionengine.framework.taskmanager.PublisherStatus import PublisherStatusBoard
+
+    details = pd.DataFrame([{"publisher": "pub", "ran": True, "succeeded": True, "seconds": 0.5, "error": None}])
+    board = PublisherStatusBoard(["pub"])
+    board.update("pub", False)
+    space = DataSpace(global_config(db_url))
+    block = DataBlock(space, "pubs")
+    tm = block.taskmanager_id
+    for generation, value in ((1, details), (2, board.frozen(details))):
+        block.generation_id = generation
+        with block.transaction():
+            block.put("publisher_status", value, Header(tm), Metadata(tm, generation_time=time.time()))
+    space.close()
+
+    latest = json.loads(query(db_url, "pubs", "publisher_status", "--format", "json").stdout)
+    assert latest[0]["publisher"] == "pub" and latest[0]["succeeded"] is True and latest[0]["enabled"] is False
+    old = json.loads(query(db_url, "pubs", "publisher_status", "--generation", "1", "--format", "json").stdout)
+    assert old == details.to_dict("records")
+    history = json.loads(query(db_url, "pubs", "publisher_status", "--since", "1h", "--format", "json").stdout)
+    assert [(row["generation_id"], row["ran"], row["seconds"]) for row in history] == [(1, True, 0.5), (2, True, 0.5)]

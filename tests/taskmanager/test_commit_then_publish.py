@@ -49,7 +49,7 @@ def test_publishers_read_the_key_of_the_committed_generation(dataspace, tmp_path
         decision = stored_decision(dataspace, "keyed", tm, generation)
         assert decision["idempotency_key"] == key and decision["publishers"] == ["recorder"]
         block = DataBlock(dataspace, "keyed", tm.taskmanager_id, generation_id=generation)
-        assert block[PUBLISHER_STATUS]["succeeded"].tolist() == [True]  # stored after publishing
+        assert block[PUBLISHER_STATUS].details["succeeded"].tolist() == [True]  # stored after publishing
 
 
 def refuse_generation(url, generation):
@@ -106,7 +106,7 @@ def test_a_committed_generation_whose_publishers_did_not_finish_is_published_at_
     assert keys[2].startswith("interrupted:2:") and len(keys) == 3
     assert second.generation_id == 2 and first.generation_id == 1
     block = DataBlock(dataspace, "interrupted", second.taskmanager_id, generation_id=1)
-    assert block[PUBLISHER_STATUS]["succeeded"].tolist() == [True]
+    assert block[PUBLISHER_STATUS].details["succeeded"].tolist() == [True]
 
 
 @pytest.mark.postgresql

@@ -70,7 +70,7 @@ def test_generations_store_every_product(dataspace, tmp_path):
     facts = block["de_logicengine_facts"]
     assert list(facts.columns) == ["rule_name", "fact_name", "fact_value"]
     assert facts.to_dict("records") == [{"rule_name": "publish", "fact_name": "published", "fact_value": True}]
-    status = block[PUBLISHER_STATUS]
+    status = block[PUBLISHER_STATUS].details
     assert status.to_dict("records")[0]["publisher"] == "recorder"
     assert bool(status["ran"].iloc[0]) and status["succeeded"].iloc[0] is True
     # headers say who made what; metadata the generation
@@ -204,7 +204,7 @@ def test_failing_publisher_is_recorded_and_the_data_kept(dataspace, tmp_path):
     assert tm.state.state is State.SHUTDOWN
     assert [r.outcome for r in tm.history] == ["publish_failed", "publish_failed"]
     block = DataBlock(dataspace, "publish_fails", tm.taskmanager_id, generation_id=2)
-    status = block[PUBLISHER_STATUS].to_dict("records")[0]
+    status = block[PUBLISHER_STATUS].details.to_dict("records")[0]
     assert status["ran"] and status["succeeded"] is False
     assert "the outside world said no" in status["error"]
     assert block["total"] == 6
@@ -217,7 +217,7 @@ def test_logic_engine_decides_which_publishers_run(dataspace, tmp_path):
     tm, _ = run_channel(plan_from(raw, "quiet"), dataspace)
     assert [r for r in records(record) if "total" in r] == []
     block = DataBlock(dataspace, "quiet", tm.taskmanager_id, generation_id=2)
-    assert not block[PUBLISHER_STATUS]["ran"].iloc[0]
+    assert not block[PUBLISHER_STATUS].details["ran"].iloc[0]
     facts = block["de_logicengine_facts"]
     assert facts.to_dict("records") == [{"rule_name": "publish", "fact_name": "published", "fact_value": False}]
 

@@ -35,7 +35,7 @@ from decisionengine.framework.cli.common import (
     console as run_console,
 )
 from decisionengine.framework.dataspace.dataspace import DataSpace, DataSpaceError
-from decisionengine.framework.web.presentation import history_frame, to_jsonable
+from decisionengine.framework.web.presentation import displayed, history_frame, to_jsonable
 
 PROG = "de-query-tool"
 FORMATS = ("table", "csv", "json", "parquet")
@@ -131,10 +131,10 @@ def product_value(space: DataSpace, channel: str, product: str, generation: int 
                 f"no product {product!r} in generation {latest.generation_id} of channel {channel!r}; "
                 f"products: {', '.join(keys) or 'none'}"
             )
-        return latest.generation_id, latest.products[product]
+        return latest.generation_id, displayed(latest.products[product])
     registration = _registration(space, channel)
     try:
-        return generation, space.get_dataproduct(registration["sequence_id"], generation, product)
+        return generation, displayed(space.get_dataproduct(registration["sequence_id"], generation, product))
     except KeyError as exc:
         raise CommandError(exc.args[0] if exc.args else str(exc)) from None
 

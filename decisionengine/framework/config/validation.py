@@ -48,6 +48,10 @@ from decisionengine.framework.modules.Source import Source
 from decisionengine.framework.modules.Transform import Transform
 from decisionengine.framework.util.frozen import FrozenDict
 
+#: Products the task manager puts in every generation's block for the modules to consume
+#: (``publisher_status``: see ``taskmanager.PublisherStatus``); no module may produce them.
+FRAMEWORK_PRODUCTS = frozenset({"publisher_status"})
+
 #: module kind -> the class every module of that kind must derive from
 BASES: dict[str, type] = {"source": Source, "transform": Transform, "logicengine": LogicEngine, "publisher": Publisher}
 
@@ -203,7 +207,9 @@ def _producers(built: list[_Built], problems: list[str]) -> dict[str, str]:
         for product in item.spec.produces:
             producers.setdefault(product, []).append(item.entry.path)
     for product, paths in producers.items():
-        if len(paths) > 1:
+        if product in FRAMEWORK_PRODUCTS:
+            problems.append(f"{', '.join(paths)} produces {product!r}, which the framework provides")
+        elif len(paths) > 1:
             problems.append(f"product {product!r} is produced by {len(paths)} modules: {', '.join(paths)}")
     by_path = {item.entry.path: item.entry.key for item in built}
     return {product: by_path[paths[0]] for product, paths in producers.items()}
@@ -212,7 +218,7 @@ def _producers(built: list[_Built], problems: list[str]) -> dict[str, str]:
 def _check_consumers(built: list[_Built], producers: Mapping[str, str], problems: list[str]) -> None:
     for item in built:
         if isinstance(item.instance, LogicEngine):
-            for fact, missing in item.instance.unknown_products(producers).items():
+            for fact, missing in item.instance.unknown_products({*producers, *FRAMEWORK_PRODUCTS}).items():
                 problems.extend(
                     f"{item.entry.path}: fact {fact!r} reads product {product!r}, which no module produces"
                     for product in missing
@@ -221,7 +227,7 @@ def _check_consumers(built: list[_Built], producers: Mapping[str, str], problems
         problems.extend(
             f"{item.entry.path} consumes product {product!r}, which no module of the channel produces"
             for product in item.spec.consumes
-            if product not in producers
+            if product not in producers and product not in FRAMEWORK_PRODUCTS
         )
 
 

@@ -105,6 +105,18 @@ ALLOWED_GLOBALS: Mapping[str, frozenset[str]] = {
     "pytz": _names("_p _UTC"),
 }
 
+#: The framework's own classes a payload may name, each for a reason; not derived by
+#: ``pickle_matrix.py`` (the ``--python`` output does not hold them: keep them when the list
+#: above is regenerated).  Each is admitted only if it defines ``__setstate__`` itself, which
+#: checks the state a pickle gives it (plain data of exact types, else it raises and the
+#: product is reported corrupt); a module of the framework is never trusted as a whole.
+#: Imported when a payload first names them (the DataSpace does not import the layers above it).
+FRAMEWORK_CLASSES: Mapping[tuple[str, str], str] = {
+    ("decisionengine.framework.taskmanager.PublisherStatus", "PublisherStatus"): (
+        "the publisher_status product every channel stores (also what the reference stored)"
+    ),
+}
+
 #: Older names of allowed objects: what numpy 1, pandas 1.x and 2.x wrote (collected with
 #: ``pickle_matrix.py`` under numpy 1.26 / pandas 1.5.3 and numpy 2.0 / pandas 2.2.3), and
 #: pandas' own renames (``pandas.compat.pickle_compat`` of pandas 2.2 and 3).  Each maps to

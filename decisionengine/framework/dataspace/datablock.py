@@ -404,6 +404,8 @@ class DataBlock:
         self._pending: dict[str, tuple[Any, Header, Metadata]] | None = None
         #: what the last commit wrote: read from memory, not from the database, afterwards
         self._committed: dict[str, tuple[Any, Header, Metadata]] = {}
+        #: products this block answers from memory and never writes (see :meth:`attach`)
+        self._attached: dict[str, tuple[Any, Header, Metadata]] = {}
         self._announcement: dict[str, Any] | None = None
         #: the right to write this channel's generations (see DataSpace.claim_channel)
         self.fence: Any = None
@@ -448,6 +450,21 @@ class DataBlock:
                 self._pending[key] = (value, header, metadata)
             else:
                 self.dataspace.write_generation(self.sequence_id, self.generation_id, {key: (value, header, metadata)})
+
+    def attach(self, key: str, value: Any, header: Header, metadata: Metadata | None = None) -> None:
+        """Let readers of this block see ``key`` without writing it to the DataSpace.
+
+        For what the framework keeps elsewhere and stores at another moment: the task
+        manager attaches the channel's ``publisher_status`` (the board as of the previous
+        generation) for the modules of a generation, and stores the updated board after the
+        publishers have run.  A product put or committed in this block under the same key wins
+        (the stored one does not: the block answers ``key`` from memory)."""
+        if not isinstance(header, Header):
+            raise TypeError(f"header of product {key!r} must be a Header, not {type(header).__name__}")
+        if metadata is None:
+            metadata = Metadata(self.taskmanager_id, generation_id=self.generation_id)
+        with self.lock:
+            self._attached[key] = (value, header, metadata)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[DataBlock]:
@@ -519,6 +536,8 @@ class DataBlock:
             self.dataspace.duplicate_datablock(self.sequence_id, self.generation_id, self.generation_id + 1)
             self.generation_id += 1
             self._committed = {}  # a new generation: what it holds is in the database
+            dup._attached = self._attached
+            self._attached = {}
             return dup
 
     def mark_expired(self, expiration_time: float) -> None:
@@ -531,7 +550,9 @@ class DataBlock:
     def _buffered(self, key: str) -> tuple[Any, Header, Metadata] | None:
         if self._pending is not None and key in self._pending:
             return self._pending[key]
-        return self._committed.get(key)
+        if key in self._committed:
+            return self._committed[key]
+        return self._attached.get(key)
 
     def __getitem__(self, key: str) -> Any:
         buffered = self._buffered(key)
@@ -551,7 +572,7 @@ class DataBlock:
 
     def keys(self) -> list[str]:
         stored = self.dataspace.get_keys(self.sequence_id, self.generation_id)
-        buffered = [k for k in (*self._committed, *(self._pending or {})) if k not in stored]
+        buffered = [k for k in (*self._committed, *(self._pending or {}), *self._attached) if k not in stored]
         return stored + list(dict.fromkeys(buffered))
 
     def get_header(self, key: str) -> Header:

@@ -14,6 +14,9 @@ only what :class:`UnpicklePolicy` admits:
   NumPy 1 reads what NumPy 2 wrote and pandas 2 what pandas 3 named differently; an allowed
   name the installed versions do not have at all (:data:`~decisionengine.framework.dataspace.allowlist.NEWER_ONLY`)
   fails with an error saying which version wrote it;
+* the framework's own classes of
+  :data:`~decisionengine.framework.dataspace.allowlist.FRAMEWORK_CLASSES`, each of which
+  checks the state a pickle gives it in its own ``__setstate__`` (``publisher_status``);
 * classes of the operator's ``dataspace.trusted_modules`` (for channels that store
   instances of their own classes): see :meth:`UnpicklePolicy.trusts`.
 
@@ -54,7 +57,7 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from decisionengine.framework.dataspace.allowlist import ALLOWED_GLOBALS, NEWER_ONLY, OLDER_NAMES
+from decisionengine.framework.dataspace.allowlist import ALLOWED_GLOBALS, FRAMEWORK_CLASSES, NEWER_ONLY, OLDER_NAMES
 from decisionengine.framework.dataspace.checked_globals import CHECKED
 from decisionengine.framework.dataspace.errors import UntrustedPayloadError
 
@@ -147,6 +150,16 @@ def import_allowed(module: str, name: str) -> Any:
     raise pickle.UnpicklingError(_absent(module, name)) from first_error
 
 
+def framework_class(module: str, name: str) -> type:
+    """The framework class ``module.name`` of ``FRAMEWORK_CLASSES``, if it is a class defined
+    there that checks its state in a ``__setstate__`` of its own; else the payload is
+    refused (a class that lost its check is not admitted by its name alone)."""
+    found = _import(module, name)
+    if not (isinstance(found, type) and found.__module__ == module and "__setstate__" in vars(found)):
+        raise UntrustedPayloadError(f"{module}.{name}")
+    return found
+
+
 def _absent(module: str, name: str) -> str:
     """Why the allowed ``module.name`` cannot be had here, for the error."""
     library = module.partition(".")[0]
@@ -228,6 +241,8 @@ class UnpicklePolicy:
             return self._checked[current]
         if current in _ALLOWED:
             return import_allowed(*current)
+        if key in FRAMEWORK_CLASSES:
+            return framework_class(*key)
         found = self._trusted_object(*key)
         if found is None:
             raise UntrustedPayloadError(f"{module}.{name}")

@@ -10,7 +10,16 @@ a generation:
 2. transforms in topological order, each result checked with ``verify_products``;
 3. the logic engine (facts, rules) and its ``de_logicengine_facts`` product;
 4. the publishers the fired actions name (or all / none, see the publisher policy);
-5. the ``publisher_status`` product (per publisher: ran, succeeded, seconds, error).
+5. the ``publisher_status`` product: the channel's publisher status board (each
+   publisher enabled or not, since when; a ``publish()`` returning ``False`` disables
+   it, ``True`` enables it again) with this generation's details (per publisher: ran,
+   succeeded, seconds, error), stored after the publishers ran.
+
+The modules of generation n read ``publisher_status`` as the board was at the end of
+generation n-1 (what generation n-1 stored): the task manager attaches it to the block
+(:meth:`DataBlock.attach`) without storing it with the generation, so that a stored
+``publisher_status`` still means "this generation's publishers finished" (what the
+recovery at start reads).  The board carries on across restarts from the last stored one.
 
 Everything a generation writes is committed in one DataSpace transaction at the end
 (``DataBlock.transaction()``), so a generation that fails (a transform or the logic
@@ -49,11 +58,13 @@ from decisionengine.framework.logicengine.facts import explain
 from decisionengine.framework.logicengine.LogicEngine import FACTS_PRODUCT
 from decisionengine.framework.modules.Module import verify_products
 from decisionengine.framework.taskmanager import metrics
+from decisionengine.framework.taskmanager.PublisherStatus import PublisherStatus, PublisherStatusBoard
 from decisionengine.framework.taskmanager.settings import TaskManagerSettings
 from decisionengine.framework.taskmanager.states import State, StateMachine
 from decisionengine.framework.util import running_module
 from decisionengine.framework.util.logger import get_logger
 
+#: the publisher status (a :class:`PublisherStatus`), which modules may consume
 PUBLISHER_STATUS = "publisher_status"
 #: the generation's decision: the publishers to run and their idempotency key
 DECISION = "de_decision"
@@ -140,6 +151,8 @@ class TaskManager:
         self.history: collections.deque[GenerationRecord] = collections.deque(maxlen=max(self.settings.history, 1))
         self.busy: dict[str, float] = {}
         self.instances: dict[str, Any] = {}
+        #: every publisher enabled or not, since when (carried on from the DataSpace at boot)
+        self.board = PublisherStatusBoard(plan.publishers)
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._latest: dict[str, _Delivery] = {}
@@ -294,6 +307,8 @@ class TaskManager:
         if not self._wait_for_ownership():
             return False
         self.generation_id = self.dataspace.get_last_generation_id(self.name, self.taskmanager_id)
+        self.board = self._stored_board()  # the other owner's publishers may have changed it
+        self._export_board()
         self.last_error = None
         self.state.set(State.ACTIVE)
         if self._scheduler is not None:
@@ -375,6 +390,8 @@ class TaskManager:
         self.sequence_id = self.dataspace.store_taskmanager(self.name, self.taskmanager_id)
         self.generation_id = self.dataspace.get_last_generation_id(self.name, self.taskmanager_id)
         metrics.LAST_GENERATION.labels(self.name).set(self.generation_id)
+        self.board = self._stored_board()
+        self._export_board()
         self._recover_unpublished()
         if not self.plan.sources:
             self.logger.warning("channel has no sources: nothing will start a generation")
@@ -524,6 +541,7 @@ class TaskManager:
         block = DataBlock(self.dataspace, self.name, self.taskmanager_id, generation, self.sequence_id)
         block.fence = self.fence
         block.begin()
+        self._attach_board(block, record)
         try:
             self._put_source_products(block, deliveries, record)
             for spec in self.plan.transforms:
@@ -640,9 +658,47 @@ class TaskManager:
             self._database_reachable()
             return True
 
+    def _attach_board(self, block: DataBlock, record: GenerationRecord) -> None:
+        """Let the generation's modules read ``publisher_status``: the board as the previous
+        generation left it (a copy: nothing of this generation shows through it)."""
+        block.attach(PUBLISHER_STATUS, self.board.frozen(), self._header("taskmanager", record), self._metadata(record))
+
+    def _stored_board(self) -> PublisherStatusBoard:
+        """The board as the last published generation stored it (the last committed one, or
+        the one before when that one's publishers did not finish), for the channel's
+        publishers; a fresh board (every publisher enabled from now) when there is none, or
+        only a table of the format before the board (a plain DataFrame), or one unreadable."""
+        for generation in (self.generation_id, self.generation_id - 1):
+            if generation < 1:
+                break
+            try:
+                stored = self.dataspace.get_dataproduct(self.sequence_id, generation, PUBLISHER_STATUS)
+            except KeyError:
+                continue
+            except DataSpaceConnectionError:
+                raise
+            except Exception as exc:  # a damaged or refused payload must not keep the channel down
+                self.logger.warning(
+                    "stored publisher status unreadable; every publisher starts enabled",
+                    generation=generation,
+                    error=_describe(exc),
+                )
+                break
+            if isinstance(stored, PublisherStatus):
+                disabled = [
+                    name for name, (enabled, _) in stored.items() if not enabled and name in self.plan.publishers
+                ]
+                if disabled:
+                    self.logger.info("publishers disabled since before the start", publishers=disabled)
+                return PublisherStatusBoard.resume(self.plan.publishers, stored)
+            break  # stored by a version before the board: nothing to carry on
+        return PublisherStatusBoard(self.plan.publishers)
+
     def _publish(self, block: DataBlock, decision: Mapping[str, Any], record: GenerationRecord) -> None:
-        """Run the decided publishers on the committed generation, then store their status."""
-        statuses = self._run_publishers(block, list(decision["publishers"]), record)
+        """Run the decided publishers on the committed generation, then store their status:
+        the board updated with what they returned, and how each ran."""
+        details = self._run_publishers(block, list(decision["publishers"]), record)
+        statuses = self.board.frozen(details)
         header, metadata = self._header("taskmanager", record), self._metadata(record)
         while True:
             try:
@@ -681,6 +737,7 @@ class TaskManager:
         decision = block[DECISION]
         block.idempotency_key = decision["idempotency_key"]
         record = GenerationRecord(self.generation_id, time.time())
+        self._attach_board(block, record)  # as the previous generation left it, as the first time
         self.logger.warning(
             "publishing a committed generation whose publishers had not finished",
             generation=self.generation_id,
@@ -768,12 +825,14 @@ class TaskManager:
             started = time.monotonic()
             error = None
             try:
-                self._call(key, self.instances[key].publish, block)
+                result = self._call(key, self.instances[key].publish, block)
             except ModuleFailure as failure:
                 error = _describe(failure.error)
                 record.outcome = "publish_failed"
                 metrics.PUBLISHER_FAILURES.labels(self.name, key).inc()
                 self.logger.error("publisher failed", publisher=key, error=error, exc_info=failure.error)
+            else:
+                self._record_result(key, result)
             record.publishers[key] = error is None
             rows.append(
                 {
@@ -786,6 +845,20 @@ class TaskManager:
             )
         frame = pd.DataFrame(rows, columns=["publisher", "ran", "succeeded", "seconds", "error"])
         return frame.astype({"publisher": object, "ran": bool, "succeeded": object, "error": object})
+
+    def _record_result(self, key: str, result: Any) -> None:
+        """Update the board with what ``publish()`` returned (only ``True``/``False``
+        count: see :meth:`PublisherStatusBoard.record`); log a change."""
+        was = self.board.snapshot().is_enabled(key)
+        now = self.board.record(key, result)
+        if now is not None and now != was:
+            self.logger.info("publisher enabled" if now else "publisher disabled", publisher=key)
+            metrics.PUBLISHER_ENABLED.labels(self.name, key).set(1 if now else 0)
+
+    def _export_board(self) -> None:
+        """Every publisher's state as the gauge ``de_publisher_enabled``."""
+        for name, (enabled, _since) in self.board.frozen().items():
+            metrics.PUBLISHER_ENABLED.labels(self.name, name).set(1 if enabled else 0)
 
     def _call(self, key: str, function: Callable[..., Any], *args: Any) -> Any:
         """Call into a module, marking it busy (the server's hang watchdog reads that)."""

@@ -34,6 +34,12 @@ SOURCE_MISSED_UPDATES = Gauge(
     multiprocess_mode="livemax",
 )
 PUBLISHER_FAILURES = Counter("publisher_failures", "Publisher publish() calls that raised", ["channel", "publisher"])
+PUBLISHER_ENABLED = Gauge(
+    "publisher_enabled",
+    "1 while a publisher is enabled on its channel's status board, 0 once its publish() returned False",
+    ["channel", "publisher"],
+    multiprocess_mode="livemax",
+)
 DATABASE_UP = Gauge(
     "channel_database_up",
     "1 while a channel reaches its DataSpace database, 0 while it waits for it to come back",

@@ -7,16 +7,20 @@ same whichever way it reached the operator.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import io
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from tabulate import tabulate
+
+from decisionengine.framework.dataspace.datasource import LatestGeneration
+from decisionengine.framework.taskmanager.PublisherStatus import PublisherStatus
 
 FORMATS = ("table", "csv", "json", "vertical")
 
@@ -43,6 +47,32 @@ def ago(epoch: float | None, now: float) -> str:
         if seconds >= size:
             return f"{seconds / size:.1f}{unit} ago"
     return f"{seconds:.1f}s ago"
+
+
+def displayed(value: Any) -> Any:
+    """A product as readers show it: itself, except a
+    :class:`~decisionengine.framework.taskmanager.PublisherStatus.PublisherStatus`
+    (``publisher_status``), shown as its table (ran, succeeded, seconds, error, then
+    enabled and since), so that queries, columns, paging and history treat it as the
+    DataFrame it was before it answered the reference's API.  Products stored in that
+    earlier format are DataFrames already."""
+    if isinstance(value, PublisherStatus):
+        return value.to_frame()
+    return value
+
+
+def displayed_generation(latest: LatestGeneration | None) -> LatestGeneration | None:
+    """``latest`` (or None) with its products :func:`displayed`."""
+    if latest is None or not any(isinstance(v, PublisherStatus) for v in latest.products.values()):
+        return latest
+    products = {key: displayed(value) for key, value in latest.products.items()}
+    return dataclasses.replace(latest, products=products)
+
+
+def displayed_items(items: Iterable[Mapping[str, Any]]) -> Iterator[dict[str, Any]]:
+    """The DataSpace's ``iter_products`` items with their values :func:`displayed`."""
+    for item in items:
+        yield {**item, "value": displayed(item["value"])}
 
 
 def to_jsonable(value: Any) -> Any:
@@ -139,7 +169,7 @@ def history_frame(items: Iterable[Mapping[str, Any]], product: str) -> pd.DataFr
     (generation ids repeat across them).
     ValueError when the product changed between a DataFrame and another type.
     """
-    items = list(items)
+    items = list(displayed_items(items))
     several = len({item.get("taskmanager_id") for item in items}) > 1
     frames = []
     scalar_rows = []

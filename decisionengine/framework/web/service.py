@@ -518,7 +518,7 @@ class ControlService:
     @read
     def latest(self, caller: Caller, channel: Any, keys: Any = None) -> LatestGeneration | None:
         """A channel's newest committed generation (only ``keys``' products, when given)."""
-        return self.engine.dataspace.latest_generation(self._known(channel), keys)
+        return presentation.displayed_generation(self.engine.dataspace.latest_generation(self._known(channel), keys))
 
     @read
     def known_generation(self, caller: Caller, channel: Any) -> int | None:
@@ -534,7 +534,10 @@ class ControlService:
 
     @read
     def latest_of_all(self, caller: Caller) -> dict[str, LatestGeneration | None]:
-        return {name: self.engine.dataspace.latest_generation(name) for name in sorted(self.engine.workers)}
+        return {
+            name: presentation.displayed_generation(self.engine.dataspace.latest_generation(name))
+            for name in sorted(self.engine.workers)
+        }
 
     def _checked_product_request(
         self, product: Any, columns: Any, query: Any, types: Any
@@ -551,7 +554,7 @@ class ControlService:
         if latest is None or key not in latest.products:
             return None
         try:
-            value = product_query.select(latest.products[key], wanted, query, self.queries)
+            value = product_query.select(presentation.displayed(latest.products[key]), wanted, query, self.queries)
         except ValueError as exc:  # refused, failed or stopped queries included
             raise InvalidArgument(str(exc)) from None
         except QueryUnavailable as exc:
@@ -644,7 +647,9 @@ class ControlService:
             registration = self.engine.dataspace.get_taskmanager(name)
         except KeyError:
             return iter(())
-        return self.engine.dataspace.iter_products(registration["sequence_id"], product, since, until)
+        return presentation.displayed_items(
+            self.engine.dataspace.iter_products(registration["sequence_id"], product, since, until)
+        )
 
     @read
     def decisions(self, caller: Caller, channel: Any, since: float = 0.0, limit: int = 20) -> list[dict[str, Any]]:
@@ -666,7 +671,7 @@ class ControlService:
             by_generation[item["generation_id"]] = {
                 "generation_id": item["generation_id"],
                 "generation_time": item["generation_time"],
-                "facts": item["value"],
+                "facts": presentation.displayed(item["value"]),
                 "new_facts": [],
                 "publishers": [],
                 "published": False,
@@ -675,7 +680,7 @@ class ControlService:
             for item in self.engine.dataspace.iter_products(sequence, product, since):
                 entry = by_generation.get(item["generation_id"])
                 if entry is not None:
-                    entry[field] = item["value"]
+                    entry[field] = presentation.displayed(item["value"])
                     entry["published"] = entry["published"] or field == "publishers"
         return [by_generation[g] for g in sorted(by_generation)][-limit:]
 
