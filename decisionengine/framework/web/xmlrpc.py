@@ -20,6 +20,7 @@ clear message, never as a stack trace.
 
 from __future__ import annotations
 
+import datetime
 import inspect
 import time
 import xmlrpc.client
@@ -40,6 +41,79 @@ FAULT_CODES = {"unauthorized": 401, "forbidden": 403}
 
 def _fault(code: int, message: str) -> bytes:
     return xmlrpc.client.dumps(xmlrpc.client.Fault(code, message), methodresponse=True, allow_none=True).encode()
+
+
+# -- argument types ------------------------------------------------------------------------------
+
+#: What each XML-RPC argument may be, by parameter name (the same name means the same thing in
+#: every method).  The allow-list is checked before a method runs, so a value of another type is
+#: a fault naming the argument and the types it takes, never a Python error from deep inside
+#: (``'bool' object has no attribute 'lower'``).  Values are then checked by the control
+#: service (a known channel, a number in range...).  ``None`` is XML-RPC's ``nil``.
+_TEXT = (str,)
+_NUMBER = (int, float, str, type(None))  # seconds; numeric text is accepted, as before
+ARGUMENT_TYPES: dict[str, tuple[type, ...]] = {
+    "channel": _TEXT,
+    "product": _TEXT,
+    "source": _TEXT,
+    "level": _TEXT,
+    "state": _TEXT,
+    "fmt": (str, type(None)),
+    "columns": (str, list, type(None)),
+    "query": (str, type(None)),
+    "types": (bool, int, type(None)),
+    "max_rows": (int, str, type(None)),
+    "timeout": _NUMBER,
+    "maybe_timeout": _NUMBER,
+    "delay": _NUMBER,
+    "start_time": (str, int, float, datetime.datetime, type(None)),
+}
+#: optional channel arguments take nil too (``None``: every channel, as their default)
+OPTIONAL_TEXT = {"channel"}
+#: how a parameter is named in messages: the reference's name where ours differs
+DISPLAY_NAMES = {"fmt": "format"}
+_TYPE_NAMES = {
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    bool: "a boolean",
+    list: "a list",
+    datetime.datetime: "a date",
+    type(None): "nil",
+}
+
+
+def _type_name(value: Any) -> str:
+    return {bool: "boolean", int: "integer", float: "number", str: "string", type(None): "nil"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def check_argument_types(name: str, method: Any, bound: inspect.BoundArguments) -> None:
+    """Refuse an argument whose type is not on :data:`ARGUMENT_TYPES`' list for it.
+
+    ``bool`` is a subclass of ``int`` in Python; it passes only where ``bool`` is listed, so
+    ``True`` is never a timeout or a row count.
+    """
+    parameters = inspect.signature(method).parameters
+    for parameter, value in bound.arguments.items():
+        if parameter == "caller":
+            continue
+        allowed = ARGUMENT_TYPES[parameter]
+        if parameter in OPTIONAL_TEXT and parameters[parameter].default is not inspect.Parameter.empty:
+            allowed = (*allowed, type(None))
+        ok = bool in allowed if isinstance(value, bool) else isinstance(value, allowed)
+        if parameter == "columns" and ok and isinstance(value, list):
+            ok = all(isinstance(item, str) for item in value)
+        if not ok:
+            expected = " or ".join(_TYPE_NAMES[t] for t in allowed)
+            if parameter == "columns":
+                expected = expected.replace("a list", "a list of strings")
+            shown = repr(value) if len(repr(value)) <= 60 else f"{repr(value)[:57]}..."
+            raise InvalidArgument(
+                f"argument {DISPLAY_NAMES.get(parameter, parameter)!r} must be {expected}, "
+                f"not {_type_name(value)} {shown}"
+            )
 
 
 def _format(fmt: Any, allowed: tuple[str, ...]) -> str:
@@ -272,9 +346,13 @@ class XmlRpcDispatcher:
             return _fault(METHOD_NOT_FOUND, f"no method {name!r}; methods are {', '.join(sorted(self.names))}")
         method = getattr(self.methods, name)
         try:
-            inspect.signature(method).bind(caller, *params)
+            bound = inspect.signature(method).bind(caller, *params)
         except TypeError as exc:
             return _fault(INVALID_PARAMS, f"{name}: {exc}")
+        try:
+            check_argument_types(name, method, bound)
+        except InvalidArgument as exc:
+            return _fault(INVALID_PARAMS, f"{name}: {exc.message}")
         try:
             result = method(caller, *params)
         except ServiceError as exc:
