@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from decisionengine.framework.engine.DecisionEngine import DecisionEngine
-from decisionengine.framework.web.xmlrpc import ARGUMENT_TYPES, DISPLAY_NAMES, XmlRpcMethods
+from decisionengine.framework.web.xmlrpc import ARGUMENT_TYPES, DISPLAY_NAMES, EXPECTED, XmlRpcMethods
 from tests.conftest import global_config
 from tests.engine.server import DEServer
 from tests.taskmanager.channels import counting_channel
@@ -51,6 +51,7 @@ def test_every_argument_has_an_allowed_type_list():
     for name in XmlRpcMethods.names():
         for parameter in list(inspect.signature(getattr(XmlRpcMethods, name)).parameters)[2:]:
             assert parameter in ARGUMENT_TYPES, f"{name}({parameter}) has no entry in ARGUMENT_TYPES"
+            assert parameter in EXPECTED, f"{name}({parameter}) has no entry in EXPECTED"
 
 
 def test_every_method_refuses_wrong_types_by_name_and_keeps_answering(tmp_path, sqlite_url):
@@ -69,15 +70,21 @@ def test_every_method_refuses_wrong_types_by_name_and_keeps_answering(tmp_path, 
                         getattr(rpc, name)(*arguments)
                     shown = DISPLAY_NAMES.get(parameter.name, parameter.name)
                     text = fault.value.faultString
-                    assert text.startswith(f"{name}: argument {shown!r} must be "), text
+                    assert text.startswith(f"{name}: {shown} must be "), text
+                    assert f"must be {EXPECTED[parameter.name]}, not " in text, text
                     assert "has no attribute" not in text and "Traceback" not in text
                     checked += 1
             assert rpc.ping() == "pong"
         assert checked > 100
         # the raw Python message the issue reports is gone
-        with pytest.raises(xmlrpc.client.Fault, match=r"argument 'format' must be a string or nil, not boolean True"):
+        with pytest.raises(
+            xmlrpc.client.Fault,
+            match=r"print_product: format must be a format name \(a string\) or nil, not boolean True",
+        ):
             rpc.print_product("p", None, None, False, True)
-        with pytest.raises(xmlrpc.client.Fault, match=r"argument 'timeout' must be .*not boolean True"):
+        with pytest.raises(
+            xmlrpc.client.Fault, match=r"kill_channel: timeout must be a number of seconds .*not boolean True"
+        ):
             rpc.kill_channel("c", True)
         assert "channels" in server.status()
     finally:

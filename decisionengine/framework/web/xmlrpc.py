@@ -62,6 +62,7 @@ ARGUMENT_TYPES: dict[str, tuple[type, ...]] = {
     "columns": (str, list, type(None)),
     "query": (str, type(None)),
     "types": (bool, int, type(None)),
+    "include_stopped": (bool, int, type(None)),
     "max_rows": (int, str, type(None)),
     "timeout": _NUMBER,
     "maybe_timeout": _NUMBER,
@@ -72,14 +73,23 @@ ARGUMENT_TYPES: dict[str, tuple[type, ...]] = {
 OPTIONAL_TEXT = {"channel"}
 #: how a parameter is named in messages: the reference's name where ours differs
 DISPLAY_NAMES = {"fmt": "format"}
-_TYPE_NAMES = {
-    str: "a string",
-    int: "an integer",
-    float: "a number",
-    bool: "a boolean",
-    list: "a list",
-    datetime.datetime: "a date",
-    type(None): "nil",
+#: what each argument takes, in words, for the fault's message
+EXPECTED: dict[str, str] = {
+    "channel": "a non-empty string (a channel name)",
+    "product": "a non-empty string (a product name)",
+    "source": "a non-empty string (a source name)",
+    "level": "a non-empty string (a log level name)",
+    "state": "a non-empty string (a state name)",
+    "fmt": "a format name (a string) or nil",
+    "columns": "a list of column names, a comma-separated string or nil",
+    "query": "a query (a string) or nil",
+    "types": "true or false (0 or 1, or nil)",
+    "include_stopped": "true or false (0 or 1, or nil)",
+    "max_rows": "a non-negative integer or nil",
+    "timeout": "a number of seconds (or numeric text) or nil",
+    "maybe_timeout": "a number of seconds (or numeric text) or nil",
+    "delay": "a number of seconds (or numeric text) or nil",
+    "start_time": "a time (text, epoch seconds or a date) or nil",
 }
 
 
@@ -106,12 +116,9 @@ def check_argument_types(name: str, method: Any, bound: inspect.BoundArguments) 
         if parameter == "columns" and ok and isinstance(value, list):
             ok = all(isinstance(item, str) for item in value)
         if not ok:
-            expected = " or ".join(_TYPE_NAMES[t] for t in allowed)
-            if parameter == "columns":
-                expected = expected.replace("a list", "a list of strings")
             shown = repr(value) if len(repr(value)) <= 60 else f"{repr(value)[:57]}..."
             raise InvalidArgument(
-                f"argument {DISPLAY_NAMES.get(parameter, parameter)!r} must be {expected}, "
+                f"{DISPLAY_NAMES.get(parameter, parameter)} must be {EXPECTED[parameter]}, "
                 f"not {_type_name(value)} {shown}"
             )
 
@@ -193,9 +200,13 @@ class XmlRpcMethods:
             return f"no channel is {answer['state']}\n"
         return f"timed out after {answer['timeout']:g} s; still {answer['state']}: {', '.join(answer['channels'])}\n"
 
-    def print_products(self, caller: Caller, fmt: str = "table", max_rows: int = 50) -> str:
+    def print_products(
+        self, caller: Caller, fmt: str = "table", max_rows: int = 50, include_stopped: bool = False
+    ) -> str:
+        """The latest products of the active channels, each with its producing module;
+        ``include_stopped``: of every configured channel (their stored products)."""
         fmt = _format(fmt, ("table", "json", "vertical"))
-        latest = self.service.latest_of_all(caller)
+        latest = self.service.latest_products(caller, include_stopped)
         if fmt == "json":
             return presentation.dumps(presentation.latest_products_document(latest))
         return presentation.latest_products_text(latest, fmt, _max_rows(max_rows))
