@@ -220,7 +220,7 @@ def test_control_needs_the_token(server, openapi):
     assert code == 200 and body["reaper"]["state"] == "SHUTDOWN"
     openapi.check("/reaper/stop", "post", 200, body)
     code, _, body = http("POST", f"{server.url}/api/v1/reaper/start?delay=3600", TOKEN)
-    assert code == 200 and body["reaper"]["state"] == "STEADY"
+    assert code == 200 and body["reaper"]["state"] == "IDLE"
     assert http("POST", f"{server.url}/api/v1/reaper/start?delay=-1", TOKEN)[0] == 400
     assert http("POST", f"{server.url}/api/v1/reaper/stop")[0] == 401
 

@@ -177,7 +177,7 @@ def test_reaper(server):
     assert ok(client(server, "--reaper-stop")) == "reaper stopped\n"
     assert as_json(client(server, "--reaper-status", "--json"))["state"] == "SHUTDOWN"
     assert "reaper started" in ok(client(server, "--reaper-start", "3600"))
-    assert as_json(client(server, "--reaper-status", "--json"))["state"] == "STEADY"
+    assert as_json(client(server, "--reaper-status", "--json"))["state"] == "IDLE"
     assert ok(client(server, "--reaper-start")).startswith("reaper already running (next pass ")
     ok(client(server, "--reaper-stop"))
     started = ok(client(server, "--reaper-start", "--reaper-start-delay-secs", "7200"))  # the reference's spelling

@@ -175,7 +175,7 @@ def test_every_reference_call_answers_what_it_should(server):
     assert answer(entries, "de-client --reaper-start --reaper-start-delay-secs 3600") == (
         "reaper started (first pass in 3600 s)"
     )
-    assert re.search(r"^state\s+STEADY$", answer(entries, "de-client --reaper-status (after)"), re.M)
+    assert re.search(r"^state\s+IDLE$", answer(entries, "de-client --reaper-status (after)"), re.M)
 
     # channels
     assert answer(entries, "de-client --stop-channel counting") == "channel counting stopped"

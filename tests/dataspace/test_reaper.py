@@ -154,7 +154,7 @@ def test_start_and_stop_while_reaping(dataspace, dataspace_config):
     block = DataBlock(dataspace, "chan")
     for generation in range(1, 41):
         write_generation(block, generation, NOW - 100 * DAY + generation, {"n": generation})
-    assert reaper.state is ReaperState.IDLE
+    assert reaper.state is ReaperState.OFFLINE  # never started
 
     first_batch = threading.Event()
     may_continue = threading.Event()
@@ -188,6 +188,7 @@ def test_start_and_stop_while_reaping(dataspace, dataspace_config):
     reaper.on_batch = None
     reaper.start(delay=0)
     eventually(lambda: reaper.runs >= 2, 20, what=lambda: f"two Reaper passes, ran {reaper.runs}")
+    eventually(lambda: reaper.state is ReaperState.IDLE, 10, what="the Reaper waiting for its next pass (IDLE)")
     reaper.stop()
     assert generations(dataspace, block) == [40]
     assert reaper.state is ReaperState.SHUTDOWN
@@ -196,7 +197,7 @@ def test_start_and_stop_while_reaping(dataspace, dataspace_config):
 def test_start_delay_and_stop_before_first_pass(dataspace, dataspace_config):
     reaper = Reaper(reaper_config(dataspace_config), dataspace=dataspace, clock=lambda: NOW)
     reaper.start(delay=3600)
-    assert reaper.state is ReaperState.STEADY
+    assert reaper.state is ReaperState.IDLE  # the reference's name for a Reaper waiting for its pass
     assert reaper.status()["next_run"] > time.time() + 3500
     started = time.monotonic()
     reaper.stop()

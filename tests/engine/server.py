@@ -46,6 +46,8 @@ class DEServer:
         (root / "decision_engine.jsonnet").write_text(json.dumps(config, indent=2))
         self.pidfile = root / "de-server.pid"
         self.env: dict[str, str] = {"DE_STATE_DIR": str(root)}
+        #: more de-server options (``--no-reaper``...)
+        self.args: list[str] = []
         self.process: subprocess.Popen | None = None
         self.output = root / "de-server.out"
         #: the token the helper's own calls send (a server with a read token needs one)
@@ -65,6 +67,7 @@ class DEServer:
                     str(self.root),
                     "--pidfile",
                     str(self.pidfile),
+                    *self.args,
                 ],
                 cwd=REPO,
                 env=env,

@@ -98,7 +98,7 @@ def test_a_database_outage_heals_itself(tmp_path, database):
         reaper = eventually(
             lambda: (r := json.loads(rpc.reaper_status("json")))["runs"] >= 1 and r, 30, what="a Reaper pass"
         )
-        assert reaper["state"] == "STEADY" and reaper["last_error"] is None, reaper
+        assert reaper["state"] == "IDLE" and reaper["last_error"] is None, reaper
         for name in channels:
             server.wait_for_generation(name, before[name] + 3, 30)
     finally:

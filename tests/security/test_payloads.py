@@ -32,7 +32,8 @@ def test_a_planted_payload_is_refused_everywhere(tmp_path, db_url):
         assert "'steady'" in message and f"generation {generation}" in message and "'constant'" in message
         assert "trusted_modules" in message
         with pytest.raises(Exception, match=r"posix\.system|os\.system"):
-            rpc(server).print_products()
+            # the channel is stopped: its stored products are read with include_stopped
+            rpc(server).print_products("table", 50, True)
         for path in ("/api/v1/channels/steady/products/constant", "/api/v1/channels/steady/products"):
             status, _, body = request(server, "GET", path)
             assert status == 500 and "system" in body["error"] and "'constant'" in body["error"], body

@@ -133,6 +133,16 @@ def render_product(document: dict[str, Any], vertical_view: bool, width: int) ->
         return f"{title}\n(no rows)"  # an empty frame, or a query that matched nothing
     if isinstance(value, list) and all(isinstance(row, dict) for row in value):
         frame = pd.DataFrame(value)
+        index = document.get("index")
+        if isinstance(index, list) and len(index) == len(frame):
+            # the product's own row labels (kept through --query and --columns), never 0, 1, 2...
+            labels = [tuple(label) if isinstance(label, list) else label for label in index]
+            names = document.get("index_names") or [None]
+            frame.index = (
+                pd.MultiIndex.from_tuples(labels, names=names)
+                if len(names) > 1 and all(isinstance(label, tuple) for label in labels)
+                else pd.Index(labels, name=names[0])
+            )
         if vertical_view:
             return f"{title}\n{vertical(frame)}"
         table = tabulate(frame, headers="keys", tablefmt="psql", showindex=True, missingval="")
@@ -224,6 +234,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     out.add_argument("--max-rows", type=int, default=None, metavar="N", help="rows of DataFrames to show")
     out.add_argument(
+        "--all",
+        action="store_true",
+        dest="include_stopped",
+        help="with --print-products: also the stored products of channels that are not active",
+    )
+    out.add_argument(
         "--timeout",
         type=float,
         default=None,
@@ -250,7 +266,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="one line for monitoring; exit 0 all channels fine, 1 a channel in ERROR or not running, "
         "2 server unreachable",
     )
-    actions.add_argument("--print-products", action="store_true", help="the latest products of every channel")
+    actions.add_argument(
+        "--print-products",
+        action="store_true",
+        help="the latest products of every active channel, each with the module that produced it",
+    )
     actions.add_argument("--print-product", metavar="PRODUCT", help="one product of the latest generation")
     actions.add_argument("--start-channel", metavar="CHANNEL", help="start (or restart) a channel")
     actions.add_argument("--stop-channel", metavar="CHANNEL", help="stop a channel")
@@ -330,6 +350,16 @@ def _formatted(client: Client, args: argparse.Namespace, method: str, *params: A
             client.call(method, *params, "vertical" if args.vertical and method == "print_products" else "table"),
             end="",
         )
+    return 0
+
+
+def _print_products(client: Client, args: argparse.Namespace) -> int:
+    rows = 50 if args.max_rows is None else args.max_rows
+    if args.json:
+        print_json(json.loads(client.call("print_products", "json", rows, args.include_stopped)))
+    else:
+        fmt = "vertical" if args.vertical else "table"
+        print(client.call("print_products", fmt, rows, args.include_stopped), end="")
     return 0
 
 
@@ -428,12 +458,19 @@ def health(status: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     offline = sorted(
         c["channel"] for c in channels if c.get("state") not in HEALTHY_STATES and c["channel"] not in failing
     )
-    code = 1 if failing or offline else 0
+    # running, but its sources keep failing: no new generation until they recover
+    sources_failing = {
+        c["channel"]: sorted(c["failing_sources"])
+        for c in channels
+        if c.get("failing_sources") and c["channel"] not in failing and c["channel"] not in offline
+    }
+    code = 1 if failing or offline or sources_failing else 0
     return code, {
         "healthy": code == 0,
         "channels": len(channels),
         "error": failing,
         "not_running": offline,
+        "failing_sources": sources_failing,
         "reaper": (status.get("reaper") or {}).get("state"),
     }
 
@@ -460,6 +497,9 @@ def _health(client: Client, args: argparse.Namespace) -> int:
             parts.append(f"ERROR: {', '.join(summary['error'])}")
         if summary["not_running"]:
             parts.append(f"not running: {', '.join(summary['not_running'])}")
+        if summary["failing_sources"]:
+            failing = ", ".join(f"{name} ({', '.join(keys)})" for name, keys in summary["failing_sources"].items())
+            parts.append(f"sources failing: {failing}")
         print(f"FAILING: {'; '.join(parts)} (of {count} channels)")
     return code
 
@@ -486,7 +526,7 @@ def _list_methods(client: Client, args: argparse.Namespace) -> int:
 ACTIONS: list[tuple[str, Callable[[Client, argparse.Namespace], int]]] = [
     ("status", lambda c, a: _formatted(c, a, "status")),
     ("health", _health),
-    ("print_products", lambda c, a: _formatted(c, a, "print_products")),
+    ("print_products", _print_products),
     ("print_product", _print_product),
     ("start_channel", lambda c, a: _plain(c, a, "start_channel", a.start_channel)),
     ("stop_channel", lambda c, a: _plain(c, a, "stop_channel", a.stop_channel)),
@@ -530,6 +570,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("no action given: add one, such as --status or --health (de-client --help lists them all)")
     for option, needs, given in (
         ("--types", "--print-product", args.types and args.print_product is None),
+        ("--all", "--print-products", args.include_stopped and not args.print_products),
         ("-f/--force", "--kill-channel", args.force and args.kill_channel is None),
         (
             "--reaper-start-delay-secs",

@@ -29,9 +29,18 @@ RETRY_MAX = 60.0
 
 
 class ReaperState(enum.Enum):
-    IDLE = "IDLE"  # created, never started
+    """The Reaper's states, with the reference Decision Engine's names and meanings.
+
+    Monitoring written for the reference reads them: there a started Reaper waiting for its
+    next pass is IDLE, a pass in progress ACTIVE, and a pass just done (by a call of
+    ``reap()`` outside the Reaper's thread) STEADY.  The reference reported BOOT for a
+    Reaper never started; OFFLINE says it plainly, as for a channel that is not running.
+    """
+
+    OFFLINE = "OFFLINE"  # created, never started (or stopped before its thread ran)
+    IDLE = "IDLE"  # started, waiting for the next pass
     ACTIVE = "ACTIVE"  # deleting right now
-    STEADY = "STEADY"  # started, waiting for the next pass
+    STEADY = "STEADY"  # a pass done outside the Reaper's own schedule (de-reaper, reap() called directly)
     SHUTTINGDOWN = "SHUTTINGDOWN"
     SHUTDOWN = "SHUTDOWN"
     ERROR = "ERROR"  # the last pass failed; the next one is still scheduled
@@ -75,7 +84,7 @@ class Reaper:
         self.batch_size = int(dataspace_config.get("reaper_batch_size", DEFAULT_BATCH_SIZE))
         self.dataspace = dataspace if dataspace is not None else DataSpace(config)
         self.clock = clock
-        self._state = ReaperState.IDLE
+        self._state = ReaperState.OFFLINE
         self._state_changed = threading.Condition()
         self._stop = threading.Event()
         self._reap_lock = threading.Lock()
@@ -210,7 +219,8 @@ class Reaper:
             self.removed.add(report)
             self.last_error = None
             if not self._stop.is_set():
-                self._set_state(ReaperState.STEADY)
+                # waiting for the next pass (IDLE) when the Reaper's thread runs it, as the reference
+                self._set_state(ReaperState.IDLE if self._scheduled() else ReaperState.STEADY)
             self.logger.info(
                 "reaper pass done",
                 generations=report.generations,
@@ -220,6 +230,10 @@ class Reaper:
                 stopped=report.stopped,
             )
             return report
+
+    def _scheduled(self) -> bool:
+        """The Reaper's own thread runs (passes come on its schedule)."""
+        return self.thread is not None and self.thread.is_alive()
 
     def _reaper_loop(self, delay: float) -> None:
         """The thread actually runs this."""
@@ -248,7 +262,7 @@ class Reaper:
             self.logger.info("reaper already running")
             return
         self._stop.clear()
-        self._set_state(ReaperState.STEADY)
+        self._set_state(ReaperState.IDLE)
         self.thread = threading.Thread(target=self._reaper_loop, args=(delay,), name="Reaper_loop_thread", daemon=True)
         self.thread.start()
 

@@ -199,7 +199,10 @@ class DecisionEngine:
         server_metrics.SERVER_UP.set(1)
         self.links.start()
         for worker in self.workers.values():  # spawning returns at once; channels boot in parallel
-            worker.start()
+            try:
+                worker.start()
+            except Exception:  # the worker reports ERROR with the reason; the others start
+                continue
         self.listener = GenerationListener(self.dataspace, self.events)
         self.listener.start()
         if self.start_reaper:

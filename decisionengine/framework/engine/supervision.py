@@ -50,9 +50,13 @@ import ctypes
 import multiprocessing
 import multiprocessing.connection
 import multiprocessing.forkserver
+import multiprocessing.process
+import multiprocessing.util
 import os
 import queue
+import shutil
 import signal
+import tempfile
 import threading
 from typing import Any
 
@@ -191,8 +195,36 @@ def _keep() -> None:
             request.set_result(None)
 
 
+#: the longest socket path Linux takes (``sun_path`` is 108 bytes with its NUL), less a margin
+AF_UNIX_PATH_MAX = 100
+#: what multiprocessing adds to the temp directory: ``/pymp-XXXXXXXX/listener-XXXXXXXX``
+_SOCKET_SUFFIX = len("/pymp-xxxxxxxx/listener-xxxxxxxx")
+
+
+def fit_socket_directory(parent: str = "/tmp") -> str | None:
+    """Give multiprocessing a temp directory short enough for its Unix sockets.
+
+    The fork server listens on a Unix socket in multiprocessing's temp directory, made
+    under ``$TMPDIR``; a socket path longer than 107 bytes cannot be bound ("AF_UNIX path
+    too long"), so a long ``TMPDIR`` would keep every channel from starting.  Then this
+    process's multiprocessing gets a private directory under ``parent`` instead (mode 0700,
+    as ``mkdtemp`` makes it, so no other user can reach the socket), removed when the
+    process exits.  Returns that directory, None when ``$TMPDIR`` is short enough or one was
+    already chosen.  Idempotent.
+    """
+    config = multiprocessing.process.current_process()._config  # type: ignore[attr-defined]
+    chosen = config.get("tempdir")
+    if chosen is not None or len(tempfile.gettempdir()) + _SOCKET_SUFFIX <= AF_UNIX_PATH_MAX:
+        return None
+    directory = tempfile.mkdtemp(prefix=f"de-mp-{os.getpid()}-", dir=parent)
+    multiprocessing.util.Finalize(None, shutil.rmtree, args=[directory, True], exitpriority=-100)
+    config["tempdir"] = directory
+    return directory
+
+
 def _start_fork_server() -> None:
     """``ensure_running`` with the expected parent in the environment the fork server starts with."""
+    fit_socket_directory()
     os.environ[PARENT_ENV] = str(os.getpid())
     try:
         multiprocessing.forkserver.ensure_running()

@@ -97,8 +97,11 @@ class ChannelWorker:
 
     @property
     def alive(self) -> bool:
-        """The process runs (only the monitor thread waits on it: two waiters would race to reap it)."""
-        return self.process is not None and not self._ended.is_set()
+        """The process runs (only the monitor thread waits on it: two waiters would race to reap it).
+
+        A process object without a pid never started: it is not alive, and nothing may
+        signal it (``os.kill(None, ...)`` is a TypeError)."""
+        return self.process is not None and self.process.pid is not None and not self._ended.is_set()
 
     def status(self) -> dict[str, Any]:
         with self._lock:
@@ -146,7 +149,11 @@ class ChannelWorker:
                 self.restarts += 1
             self.started_at = time.time()
             if self.context.get_start_method() == "forkserver":
-                supervision.ensure_fork_server()  # from a thread that lives as long as the server
+                try:
+                    supervision.ensure_fork_server()  # from a thread that lives as long as the server
+                except BaseException as exc:
+                    self._never_started(exc, None, None)
+                    raise
             self.command_queue = self.context.Queue()
             self._exited = threading.Event()
             self._ended = threading.Event()
@@ -171,7 +178,11 @@ class ChannelWorker:
             )
             if self.router is not None:
                 self.router.add(self.name, reader)
-            self.process.start()
+            try:
+                self.process.start()
+            except BaseException as exc:
+                self._never_started(exc, reader, writer)
+                raise
             writer.close()  # the child has its copy: the pipe ends when the child does
             self.snapshot["pid"] = self.process.pid
         self.logger.info("channel process started", pid=self.process.pid)
@@ -182,6 +193,26 @@ class ChannelWorker:
             name=f"monitor-{self.name}",
             daemon=True,
         ).start()
+
+    def _never_started(self, exc: BaseException, reader: Any, writer: Any) -> None:
+        """The process could not be started (the fork server is unreachable, say): there is
+        no process to wait for, stop or kill, so forget it and report ERROR with the reason
+        (lock held).  Shutdown and ``stop_channel`` then see a channel that is not running."""
+        self.process = None
+        self._ended.set()
+        self._exited.set()
+        # closing the writing end ends the pipe: the router reads EOF and drops the reader
+        for end in (writer,) if self.router is not None else (reader, writer):
+            if end is not None:
+                with contextlib.suppress(Exception):
+                    end.close()
+        self.reason = f"channel process could not be started: {type(exc).__name__}: {exc}"
+        self.last_failure = {"reason": self.reason, "at": time.time(), "exit_code": None}
+        self._replace({**self.snapshot, "state": State.ERROR.value, "state_since": time.time(), "busy": {}})
+        self.logger.error("channel process could not be started", error=f"{type(exc).__name__}: {exc}")
+        restart_in = self._schedule_restart()  # the fork server may be reachable later
+        if restart_in is not None:
+            self.logger.warning("channel will be restarted", delay=restart_in, failures_in_a_row=self.failures_in_a_row)
 
     def _monitor(self, process: Any, exited: threading.Event, ended: threading.Event) -> None:
         process.join()
@@ -320,8 +351,8 @@ class ChannelWorker:
 
     def join(self, timeout: float | None) -> bool:
         """Wait for the process to end (and its end to be recorded); True if it did."""
-        if self.process is None:
-            return True
+        if self.process is None or self.process.pid is None:
+            return True  # never started: nothing to wait for
         return self._ended.wait(timeout)
 
     def kill(self, reason: str) -> None:

@@ -99,6 +99,9 @@ class SourceStatus:
     last_error: str | None = None
     last_acquire_seconds: float | None = None
     expired: bool = False
+    #: when the source's failures began (its first failed attempt after its last success);
+    #: None while it succeeds.  What an operator asks of a failing source: since when?
+    failing_since: float | None = None
 
 
 @dataclass
@@ -147,6 +150,8 @@ class TaskManager:
         self.consecutive_failures = 0
         self.failed_generations = 0
         self.last_error: str | None = None
+        #: the module (and its error) whose failures put the channel in ERROR
+        self.failed_module: dict[str, Any] | None = None
         self.sources = {key: SourceStatus(spec.schedule) for key, spec in plan.sources.items()}
         self.history: collections.deque[GenerationRecord] = collections.deque(maxlen=max(self.settings.history, 1))
         self.busy: dict[str, float] = {}
@@ -189,6 +194,8 @@ class TaskManager:
             "failed_generations": self.failed_generations,
             "last_generation": asdict(last) if last else None,
             "last_error": self.last_error,
+            "failed_module": self.failed_module,
+            "failing_sources": self.failing_sources(),
             "sources": {key: {**asdict(status), "pending": key in pending} for key, status in self.sources.items()},
             "busy": dict(self.busy),
             "standby": self.standby,
@@ -196,6 +203,24 @@ class TaskManager:
             "database_unreachable_since": self.database_unreachable_since,
             "module_timeout": self.settings.module_timeout,
             "history": [asdict(record) for record in self.history],
+        }
+
+    def failing_sources(self) -> dict[str, dict[str, Any]]:
+        """{source: {since, missed_update_count, last_error}} of the sources that keep failing
+        (every attempt of at least one scheduled run failed, none succeeded since).
+
+        A channel whose sources fail makes no generation but stays ACTIVE or STEADY (it keeps
+        retrying on schedule and recovers by itself), so its state alone would hide it: this
+        is what the status line, ``--health`` and the dashboard show instead.
+        """
+        return {
+            key: {
+                "since": status.failing_since,
+                "missed_update_count": status.missed_update_count,
+                "last_error": status.last_error,
+            }
+            for key, status in self.sources.items()
+            if status.missed_update_count > 0
         }
 
     def _report(self) -> None:
@@ -461,6 +486,8 @@ class TaskManager:
                 )
                 status.failures += 1
                 status.last_error = reason
+                if status.failing_since is None:
+                    status.failing_since = time.time()
                 if attempt < spec.retries:
                     delay = min(spec.retry_interval * 2**attempt, MAX_RETRY_DELAY)
                     if self._stop.wait(delay):
@@ -477,6 +504,7 @@ class TaskManager:
             status.last_update = now
             status.last_acquire_seconds = time.monotonic() - started
             status.missed_update_count = 0
+            status.failing_since = None
             status.expired = False
             metrics.SOURCE_ACQUIRES.labels(self.name, spec.key, "success").inc()
             metrics.SOURCE_MISSED_UPDATES.labels(self.name, spec.key).set(0)
@@ -513,8 +541,12 @@ class TaskManager:
                     return State.SHUTDOWN
                 continue
             if self.consecutive_failures >= self.settings.max_consecutive_failures:
+                last = self.history[-1]
+                module = last.module or "framework"
+                self.failed_module = {"module": module, "error": last.error, "generation": last.generation_id}
                 self.last_error = (
-                    f"{self.consecutive_failures} consecutive failed generations; last: {self.history[-1].error}"
+                    f"{self.consecutive_failures} consecutive failed generations; "
+                    f"last: generation {last.generation_id}: {module}: {last.error}"
                 )
                 self.logger.error("channel goes to ERROR", reason=self.last_error)
                 return State.ERROR
@@ -589,6 +621,7 @@ class TaskManager:
         if record.outcome == "publish_failed":
             self.consecutive_failures += 1
             self.failed_generations += 1
+            self.last_error = f"generation {record.generation_id}: {record.module}: {record.error}"
         else:
             self.consecutive_failures = 0
         metrics.GENERATIONS.labels(self.name, record.outcome).inc()
@@ -829,6 +862,8 @@ class TaskManager:
             except ModuleFailure as failure:
                 error = _describe(failure.error)
                 record.outcome = "publish_failed"
+                if record.module is None:  # the first publisher that failed names the generation's failure
+                    record.module, record.error = key, error
                 metrics.PUBLISHER_FAILURES.labels(self.name, key).inc()
                 self.logger.error("publisher failed", publisher=key, error=error, exc_info=failure.error)
             else:

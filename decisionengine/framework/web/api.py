@@ -346,10 +346,12 @@ def _summary(status: dict[str, Any]) -> dict[str, Any]:
         }
         for key, source in (status.get("sources") or {}).items()
     }
+    failing_sources = dict(status.get("failing_sources") or {})
     failing = (
         status.get("state") == "ERROR"
         or bool(last and last.get("outcome") in ("failed", "publish_failed"))
         or any(s["missed_update_count"] for s in sources.values())
+        or bool(failing_sources)
     )
     return {
         "name": status["channel"],
@@ -362,6 +364,8 @@ def _summary(status: dict[str, Any]) -> dict[str, Any]:
         "failed_generations": status.get("failed_generations", 0),
         "sources": sources,
         "last_error": status.get("last_error"),
+        "failed_module": status.get("failed_module") if status.get("state") == "ERROR" else None,
+        "failing_sources": failing_sources,
         "standby": bool(status.get("standby")),
         "config_error": bool(status.get("config_error")),
         "failing": failing,

@@ -57,7 +57,27 @@ CHANNEL = _object(
         "last_error": STRING_OR_NULL,
         "standby": {"type": "boolean"},
         "config_error": {"type": "boolean"},
-        "failing": {"type": "boolean", "description": "ERROR, a failed last generation, or a source missing updates"},
+        "failing": {
+            "type": "boolean",
+            "description": "ERROR, a failed last generation, or a source missing updates (failing_sources)",
+        },
+        "failed_module": {
+            "type": ["object", "null"],
+            "description": "in ERROR: the module whose failures put the channel there, and its error",
+            "properties": {"module": {"type": "string"}, "error": STRING_OR_NULL, "generation": INTEGER_OR_NULL},
+        },
+        "failing_sources": {
+            "type": "object",
+            "description": "sources that keep failing (no success since): since when, missed updates, last error",
+            "additionalProperties": {
+                "type": "object",
+                "properties": {
+                    "since": NUMBER_OR_NULL,
+                    "missed_update_count": {"type": "integer"},
+                    "last_error": STRING_OR_NULL,
+                },
+            },
+        },
         "database_unreachable_since": {
             "type": ["number", "null"],
             "description": "epoch seconds since the channel cannot reach the database (it retries)",
@@ -217,7 +237,10 @@ DECISIONS = _object(
 
 REAPER = _object(
     {
-        "state": {"type": "string", "enum": ["IDLE", "ACTIVE", "STEADY", "SHUTTINGDOWN", "SHUTDOWN", "ERROR"]},
+        "state": {
+            "type": "string",
+            "enum": ["OFFLINE", "IDLE", "ACTIVE", "STEADY", "SHUTTINGDOWN", "SHUTDOWN", "ERROR"],
+        },
         "retention_interval_in_days": {"type": "number"},
         "reaper_run_interval": {"type": "number"},
         "runs": {"type": "integer"},

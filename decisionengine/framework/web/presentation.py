@@ -202,8 +202,10 @@ def vertical(frame: pd.DataFrame) -> str:
     """One block per row, one line per column: for frames wider than the terminal."""
     width = max((len(str(c)) for c in frame.columns), default=0)
     blocks = []
-    for number, (_, row) in enumerate(frame.iterrows()):
-        lines = [f"*** row {number} ***"]
+    for label, row in frame.iterrows():
+        # the row's own label (the product's index), not its position: a filtered product
+        # keeps the labels it had
+        lines = [f"*** row {label} ***"]
         lines += [f"{str(column).rjust(width)}: {row[column]}" for column in frame.columns]
         blocks.append("\n".join(lines))
     return "\n".join(blocks)
@@ -219,9 +221,13 @@ def status_table(channels: Iterable[Mapping[str, Any]], now: float) -> str:
     out = []
     for status in channels:
         last = status.get("last_generation") or {}
+        failing = status.get("failing_sources") or {}
+        state = status.get("state")
+        if failing and state not in ("ERROR", "SHUTDOWN", "OFFLINE"):
+            state = f"{state} (failing sources: {', '.join(sorted(failing))})"
         header = [
             ["channel", status.get("channel")],
-            ["state", status.get("state")],
+            ["state", state],
             ["generation", status.get("generation") if status.get("generation") is not None else "-"],
             ["last generation", _last_generation(last) if last else "-"],
             ["failed generations", status.get("failed_generations", 0)],
@@ -230,6 +236,17 @@ def status_table(channels: Iterable[Mapping[str, Any]], now: float) -> str:
             header.append(["pid", status.get("pid")])
         if status.get("last_error"):
             header.append(["last error", status["last_error"]])
+        failed = status.get("failed_module")
+        if failed and status.get("state") == "ERROR":
+            header.append(["failed module", f"{failed.get('module')}: {failed.get('error')}"])
+        for key, source in sorted(failing.items()):
+            header.append(
+                [
+                    "failing source",
+                    f"{key} since {ago(source.get('since'), now)} "
+                    f"({source.get('missed_update_count', 0)} missed updates): {source.get('last_error')}",
+                ]
+            )
         header += [["config warning", warning] for warning in status.get("config_warnings") or ()]
         header += _recovery_lines(status, now)
         out.append(tabulate(header, tablefmt="plain"))
@@ -328,35 +345,69 @@ def dependencies_text(graph: Mapping[str, Mapping[str, Any]]) -> str:
 
 
 def latest_products_document(latest: Mapping[str, Any]) -> dict[str, Any]:
-    """{channel: {generation, products: {key: type and shape}}} of each channel's latest generation."""
+    """{channel: {state, generation, products: {key: type, shape and producer}}} of the
+    channels ``ControlService.latest_products`` chose."""
     return {
         name: {
-            "generation": generation.generation_id if generation is not None else None,
-            "products": {k: describe_value(v) for k, v in (generation.products if generation else {}).items()},
+            "state": channel["state"],
+            "generation": channel["generation"],
+            "products": {
+                key: {**describe_value(product["value"]), "producer": product["producer"]}
+                for key, product in channel["products"].items()
+            },
         }
-        for name, generation in latest.items()
+        for name, channel in latest["channels"].items()
     }
 
 
 def latest_products_text(latest: Mapping[str, Any], fmt: str, max_rows: int | None) -> str:
-    """Every channel's latest products as tables (``vertical``: one block per row)."""
+    """The chosen channels' latest products as tables (``vertical``: one block per row), each
+    named with the module that produced it; when no channel is active, a line that says so
+    (and how to see the stopped channels' stored products)."""
+    channels = latest["channels"]
+    stopped = latest.get("stopped") or []
+    if not channels:
+        if not stopped:
+            return "no channel is configured\n"
+        return (
+            f"no channel is active ({len(stopped)} stopped: {', '.join(stopped)}); "
+            "their stored products: --print-products --all\n"
+        )
     text = []
-    for name, generation in latest.items():
-        number = generation.generation_id if generation is not None else "-"
-        text.append(f"channel {name}: generation {number}")
-        for key, value in (generation.products if generation else {}).items():
+    for name, channel in channels.items():
+        number = channel["generation"] if channel["generation"] is not None else "-"
+        text.append(f"channel {name}: generation {number} ({channel['state']})")
+        for key, product in channel["products"].items():
+            value = product["value"]
             info = describe_value(value)
             shape = f" {tuple(info['shape'])}" if "shape" in info else ""
-            text.append(f"\n  product {key} ({info['type']}{shape}):")
+            producer = f" from {product['producer']}" if product.get("producer") else ""
+            text.append(f"\n  product {key} ({info['type']}{shape}){producer}:")
             rendered = render_value(value, "vertical" if fmt == "vertical" else "table", max_rows)
             text.append("\n".join("    " + line for line in rendered.splitlines()))
         text.append("")
+    if stopped:
+        text.append(f"not active, not shown: {', '.join(stopped)} (--print-products --all shows them)\n")
     return "\n".join(text) + "\n"
+
+
+def index_labels(frame: pd.DataFrame) -> list[Any]:
+    """A frame's index as JSON data (a MultiIndex's labels as lists).
+
+    JSON records carry no index, so a client that rebuilt the frame from them numbered the
+    rows 0, 1, 2...: after a query the product's own row labels were lost.  The JSON
+    document carries them beside the records (``index``), and clients rebuild the frame
+    with them."""
+    return [to_jsonable(label) for label in frame.index]
 
 
 def product_text(document: Mapping[str, Any], fmt: str, max_rows: int | None) -> str:
     """One product (as the control service returns it) in ``fmt``."""
     if fmt == "json":
+        value = document["value"]
+        if isinstance(value, pd.DataFrame):
+            names = [None if name is None else str(name) for name in value.index.names]
+            return dumps({**document, "index": index_labels(value), "index_names": names})
         return dumps(document)
     rendered = render_value(document["value"], fmt, max_rows)
     if fmt == "csv":

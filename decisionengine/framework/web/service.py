@@ -50,6 +50,9 @@ __all__ = ["INTERNAL", "Access", "Caller", "ControlService", "RequestInfo", "Ser
 #: what a channel name may look like (a file name without its directory or suffix)
 CHANNEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
+#: channel states whose products are what the engine knows now (print_products)
+ACTIVE_STATES = (State.BOOT, State.ACTIVE, State.STEADY, State.SHUTTINGDOWN)
+
 #: the longest delay a client may ask for (the Reaper's first pass, a wait): one year
 MAX_DELAY_SECONDS = 365 * 86400.0
 #: a module key as clients name it (matched against the channel files' keys, never a path)
@@ -538,6 +541,47 @@ class ControlService:
             name: presentation.displayed_generation(self.engine.dataspace.latest_generation(name))
             for name in sorted(self.engine.workers)
         }
+
+    @read
+    def latest_products(self, caller: Caller, include_stopped: Any = False) -> dict[str, Any]:
+        """The latest products of the active channels (every configured channel with
+        ``include_stopped``), each with the module that produced it.
+
+        Products of a channel that no longer runs are history, not what the engine knows
+        now: shown among the current ones they would mislead, so they come only when asked
+        for.  ``{"channels": {name: {state, generation, products: {key: {value, producer}}}},
+        "stopped": [names left out]}``.
+        """
+        everything = check_flag(include_stopped, "include_stopped")
+        chosen: dict[str, Any] = {}
+        stopped = []
+        for name in sorted(self.engine.workers):
+            worker = self.engine.workers[name]
+            state = worker.state
+            if not everything and not (worker.alive or state in ACTIVE_STATES):
+                stopped.append(name)
+                continue
+            latest = self.engine.dataspace.latest_generation(name)
+            products = {}
+            for key, value in (latest.products if latest is not None else {}).items():
+                products[key] = {"value": value, "producer": self._producer(latest, key, worker.plan)}
+            chosen[name] = {
+                "state": state.value,
+                "generation": latest.generation_id if latest is not None else None,
+                "products": products,
+            }
+        return {"channels": chosen, "stopped": stopped}
+
+    def _producer(self, latest: LatestGeneration, key: str, plan: Mapping[str, Any] | None) -> str | None:
+        """The module that produced ``key``: its header's creator (what the generation
+        recorded), else the channel's validated plan."""
+        try:
+            creator = self.engine.dataspace.get_header(latest.taskmanager_id, latest.generation_id, key)["creator"]
+        except Exception:  # an imported or damaged row: fall back on the plan
+            creator = None
+        if creator:
+            return str(creator)
+        return (plan or {}).get("producers", {}).get(key)
 
     def _checked_product_request(
         self, product: Any, columns: Any, query: Any, types: Any

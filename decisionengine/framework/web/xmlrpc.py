@@ -20,6 +20,7 @@ clear message, never as a stack trace.
 
 from __future__ import annotations
 
+import datetime
 import inspect
 import time
 import xmlrpc.client
@@ -40,6 +41,86 @@ FAULT_CODES = {"unauthorized": 401, "forbidden": 403}
 
 def _fault(code: int, message: str) -> bytes:
     return xmlrpc.client.dumps(xmlrpc.client.Fault(code, message), methodresponse=True, allow_none=True).encode()
+
+
+# -- argument types ------------------------------------------------------------------------------
+
+#: What each XML-RPC argument may be, by parameter name (the same name means the same thing in
+#: every method).  The allow-list is checked before a method runs, so a value of another type is
+#: a fault naming the argument and the types it takes, never a Python error from deep inside
+#: (``'bool' object has no attribute 'lower'``).  Values are then checked by the control
+#: service (a known channel, a number in range...).  ``None`` is XML-RPC's ``nil``.
+_TEXT = (str,)
+_NUMBER = (int, float, str, type(None))  # seconds; numeric text is accepted, as before
+ARGUMENT_TYPES: dict[str, tuple[type, ...]] = {
+    "channel": _TEXT,
+    "product": _TEXT,
+    "source": _TEXT,
+    "level": _TEXT,
+    "state": _TEXT,
+    "fmt": (str, type(None)),
+    "columns": (str, list, type(None)),
+    "query": (str, type(None)),
+    "types": (bool, int, type(None)),
+    "include_stopped": (bool, int, type(None)),
+    "max_rows": (int, str, type(None)),
+    "timeout": _NUMBER,
+    "maybe_timeout": _NUMBER,
+    "delay": _NUMBER,
+    "start_time": (str, int, float, datetime.datetime, type(None)),
+}
+#: optional channel arguments take nil too (``None``: every channel, as their default)
+OPTIONAL_TEXT = {"channel"}
+#: how a parameter is named in messages: the reference's name where ours differs
+DISPLAY_NAMES = {"fmt": "format"}
+#: what each argument takes, in words, for the fault's message
+EXPECTED: dict[str, str] = {
+    "channel": "a non-empty string (a channel name)",
+    "product": "a non-empty string (a product name)",
+    "source": "a non-empty string (a source name)",
+    "level": "a non-empty string (a log level name)",
+    "state": "a non-empty string (a state name)",
+    "fmt": "a format name (a string) or nil",
+    "columns": "a list of column names, a comma-separated string or nil",
+    "query": "a query (a string) or nil",
+    "types": "true or false (0 or 1, or nil)",
+    "include_stopped": "true or false (0 or 1, or nil)",
+    "max_rows": "a non-negative integer or nil",
+    "timeout": "a number of seconds (or numeric text) or nil",
+    "maybe_timeout": "a number of seconds (or numeric text) or nil",
+    "delay": "a number of seconds (or numeric text) or nil",
+    "start_time": "a time (text, epoch seconds or a date) or nil",
+}
+
+
+def _type_name(value: Any) -> str:
+    return {bool: "boolean", int: "integer", float: "number", str: "string", type(None): "nil"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def check_argument_types(name: str, method: Any, bound: inspect.BoundArguments) -> None:
+    """Refuse an argument whose type is not on :data:`ARGUMENT_TYPES`' list for it.
+
+    ``bool`` is a subclass of ``int`` in Python; it passes only where ``bool`` is listed, so
+    ``True`` is never a timeout or a row count.
+    """
+    parameters = inspect.signature(method).parameters
+    for parameter, value in bound.arguments.items():
+        if parameter == "caller":
+            continue
+        allowed = ARGUMENT_TYPES[parameter]
+        if parameter in OPTIONAL_TEXT and parameters[parameter].default is not inspect.Parameter.empty:
+            allowed = (*allowed, type(None))
+        ok = bool in allowed if isinstance(value, bool) else isinstance(value, allowed)
+        if parameter == "columns" and ok and isinstance(value, list):
+            ok = all(isinstance(item, str) for item in value)
+        if not ok:
+            shown = repr(value) if len(repr(value)) <= 60 else f"{repr(value)[:57]}..."
+            raise InvalidArgument(
+                f"{DISPLAY_NAMES.get(parameter, parameter)} must be {EXPECTED[parameter]}, "
+                f"not {_type_name(value)} {shown}"
+            )
 
 
 def _format(fmt: Any, allowed: tuple[str, ...]) -> str:
@@ -119,9 +200,13 @@ class XmlRpcMethods:
             return f"no channel is {answer['state']}\n"
         return f"timed out after {answer['timeout']:g} s; still {answer['state']}: {', '.join(answer['channels'])}\n"
 
-    def print_products(self, caller: Caller, fmt: str = "table", max_rows: int = 50) -> str:
+    def print_products(
+        self, caller: Caller, fmt: str = "table", max_rows: int = 50, include_stopped: bool = False
+    ) -> str:
+        """The latest products of the active channels, each with its producing module;
+        ``include_stopped``: of every configured channel (their stored products)."""
         fmt = _format(fmt, ("table", "json", "vertical"))
-        latest = self.service.latest_of_all(caller)
+        latest = self.service.latest_products(caller, include_stopped)
         if fmt == "json":
             return presentation.dumps(presentation.latest_products_document(latest))
         return presentation.latest_products_text(latest, fmt, _max_rows(max_rows))
@@ -272,9 +357,13 @@ class XmlRpcDispatcher:
             return _fault(METHOD_NOT_FOUND, f"no method {name!r}; methods are {', '.join(sorted(self.names))}")
         method = getattr(self.methods, name)
         try:
-            inspect.signature(method).bind(caller, *params)
+            bound = inspect.signature(method).bind(caller, *params)
         except TypeError as exc:
             return _fault(INVALID_PARAMS, f"{name}: {exc}")
+        try:
+            check_argument_types(name, method, bound)
+        except InvalidArgument as exc:
+            return _fault(INVALID_PARAMS, f"{name}: {exc.message}")
         try:
             result = method(caller, *params)
         except ServiceError as exc:

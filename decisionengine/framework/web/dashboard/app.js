@@ -67,6 +67,13 @@ function stateBadge(state) {
   return el("span", { class: `state state-${state}` }, state);
 }
 
+// A running channel whose sources keep failing makes no generation although its state is fine:
+// say so next to the state, with the sources' names.
+function failingSources(channel) {
+  const keys = Object.keys(channel.failing_sources || {});
+  return keys.length ? el("span", { class: "error failing-sources" }, ` sources failing: ${keys.join(", ")}`) : "";
+}
+
 // A table (or the graph) in a box of its own that scrolls sideways when it is wider than its card.
 // `key` names the box, so that a re-rendered page keeps where the user scrolled it to.
 function scroller(key, child) {
@@ -90,7 +97,7 @@ async function showOverview() {
   const rows = channels.map((c) =>
     el("tr", { class: c.failing ? "failing channel-row" : "channel-row", "data-channel": c.name },
       el("td", {}, el("a", { href: `#/channel/${encodeURIComponent(c.name)}` }, c.name)),
-      el("td", {}, stateBadge(c.state), c.standby ? " (standby)" : ""),
+      el("td", {}, stateBadge(c.state), c.standby ? " (standby)" : "", failingSources(c)),
       el("td", { class: "generation" }, c.generation ?? "-"),
       el("td", {}, c.last_generation ? `${when(c.last_generation.started)} (${c.last_generation.outcome})` : "-"),
       el("td", {}, Object.entries(c.sources).map(([k, s]) =>
@@ -131,7 +138,12 @@ async function showChannel(name) {
     el("button", { id: "stop", onclick: () => control(`${path}/stop`) }, "stop")) : "";
 
   const summary = el("table", { class: "kv", id: "summary" },
-    el("tr", {}, el("td", {}, "state"), el("td", { id: "state" }, stateBadge(channel.state))),
+    el("tr", {}, el("td", {}, "state"), el("td", { id: "state" }, stateBadge(channel.state), failingSources(channel))),
+    channel.failed_module ? el("tr", {}, el("td", {}, "failed module"), el("td", { class: "error", id: "failed-module" },
+      `${channel.failed_module.module}: ${channel.failed_module.error}`)) : "",
+    Object.entries(channel.failing_sources || {}).map(([key, s]) => el("tr", { class: "failing" },
+      el("td", {}, "failing source"), el("td", { class: "error" },
+        `${key} since ${ago(s.since)} (${s.missed_update_count} missed updates): ${s.last_error || ""}`))),
     el("tr", {}, el("td", {}, "generation"), el("td", { id: "generation" }, channel.generation ?? "-")),
     el("tr", {}, el("td", {}, "last generation"), el("td", {},
       channel.last_generation ? `${when(channel.last_generation.started)}, ${channel.last_generation.outcome}, ${(channel.last_generation.duration ?? 0).toFixed(3)} s` : "-")),
