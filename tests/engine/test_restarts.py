@@ -44,7 +44,11 @@ def test_an_operator_stop_cancels_a_pending_restart_and_invalid_channels_stay_do
     server.start()
     try:
         status = server.wait_for(
-            lambda s: all(c["state"] == "ERROR" for c in s["channels"]) and channel(s, "crashing")["restart_at"],
+            # ERROR comes with the channel's last message; last_failure once its process has ended
+            lambda s: (
+                all(c["state"] == "ERROR" and c["last_failure"] for c in s["channels"])
+                and channel(s, "crashing")["restart_at"]
+            ),
             60,
             "both channels failed, one restart pending",
         )
