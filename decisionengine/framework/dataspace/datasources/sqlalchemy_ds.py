@@ -1105,7 +1105,19 @@ class SQLAlchemyDS(DataSource):
         statement = (
             sa.delete(payload_t).where(payload_t.c.hash.in_(candidates.scalar_subquery())).returning(payload_t.c.size)
         )
-        return [int(size) for (size,) in conn.execute(statement)]
+        if not is_postgresql(self.engine):  # SQLite: the Reaper holds the write lock
+            return [int(size) for (size,) in conn.execute(statement)]
+        # A writer may commit a new reference to a candidate after this statement's snapshot
+        # but before its row lock (read committed re-checks the row, not the NOT EXISTS): the
+        # delete then violates the foreign key.  The payload is in use again, so keep it: the
+        # batch's payload deletion is undone (a savepoint), its product deletion stands, and
+        # a later pass looks again.
+        try:
+            with conn.begin_nested():
+                return [int(size) for (size,) in conn.execute(statement)]
+        except sa.exc.IntegrityError:
+            self.logger.info("payloads referenced again while being reaped: kept for a later pass")
+            return []
 
     def _doomed_generations(self, cutoff: float) -> Any:
         """Generations older than ``cutoff`` that are not their task manager's newest."""
