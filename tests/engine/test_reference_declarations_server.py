@@ -5,6 +5,9 @@ generation, with its reason in the status, while a channel that leaves out a par
 without default runs and shows the warning in its status and its log.
 """
 
+import json
+import urllib.request
+
 import pytest
 
 from tests.engine.server import DEServer
@@ -57,6 +60,8 @@ def test_refused_channel_is_reported_while_a_channel_missing_a_parameter_runs(tm
             "sources.lines: parameter 'filename' (str) of LinesSource has no default and is not set in channel 'lines'"
         )
         assert any(w.startswith(warning) for w in lines["config_warnings"])
+        api = json.loads(urllib.request.urlopen(f"{server.url}/api/v1/channels/lines", timeout=10).read())
+        assert any(w.startswith(warning) for w in api["config_warnings"])  # the JSON API says it too
         assert record.read_text().splitlines()[0] == "3"  # the module ran without the parameter
     finally:
         assert server.stop() == 0

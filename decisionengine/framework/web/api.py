@@ -372,6 +372,7 @@ def _summary(status: dict[str, Any]) -> dict[str, Any]:
         "database_unreachable_since": status.get("database_unreachable_since"),
         "restart_at": status.get("restart_at"),
         "last_failure": status.get("last_failure"),
+        "config_warnings": list(status.get("config_warnings") or []),
     }
 
 

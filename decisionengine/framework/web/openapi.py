@@ -95,6 +95,11 @@ CHANNEL = _object(
                 "exit_code": INTEGER_OR_NULL,
             },
         },
+        "config_warnings": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "what validation accepted with a warning (a parameter left out, a converted default)",
+        },
     }
 )
 
