@@ -265,20 +265,29 @@ class TaskManager:
             self._database_unreachable(exc)
             return None
 
+    def _take_and_claim(self) -> bool | None:
+        """Take the channel's lock and claim the channel (a new fence epoch): True when both
+        are done, False when another process holds the lock, None when the database cannot
+        be reached (the lock, if taken, is let go again)."""
+        taken = self._try_lock()
+        if not taken:
+            return taken
+        try:
+            self.fence = self.dataspace.claim_channel(self.name, self.owner)
+        except DataSpaceConnectionError as exc:
+            self._database_unreachable(exc)
+            self._ownership.release()
+            return None
+        return True
+
     def _wait_for_ownership(self) -> bool:
         """Take the channel's lock, waiting in standby while another process holds it, and
         claim the channel (a new fence epoch).  False if the channel was stopped meanwhile."""
         while True:
-            taken = self._try_lock()
+            taken = self._take_and_claim()
             if taken:
-                try:
-                    self.fence = self.dataspace.claim_channel(self.name, self.owner)
-                except DataSpaceConnectionError as exc:
-                    self._database_unreachable(exc)
-                    self._ownership.release()
-                else:
-                    break
-            elif taken is False and not self.standby:
+                break
+            if taken is False and not self.standby:
                 self.standby = True
                 metrics.OWNER.labels(self.name).set(0)
                 self.logger.info(
@@ -302,18 +311,12 @@ class TaskManager:
         while True:
             if self._ownership.held():
                 return True
-            taken = self._try_lock()
+            taken = self._take_and_claim()
             if taken:
-                try:
-                    self.fence = self.dataspace.claim_channel(self.name, self.owner)
-                except DataSpaceConnectionError as exc:
-                    self._database_unreachable(exc)
-                    self._ownership.release()
-                else:
-                    self._database_reachable()
-                    self.logger.info("took the channel's lock again", epoch=self.fence.epoch)
-                    return True
-            elif taken is False:
+                self._database_reachable()
+                self.logger.info("took the channel's lock again", epoch=self.fence.epoch)
+                return True
+            if taken is False:
                 return False
             if self._stop.wait(self._db_retry()):
                 return True  # stopping: the loop ends without another generation
