@@ -56,6 +56,8 @@ EPILOG = """examples:
   de-client --stop-channel demo && de-client --start-channel demo
   de-client --block-while BOOT --timeout 60   wait until every channel has booted
   de-client --follow demo                     print each new generation as it lands
+  de-client --drain --timeout 300             hand this server's channels to the others, wait until none is left
+  de-client --cluster                         the servers sharing the DataSpace and their channels
   de-client --set-channel-loglevel demo DEBUG
 
 The server is --url (http://host:port, https://host:port, unix:/path), else --host/--port,
@@ -244,8 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         metavar="SECONDS",
-        help="for --block-while (default: wait as long as it takes) and --kill-channel (default: the server's "
-        "shutdown_timeout)",
+        help="for --block-while and --drain (default: wait as long as it takes) and --kill-channel (default: the "
+        "server's shutdown_timeout)",
     )
     out.add_argument("-f", "--force", action="store_true", help="with --kill-channel: kill at once (--timeout 0)")
     out.add_argument(
@@ -311,6 +313,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="per source: a delivery waiting for the next generation; per channel: messages not yet sent to the "
         "server (what stands in for the reference's queues)",
+    )
+    actions.add_argument(
+        "--drain",
+        action="store_true",
+        help="hand this server's channels to the other servers of the cluster and wait until none runs here",
+    )
+    actions.add_argument("--undrain", action="store_true", help="end a drain: this server takes channels again")
+    actions.add_argument(
+        "--cluster", action="store_true", help="the servers sharing the DataSpace, and the channels each holds"
     )
     actions.add_argument(
         "--block-while",
@@ -421,6 +432,35 @@ def _block_while(client: Client, args: argparse.Namespace) -> int:
     else:
         print(f"no channel is {answer['state']}")
     return 1 if answer["timed_out"] else 0
+
+
+def _drain(client: Client, args: argparse.Namespace) -> int:
+    """Start the drain, then report each change until no channel runs here (exit 0), no other
+    server can take what is left (exit 1), or --timeout passes (exit 1)."""
+    answer = json.loads(client.call("drain", "json"))
+    deadline = None if args.timeout is None else time.monotonic() + args.timeout
+    shown = None
+    while True:
+        running, stuck = answer.get("running") or [], answer.get("cannot_move") or []
+        if not args.json and (len(running), stuck) != shown:
+            shown = (len(running), stuck)
+            print(f"{len(running)} channel(s) still run here" + (f": {', '.join(running)}" if running else ""))
+        if answer.get("drained") or (stuck and set(stuck) >= set(running)):
+            break
+        if deadline is not None and time.monotonic() >= deadline:
+            break
+        time.sleep(0.5)
+        answer = json.loads(client.call("drain_status", "json"))
+    done = bool(answer.get("drained"))
+    if args.json:
+        print_json(answer)
+    elif done:
+        print("drained: no channel runs on this server")
+    elif answer.get("cannot_move"):
+        print(f"cannot drain: no other live server offers {', '.join(answer['cannot_move'])}")
+    else:
+        print(f"timed out after {args.timeout:g} s; still running here: {', '.join(answer.get('running') or [])}")
+    return 0 if done else 1
 
 
 def _follow(client: Client, args: argparse.Namespace) -> int:
@@ -548,6 +588,9 @@ ACTIONS: list[tuple[str, Callable[[Client, argparse.Namespace], int]]] = [
     ),
     ("queue_status", _queue_status),
     ("block_while", _block_while),
+    ("drain", _drain),
+    ("undrain", lambda c, a: _formatted(c, a, "undrain")),
+    ("cluster", lambda c, a: _formatted(c, a, "cluster")),
     ("follow", _follow),
     ("product_dependencies", lambda c, a: _formatted(c, a, "product_dependencies")),
     ("show_config", lambda c, a: _json_text(c, a, "show_config", a.show_config)),

@@ -179,6 +179,15 @@ GLOBAL_SCHEMA = Obj(
             },
             default={},
         ),
+        # servers sharing one DataSpace balance its channels: see decisionengine.framework.engine.cluster
+        "cluster": Obj(
+            {
+                "server_name": Str(None, nullable=True),
+                "heartbeat_interval": Number(1, minimum=0.1, maximum=60),
+                "member_timeout": Number(10, minimum=1, maximum=3600),
+            },
+            default={},
+        ),
         "channels": Str(None, nullable=True),
         # a declared module parameter without a default that a channel leaves out: an error
         # when true, else a warning (the reference's behaviour; see config.parameters)
@@ -204,6 +213,13 @@ def validate_global_config(config: Mapping[str, Any], path: str | None = None) -
             report.problem(
                 ("channel_restart", "max_delay"),
                 f"expected at least initial_delay ({restart['initial_delay']:g}), got {restart['max_delay']:g}",
+            )
+        cluster = normalized["cluster"]
+        if cluster["member_timeout"] < 2 * cluster["heartbeat_interval"]:
+            report.problem(
+                ("cluster", "member_timeout"),
+                f"expected at least twice heartbeat_interval ({2 * cluster['heartbeat_interval']:g}), "
+                f"got {cluster['member_timeout']:g}",
             )
     if report.problems:
         raise ConfigError(path, report.problems)

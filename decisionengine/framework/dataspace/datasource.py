@@ -326,14 +326,20 @@ class DataSource(abc.ABC):
         """Delete the latest generation of a task manager (or all of them); returns generations removed."""
         raise NotImplementedError(f"{type(self).__name__} cannot delete generations")
 
-    def claim_channel(self, name: str, owner: str) -> int:
+    def claim_channel(self, name: str, owner: str, server_id: str | None = None) -> int | None:
         """Make the caller (which holds the channel's lock) the channel's owner: a new,
         higher epoch for ``name``, recorded with ``owner`` (who, for operators).
 
-        Writes fenced with an older epoch fail from then on.  A data source that cannot
-        fence returns 0 and ignores fences.
+        Writes fenced with an older epoch fail from then on.  ``server_id``: the claim is
+        for that server of a cluster (``server_member``), and is refused (None) while
+        another live server holds the channel.  A data source that cannot fence returns 0
+        and ignores fences.
         """
         return 0
+
+    def release_channel(self, name: str, epoch: int) -> bool:
+        """Clear the server holding channel ``name`` if ``epoch`` is still current."""
+        return False
 
     def channel_lock(self, name: str) -> Any:
         """The lock that makes one process the owner of channel ``name``.

@@ -277,10 +277,18 @@ class DataSpace:
         """Every channel (task manager name) the DataSpace holds, sorted."""
         return sorted({registration["name"] for registration in self.datasource.get_taskmanagers()})
 
-    def claim_channel(self, name: str, owner: str) -> Fence:
+    def claim_channel(self, name: str, owner: str, server_id: str | None = None) -> Fence | None:
         """Become the owner of channel ``name`` (call while holding its lock): the fence
-        every write of its generations must then carry (see :class:`OwnershipLost`)."""
-        return Fence(name, self.datasource.claim_channel(name, owner))
+        every write of its generations must then carry (see :class:`OwnershipLost`).
+
+        ``server_id``: claim it for this server of a cluster; None while another live
+        server holds it (see :mod:`~decisionengine.framework.dataspace.membership`)."""
+        epoch = self.datasource.claim_channel(name, owner, server_id)
+        return None if epoch is None else Fence(name, epoch)
+
+    def release_channel(self, fence: Fence) -> bool:
+        """Let the channel go for another server to claim (its epoch must still be current)."""
+        return self.datasource.release_channel(fence.channel, fence.epoch)
 
     def channel_lock(self, name: str) -> Any:
         """The lock making this process the one owner of channel ``name`` (see ``ownership``)."""

@@ -25,12 +25,15 @@ from decisionengine.framework.config.channels import ChannelFailure, read_channe
 from decisionengine.framework.dataspace.dataspace import DataSpace
 from decisionengine.framework.dataspace.maintain import Reaper
 from decisionengine.framework.engine import server_metrics
+from decisionengine.framework.engine.balance import Placement
+from decisionengine.framework.engine.cluster import Cluster, ClusterSettings, View
 from decisionengine.framework.engine.errors import ChannelConflict, ChannelNotFound
 from decisionengine.framework.engine.events import EventHub, GenerationListener
 from decisionengine.framework.engine.links import LinkRouter
 from decisionengine.framework.engine.restarts import RestartPolicy
 from decisionengine.framework.engine.workers import ChannelWorker
 from decisionengine.framework.taskmanager import metrics as channel_metrics
+from decisionengine.framework.taskmanager.settings import TaskManagerSettings
 from decisionengine.framework.taskmanager.states import State
 from decisionengine.framework.util.logger import get_logger
 
@@ -95,6 +98,16 @@ class DecisionEngine:
         self.config_failures: dict[str, ChannelFailure] = {}
         self.events = EventHub()
         self.listener: GenerationListener | None = None
+        #: this server as a member of the cluster of servers sharing the DataSpace (None: a
+        #: data source that cannot coordinate servers; every channel then runs here)
+        self.cluster: Cluster | None = None
+        if hasattr(self.dataspace.datasource, "engine"):
+            self.cluster = Cluster(
+                self.dataspace.datasource,
+                ClusterSettings.from_config(global_config),
+                self._offer,
+                self._apply_view,
+            )
         configs, failures = read_channels(channel_dir)
         for failure in failures.values():
             self._config_failed(failure)
@@ -125,6 +138,7 @@ class DecisionEngine:
             "log_level": logger_config.get("global_channel_log_level", "INFO"),
             "metrics_dir": self.metrics_dir,
             "json_logs": bool(self.log_service.json_lines) if self.log_service else False,
+            "server_id": self.cluster.server_id if self.cluster is not None else None,
         }
 
     def _new_worker(self, config: ChannelConfig) -> ChannelWorker:
@@ -142,6 +156,79 @@ class DecisionEngine:
         self._export_channel_states()
         with self._changed:
             self._changed.notify_all()
+
+    @staticmethod
+    def _start_worker(worker: ChannelWorker, *, automatic: bool = False) -> None:
+        try:
+            worker.start(automatic=automatic)
+        except Exception:  # the worker reports ERROR with the reason; the others start
+            return
+
+    # -- the cluster ------------------------------------------------------------------------------
+
+    def _offer(self) -> tuple[list[str], dict[str, Placement]]:
+        """The channels this server offers to run, and where each prefers to run."""
+        offered, placements = [], {}
+        for name, worker in list(self.workers.items()):
+            if self.stopping.is_set() or not worker.offered:
+                continue
+            offered.append(name)
+            try:
+                settings = TaskManagerSettings.from_config(worker.config.task_manager, name)
+            except ValueError:  # the channel process reports it; no preference meanwhile
+                continue
+            placements[name] = Placement(settings.prefer, settings.avoid)
+        return offered, placements
+
+    def _apply_view(self, view: View) -> None:
+        """Start the channels given to this server, hand over the others."""
+        if self.stopping.is_set() or self.cluster is None:
+            return
+        me = self.cluster.server_id
+        for name, worker in list(self.workers.items()):
+            target = view.assignment.get(name)
+            worker.assign(target == me, self.cluster.member_name(target))
+
+    def drain(self) -> dict[str, Any]:
+        """Hand every channel of this server to the others (before maintenance)."""
+        if self.cluster is None:
+            raise ChannelConflict("this server's data source cannot share channels with other servers")
+        self.cluster.draining = True
+        self.logger.warning("draining: handing every channel to the other servers")
+        self.cluster.beat()
+        return self.drain_status()
+
+    def undrain(self) -> dict[str, Any]:
+        """Take channels again after a drain."""
+        if self.cluster is None:
+            raise ChannelConflict("this server's data source cannot share channels with other servers")
+        self.cluster.draining = False
+        self.logger.info("drain ended: this server takes channels again")
+        self.cluster.beat()
+        return self.drain_status()
+
+    def drain_status(self) -> dict[str, Any]:
+        """Whether this server drains, what still runs here, and what cannot move (no other
+        live server offers it)."""
+        running = sorted(name for name, worker in self.workers.items() if worker.alive)
+        view = self.cluster.view if self.cluster is not None else None
+        me = self.cluster.server_id if self.cluster is not None else None
+        stuck = sorted(name for name, sid in (view.assignment.items() if view else ()) if sid == me)
+        draining = bool(self.cluster and self.cluster.draining)
+        return {
+            "draining": draining,
+            "running": running,
+            "cannot_move": stuck if draining else [],
+            "drained": draining and not running,
+        }
+
+    def _poke_cluster(self) -> None:
+        """What this server offers changed: tell the cluster now (another server may take over)."""
+        if self.cluster is not None:
+            self.cluster.poke()
+
+    def cluster_status(self) -> dict[str, Any] | None:
+        return self.cluster.status() if self.cluster is not None else None
 
     def _export_channel_states(self) -> None:
         """Channels whose process is not running are exported by the server itself."""
@@ -198,11 +285,13 @@ class DecisionEngine:
         """Start everything and return at once: channels boot in their own processes."""
         server_metrics.SERVER_UP.set(1)
         self.links.start()
-        for worker in self.workers.values():  # spawning returns at once; channels boot in parallel
-            try:
-                worker.start()
-            except Exception:  # the worker reports ERROR with the reason; the others start
-                continue
+        if self.cluster is not None:
+            for worker in self.workers.values():
+                worker.want()
+            self.cluster.start()  # its first beat starts the channels this server is given
+        else:
+            for worker in self.workers.values():  # spawning returns at once; channels boot in parallel
+                self._start_worker(worker)
         self.listener = GenerationListener(self.dataspace, self.events)
         self.listener.start()
         if self.start_reaper:
@@ -231,6 +320,8 @@ class DecisionEngine:
         timeout = self.shutdown_timeout
         self.logger.info("decision engine shutting down", timeout=timeout)
         self.stopping.set()
+        if self.cluster is not None:
+            self.cluster.stop()  # no more hand-overs; the others claim our channels as they are released
         self._stop_workers(list(self.workers.values()), timeout)
         self.reaper.stop(timeout=timeout)
         server_metrics.SERVER_UP.set(0)
@@ -279,6 +370,12 @@ class DecisionEngine:
 
     def channel_statuses(self) -> list[dict[str, Any]]:
         statuses = [worker.status() for _, worker in sorted(self.workers.items())]
+        view = self.cluster.view if self.cluster is not None else None
+        if view is not None and self.cluster is not None:
+            for status in statuses:
+                name = status["channel"]
+                status["owner_server"] = self.cluster.member_name(view.holders.get(name))
+                status["assigned_server"] = self.cluster.member_name(view.assignment.get(name))
         for name, failure in sorted(self.config_failures.items()):
             statuses.append(
                 {
@@ -328,8 +425,15 @@ class DecisionEngine:
             worker = self.workers[channel] = self._new_worker(config)
         else:
             worker.config = config
-        worker.start()
-        return f"channel {channel} started"
+        if self.cluster is None:
+            worker.start()
+            return f"channel {channel} started"
+        worker.want()
+        self.cluster.beat()  # now: a lone server starts it before answering
+        if worker.alive:
+            return f"channel {channel} started"
+        where = worker.runs_on or "no live server yet"
+        return f"channel {channel} stands by here: the cluster runs it on {where}"
 
     def stop_channel(self, channel: str) -> str:
         worker = self.worker(channel)
@@ -338,6 +442,7 @@ class DecisionEngine:
             note = "; its automatic restart is cancelled" if cancelled else ""
             return f"channel {channel} is not running ({worker.state.value}){note}"
         killed = self._stop_workers([worker], self.shutdown_timeout)
+        self._poke_cluster()
         return f"channel {channel} {'killed' if killed else 'stopped'}"
 
     def start_channels(self) -> list[str]:
@@ -358,6 +463,7 @@ class DecisionEngine:
             if not waiting.alive:
                 waiting.stop()  # cancels a pending automatic restart
         killed = self._stop_workers(running, self.shutdown_timeout)
+        self._poke_cluster()
         return sorted(w.name for w in running), killed
 
     def kill_channel(self, channel: str, timeout: float) -> str:
@@ -367,6 +473,7 @@ class DecisionEngine:
             note = "; its automatic restart is cancelled" if worker.stop() else ""
             return f"channel {channel} is not running ({worker.state.value}){note}"
         worker.stop()
+        self._poke_cluster()
         if worker.join(timeout):
             return f"channel {channel} stopped"
         worker.kill("killed by the operator")
@@ -382,6 +489,7 @@ class DecisionEngine:
             killed = self._stop_workers([worker], self.shutdown_timeout if timeout is None else timeout)
         worker.stop()  # cancels a pending automatic restart
         del self.workers[channel]
+        self._poke_cluster()
         self._notify()
         return f"channel {channel} {'killed and ' if killed else ''}removed"
 

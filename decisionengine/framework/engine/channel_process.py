@@ -48,6 +48,8 @@ class ChannelLaunch:
     json_logs: bool = False
     #: {source key: level} set by the operator (``set_source_log_level``), kept across restarts
     module_log_levels: dict[str, str] = field(default_factory=dict)
+    #: the cluster member this channel runs for (see engine.cluster); None: the channel's own lock
+    server_id: str | None = None
 
 
 def main(launch: ChannelLaunch) -> None:
@@ -126,7 +128,7 @@ def main(launch: ChannelLaunch) -> None:
     sender.event("plan", name, describe_plan(plan))
     try:
         dataspace = DataSpace(launch.global_config)
-        taskmanager = TaskManager(plan, dataspace, reporter=report, settings=settings)
+        taskmanager = TaskManager(plan, dataspace, reporter=report, settings=settings, server_id=launch.server_id)
         if stop_requested.is_set():
             taskmanager.stop()
         final = taskmanager.run()

@@ -83,6 +83,11 @@ class ChannelWorker:
         #: the last time the process ended in ERROR, kept across restarts (reason, at, exit code)
         self.last_failure: dict[str, Any] | None = None
         self._restart_timer: threading.Timer | None = None
+        #: the cluster runs the channel on another server (or on none yet): this server
+        #: stands by without a process (see :meth:`assign`)
+        self.parked = False
+        #: the name of the server the cluster gives the channel to, when not this one
+        self.runs_on: str | None = None
         self._generation_at_start = 0
         self._lock = threading.RLock()
         self._watchdog: threading.Timer | None = None
@@ -117,6 +122,9 @@ class ChannelWorker:
             # what validation warned about (a missing parameter, an unknown key...): an
             # operator sees it in the status, not only in the channel's log
             status["config_warnings"] = list((self.plan or {}).get("warnings") or [])
+            status["parked"] = self.parked
+            if self.parked and not self.alive:
+                status["standby"] = True
             if self.reason and not status.get("last_error"):
                 status["last_error"] = self.reason
             return status
@@ -141,6 +149,7 @@ class ChannelWorker:
             if not automatic:
                 self.failures_in_a_row = 0
             self.wanted = True
+            self.parked = False
             self.config_invalid = False
             self._generation_at_start = int(self.snapshot.get("generation") or 0)
             self.reason = None
@@ -232,6 +241,18 @@ class ChannelWorker:
                 return
             self.exit_code = process.exitcode
             state = self.state
+            if self.parked and self.wanted:
+                # handed over: whatever the exit, this server now stands by for the channel
+                if process.exitcode not in (0, None):
+                    self.last_failure = {
+                        "reason": _exit_reason(process.exitcode, state) + " (while handing the channel over)",
+                        "at": time.time(),
+                        "exit_code": process.exitcode,
+                    }
+                self._replace({**self.snapshot, "state": State.BOOT.value, "standby": True, "busy": {}})
+                metrics.mark_process_dead(process.pid)
+                self.logger.info("channel handed over", pid=process.pid, exit_code=process.exitcode)
+                return
             if state not in FINISHED or state is State.OFFLINE:
                 if self.reason is None:
                     self.reason = _exit_reason(process.exitcode, state)
@@ -256,11 +277,67 @@ class ChannelWorker:
             self.logger.warning("channel will be restarted", delay=restart_in, failures_in_a_row=self.failures_in_a_row)
         self.notify()
 
+    # -- the cluster's say -----------------------------------------------------------------
+
+    def want(self) -> None:
+        """The channel should run, wherever the cluster puts it: stand by until :meth:`assign`
+        gives it to this server."""
+        with self._lock:
+            self.wanted = True
+            self.config_invalid = False
+            if self.alive:
+                return
+            self.parked = True
+            self._cancel_restart()
+            self._replace({**self.snapshot, "state": State.BOOT.value, "state_since": time.time(), "standby": True})
+
+    @property
+    def offered(self) -> bool:
+        """Whether this server offers to run the channel: wanted, and not failed for good
+        (a refused configuration, or an ERROR with no restart coming)."""
+        with self._lock:
+            return self._offered()
+
+    def _offered(self) -> bool:
+        if not self.wanted or self.config_invalid:
+            return False
+        return not (self.state is State.ERROR and not self.alive and self._restart_timer is None)
+
+    def assign(self, here: bool, runs_on: str | None) -> str | None:
+        """The cluster's assignment: run the channel here, or hand it over (the process
+        finishes its generation, releases the channel and exits; the worker stands by).
+        Returns what was done ("started", "handed over") or None."""
+        with self._lock:
+            self.runs_on = None if here else runs_on
+            if not self._offered():
+                return None  # not running here for reasons of its own (stopped, failed): shown as is
+            if here and self.parked and not self.alive:
+                self.parked = False
+                action = "started"
+            elif not here and not self.parked:
+                self.parked = True
+                self._cancel_restart()
+                if not self.alive:
+                    self._replace({**self.snapshot, "state": State.BOOT.value, "standby": True})
+                    return None
+                with contextlib.suppress(Exception):
+                    self.command_queue.put(("stop",))
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.process.pid, signal.SIGTERM)
+                action = "handed over"
+            else:
+                return None
+        if action == "started":
+            self.start(automatic=True)
+        self.logger.info(f"channel {action}", runs_on=runs_on)
+        self.notify()
+        return action
+
     # -- automatic restarts -----------------------------------------------------------------
 
     def _schedule_restart(self) -> float | None:
         """After a failure: start again later if the channel is still wanted (lock held)."""
-        if not (self.wanted and self.restart_policy.enabled) or self.config_invalid:
+        if not (self.wanted and self.restart_policy.enabled) or self.config_invalid or self.parked:
             return None
         self.failures_in_a_row += 1
         delay = self.restart_policy.delay(self.failures_in_a_row)
@@ -274,8 +351,8 @@ class ChannelWorker:
 
     def _restart(self) -> None:
         with self._lock:
-            if not self.wanted or self.alive or self._restart_timer is None:
-                return  # stopped, or started by someone else, meanwhile
+            if not self.wanted or self.parked or self.alive or self._restart_timer is None:
+                return  # stopped, handed over, or started by someone else, meanwhile
             self._restart_timer = None
             self.restart_at = None
             self.logger.info("restarting channel after failure", failures_in_a_row=self.failures_in_a_row)
@@ -323,7 +400,10 @@ class ChannelWorker:
     def on_exited(self, final_state: str) -> None:
         """The channel's last message: the state it ended in."""
         with self._lock:
-            if final_state in (State.SHUTDOWN.value, State.ERROR.value):
+            if final_state == State.SHUTDOWN.value and self.parked and self.wanted:
+                # handed over to another server: stand by (as a channel that was never here)
+                self._replace({**self.snapshot, "state": State.BOOT.value, "standby": True, "busy": {}})
+            elif final_state in (State.SHUTDOWN.value, State.ERROR.value):
                 self._replace({**self.snapshot, "state": final_state, "busy": {}})
             self._exited.set()
         self.notify()
@@ -336,10 +416,12 @@ class ChannelWorker:
         """
         with self._lock:
             self.wanted = False
+            self.parked = False
             cancelled = self._cancel_restart()
             if not self.alive:
+                if self.state is State.BOOT:  # was standing by for the cluster: now simply not running
+                    self._replace({**self.snapshot, "state": State.OFFLINE.value, "standby": False})
                 return cancelled
-                return None
             with contextlib.suppress(Exception):
                 self.command_queue.put(("stop",))
             with contextlib.suppress(ProcessLookupError):

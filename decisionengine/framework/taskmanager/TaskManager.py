@@ -54,6 +54,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from decisionengine.framework.config.plan import ChannelPlan, ModuleSpec
 from decisionengine.framework.dataspace.datablock import STATE_END_CYCLE, DataBlock, Header, Metadata
 from decisionengine.framework.dataspace.dataspace import DataSpace, DataSpaceConnectionError, OwnershipLost
+from decisionengine.framework.dataspace.ownership import ChannelLock
 from decisionengine.framework.logicengine.facts import explain
 from decisionengine.framework.logicengine.LogicEngine import FACTS_PRODUCT
 from decisionengine.framework.modules.Module import verify_products
@@ -135,8 +136,14 @@ class TaskManager:
         dataspace: DataSpace,
         reporter: Reporter | None = None,
         settings: TaskManagerSettings | None = None,
+        server_id: str | None = None,
     ) -> None:
+        """``server_id``: the channel runs for that server of a cluster (de-server passes it),
+        which the cluster has given the channel to; it is claimed in the database for that
+        server, with no lock of its own (so no connection held while idle).  Without one,
+        the channel's own lock (an advisory lock, a lock file) decides who runs it."""
         self.plan = plan
+        self.server_id = server_id
         self.name = plan.name
         self.dataspace = dataspace
         self.settings = settings or TaskManagerSettings.from_config(plan.task_manager, plan.name)
@@ -245,7 +252,7 @@ class TaskManager:
 
         Returns the final state (SHUTDOWN or ERROR).
         """
-        self._ownership = self.dataspace.channel_lock(self.name)
+        self._ownership = ChannelLock() if self.server_id else self.dataspace.channel_lock(self.name)
         if not self._wait_for_ownership():
             self.state.set(State.SHUTTINGDOWN)
             self.state.set(State.SHUTDOWN)
@@ -253,8 +260,18 @@ class TaskManager:
         try:
             return self._run_owned()
         finally:
+            self._release_claim()
             self._ownership.release()
             metrics.OWNER.labels(self.name).set(0)
+
+    def _release_claim(self) -> None:
+        """Let the channel go at once for another server of the cluster to claim."""
+        if self.server_id is None or self.fence is None:
+            return
+        try:
+            self.dataspace.release_channel(self.fence)
+        except Exception as exc:  # the next owner claims it once this server is gone instead
+            self.logger.warning("could not release the channel", error=str(exc))
 
     def _try_lock(self) -> bool | None:
         """Take the channel's lock: True taken, False held by another process, None when
@@ -273,11 +290,15 @@ class TaskManager:
         if not taken:
             return taken
         try:
-            self.fence = self.dataspace.claim_channel(self.name, self.owner)
+            fence = self.dataspace.claim_channel(self.name, self.owner, self.server_id)
         except DataSpaceConnectionError as exc:
             self._database_unreachable(exc)
             self._ownership.release()
             return None
+        if fence is None:  # another live server of the cluster still holds it
+            self._ownership.release()
+            return False
+        self.fence = fence
         return True
 
     def _wait_for_ownership(self) -> bool:

@@ -9,6 +9,10 @@
       data_lifetime: 1800,            // seconds a source's products stay valid (their expiration_time)
       history: 20,                    // generations kept in the channel's status
       standby_retry: 1,               // seconds between attempts to take over a channel another server owns
+      placement: {                    // servers (cluster.server_name) to run on, while they are alive
+        prefer: ["de-1"],             //   on one of these when one of them runs
+        avoid: ["de-3"],              //   never on these while another server can run the channel
+      },
     }
 
 Keys of older installations (``data_TO``...) are accepted and reported as unused.
@@ -33,6 +37,9 @@ class TaskManagerSettings:
     data_lifetime: float = float(Header.default_data_lifetime)
     history: int = 20
     standby_retry: float = 1.0
+    #: server names the channel prefers / avoids (``placement``; see engine.balance)
+    prefer: tuple[str, ...] = ()
+    avoid: tuple[str, ...] = ()
     warnings: tuple[str, ...] = field(default=())
 
     @classmethod
@@ -62,5 +69,28 @@ class TaskManagerSettings:
             if value < minimum:
                 raise ValueError(f"{where}.{key}: must be at least {minimum}, got {value!r}")
             values[key] = kind(value)
+        if "placement" in block:
+            values.update(_placement(block.pop("placement"), f"{where}.placement"))
         warnings = tuple(f"{where}.{key} is not used by this decision engine" for key in sorted(block))
         return cls(**values, warnings=warnings)
+
+
+def _placement(value: Any, where: str) -> dict[str, tuple[str, ...]]:
+    """``placement: {prefer: [names], avoid: [names]}``; ValueError naming the key if invalid."""
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{where}: expected an object with prefer and/or avoid, got {value!r}")
+    unknown = sorted(set(value) - {"prefer", "avoid"})
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)} (expected prefer, avoid)")
+    result = {}
+    for key in ("prefer", "avoid"):
+        names = value.get(key, [])
+        if isinstance(names, str):
+            names = [names]
+        if not isinstance(names, list) or not all(isinstance(name, str) and name for name in names):
+            raise ValueError(f"{where}.{key}: expected a list of server names, got {names!r}")
+        result[key] = tuple(names)
+    overlap = sorted(set(result["prefer"]) & set(result["avoid"]))
+    if overlap:
+        raise ValueError(f"{where}: {', '.join(overlap)} both preferred and avoided")
+    return result

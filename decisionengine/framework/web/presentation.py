@@ -234,6 +234,8 @@ def status_table(channels: Iterable[Mapping[str, Any]], now: float) -> str:
         ]
         if status.get("pid"):
             header.append(["pid", status.get("pid")])
+        if status.get("owner_server") or status.get("assigned_server"):
+            header.append(["runs on", status.get("owner_server") or f"{status.get('assigned_server')} (taking it)"])
         if status.get("last_error"):
             header.append(["last error", status["last_error"]])
         failed = status.get("failed_module")
@@ -296,12 +298,54 @@ def _last_generation(record: Mapping[str, Any]) -> str:
 
 
 def status_text(status: Mapping[str, Any], now: float) -> str:
-    """The whole server status: every channel, then the Reaper."""
+    """The whole server status: every channel, then the Reaper, then the cluster."""
     reaper = status["reaper"]
-    return (
+    text = (
         status_table(status["channels"], now)
         + f"reaper: {reaper['state']} (runs {reaper['runs']}, next {when(reaper['next_run'])})\n"
     )
+    cluster = status.get("cluster")
+    if cluster and len(cluster.get("members") or ()) > 1:
+        text += "\n" + cluster_text(cluster, now)
+    return text
+
+
+def cluster_text(cluster: Mapping[str, Any] | None, now: float) -> str:
+    """The servers sharing the DataSpace: one row each, with the channels each holds."""
+    if not cluster:
+        return "this server's data source cannot share channels with other servers\n"
+    rows = []
+    for member in cluster.get("members") or ():
+        name = member["name"] + (" (this server)" if member.get("this_server") else "")
+        rows.append(
+            [
+                name,
+                f"{member['host']}:{member['pid']}",
+                "draining" if member.get("draining") else "active",
+                len(member.get("holding") or ()),
+                len(member.get("assigned") or ()),
+                ago(member.get("heartbeat_at"), now),
+                ", ".join(member.get("holding") or ()) or "-",
+            ]
+        )
+    headers = ["server", "process", "mode", "holds", "assigned", "heartbeat", "channels"]
+    text = tabulate(rows, headers=headers, tablefmt="simple") + "\n"
+    if cluster.get("database_unreachable_since"):
+        text += f"cluster heartbeat failing since {when(cluster['database_unreachable_since'])}: {cluster.get('last_error')}\n"
+    return text
+
+
+def drain_text(answer: Mapping[str, Any]) -> str:
+    """What a drain left on this server."""
+    running = answer.get("running") or []
+    if not answer.get("draining"):
+        return f"not draining; {len(running)} channel(s) run here\n"
+    if answer.get("drained"):
+        return "drained: no channel runs on this server\n"
+    text = f"draining: {len(running)} channel(s) still run here: {', '.join(running)}\n"
+    if answer.get("cannot_move"):
+        text += f"no other live server offers: {', '.join(answer['cannot_move'])}\n"
+    return text
 
 
 def queue_text(channels: Iterable[Mapping[str, Any]], now: float) -> str:

@@ -308,6 +308,7 @@ class ControlService:
             "server": self.server(caller),
             "channels": self.engine.channel_statuses(),
             "reaper": self.engine.reaper.status(),
+            "cluster": self.engine.cluster_status(),
         }
 
     @read
@@ -407,6 +408,26 @@ class ControlService:
     @control
     def stop_channels(self, caller: Caller) -> tuple[list[str], list[str]]:
         return self.engine.stop_channels()
+
+    @control
+    def drain(self, caller: Caller) -> dict[str, Any]:
+        """Hand this server's channels to the other servers of the cluster (before
+        maintenance); :meth:`drain_status` says when none runs here any more."""
+        return self.engine.drain()
+
+    @control
+    def undrain(self, caller: Caller) -> dict[str, Any]:
+        """End a drain: this server takes its share of channels again."""
+        return self.engine.undrain()
+
+    @read
+    def drain_status(self, caller: Caller) -> dict[str, Any]:
+        return self.engine.drain_status()
+
+    @read
+    def cluster(self, caller: Caller) -> dict[str, Any] | None:
+        """The servers sharing this DataSpace, their channels, and this server's part."""
+        return self.engine.cluster_status()
 
     @control
     def kill_channel(self, caller: Caller, channel: Any, timeout: Any = None) -> str:

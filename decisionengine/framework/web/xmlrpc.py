@@ -183,6 +183,23 @@ class XmlRpcMethods:
         stopped, killed = self.service.stop_channels(caller)
         return f"stopped: {', '.join(stopped) or 'none'}" + (f"; killed: {', '.join(killed)}" if killed else "")
 
+    def drain(self, caller: Caller, fmt: str = "table") -> str:
+        """Hand this server's channels to the other servers (answers at once; poll drain_status)."""
+        return _drain_text(self.service.drain(caller), _format(fmt, ("table", "json")))
+
+    def undrain(self, caller: Caller, fmt: str = "table") -> str:
+        return _drain_text(self.service.undrain(caller), _format(fmt, ("table", "json")))
+
+    def drain_status(self, caller: Caller, fmt: str = "table") -> str:
+        return _drain_text(self.service.drain_status(caller), _format(fmt, ("table", "json")))
+
+    def cluster(self, caller: Caller, fmt: str = "table") -> str:
+        fmt = _format(fmt, ("table", "json"))
+        cluster = self.service.cluster(caller)
+        if fmt == "json":
+            return presentation.dumps(cluster)
+        return presentation.cluster_text(cluster, time.time())
+
     def kill_channel(self, caller: Caller, channel: str, timeout: float | None = None) -> str:
         return self.service.kill_channel(caller, channel, timeout)
 
@@ -376,3 +393,9 @@ class XmlRpcDispatcher:
             return xmlrpc.client.dumps((result,), methodresponse=True, allow_none=True).encode()
         except Exception as exc:  # e.g. an integer beyond XML-RPC's 32 bits
             return _fault(SERVER_ERROR, f"{name}: the answer cannot be sent over XML-RPC: {exc}")
+
+
+def _drain_text(answer: dict[str, Any], fmt: str) -> str:
+    if fmt == "json":
+        return presentation.dumps(answer)
+    return presentation.drain_text(answer)

@@ -96,7 +96,26 @@ channel_owner = sa.Table(
     sa.Column("epoch", sa.BigInteger(), nullable=False),
     sa.Column("owner", sa.Text(), nullable=False),
     sa.Column("claimed_at", Epoch, nullable=False),
+    #: the server whose channel process holds the channel; NULL once released.  A server
+    #: missing from ``server_member`` holds nothing (see ``dataspace.membership``)
+    sa.Column("server_id", sa.Text(), nullable=True),
     sa.PrimaryKeyConstraint("name", name="pk_channel_owner"),
+)
+
+#: the live servers sharing this DataSpace: each writes its heartbeat every second or so;
+#: the channels each offers to run are a JSON list (see ``dataspace.membership``)
+server_member = sa.Table(
+    "server_member",
+    metadata,
+    sa.Column("server_id", sa.Text(), nullable=False),
+    sa.Column("name", sa.Text(), nullable=False),
+    sa.Column("host", sa.Text(), nullable=False),
+    sa.Column("pid", sa.Integer(), nullable=False),
+    sa.Column("started_at", Epoch, nullable=False),
+    sa.Column("heartbeat_at", Epoch, nullable=False),
+    sa.Column("draining", sa.Boolean(), nullable=False),
+    sa.Column("channels", sa.Text(), nullable=False),
+    sa.PrimaryKeyConstraint("server_id", name="pk_server_member"),
 )
 
 HEADER_COLUMNS = ("create_time", "expiration_time", "scheduled_create_time", "creator", "schema_id")

@@ -83,6 +83,7 @@ gen_t = schema.generation
 payload_t = schema.payload
 dp_t = schema.dataproduct
 owner_t = schema.channel_owner
+member_t = schema.server_member
 
 # Keep statements well under SQLite's bound-parameter limit.
 IN_CHUNK = 500
@@ -386,20 +387,40 @@ class SQLAlchemyDS(DataSource):
         with self._transaction("read last generation") as conn:
             return self._last_generation(conn, self._seq(conn, taskmanager_id))
 
-    def claim_channel(self, name: str, owner: str) -> int:
-        """A new epoch for channel ``name``, owned by ``owner`` (see :meth:`DataSpace.claim_channel`)."""
+    def claim_channel(self, name: str, owner: str, server_id: str | None = None) -> int | None:
+        """A new epoch for channel ``name``, owned by ``owner`` (see :meth:`DataSpace.claim_channel`).
+
+        ``server_id``: claimed for that server, and only if no other *live* server (one in
+        ``server_member``) holds the channel; None (nothing written) when one does.
+        """
         with self._transaction("claim channel", write=True) as conn:
-            current = conn.execute(
-                sa.select(owner_t.c.epoch).where(owner_t.c.name == name).with_for_update()
-            ).scalar_one_or_none()
-            epoch = (current or 0) + 1
-            values = {"epoch": epoch, "owner": owner, "claimed_at": time.time()}
-            if current is None:
+            row = conn.execute(
+                sa.select(owner_t.c.epoch, owner_t.c.server_id).where(owner_t.c.name == name).with_for_update()
+            ).first()
+            if server_id is not None and row is not None and row.server_id not in (None, server_id):
+                holder_alive = conn.execute(
+                    sa.select(sa.func.count()).select_from(member_t).where(member_t.c.server_id == row.server_id)
+                ).scalar()
+                if holder_alive:
+                    return None
+            epoch = (row.epoch if row is not None else 0) + 1
+            values = {"epoch": epoch, "owner": owner, "claimed_at": time.time(), "server_id": server_id}
+            if row is None:
                 conn.execute(sa.insert(owner_t).values(name=name, **values))
             else:
                 conn.execute(sa.update(owner_t).where(owner_t.c.name == name).values(**values))
-        self.logger.info("claimed channel", channel=name, epoch=epoch, owner=owner)
+        self.logger.info("claimed channel", channel=name, epoch=epoch, owner=owner, server_id=server_id)
         return epoch
+
+    def release_channel(self, name: str, epoch: int) -> bool:
+        """Let channel ``name`` go (its server id cleared) if ``epoch`` is still the channel's:
+        another server may claim it at once rather than wait for this one to leave.  True if
+        released; False when another owner has claimed it since (nothing to release)."""
+        with self._transaction("release channel", write=True) as conn:
+            result = conn.execute(
+                sa.update(owner_t).where(owner_t.c.name == name, owner_t.c.epoch == epoch).values(server_id=None)
+            )
+        return bool(result.rowcount)
 
     def _check_fence(self, conn: sa.Connection, fence: Fence) -> None:
         query = sa.select(owner_t.c.epoch, owner_t.c.owner).where(owner_t.c.name == fence.channel)

@@ -1,0 +1,213 @@
+"""Servers sharing one DataSpace know each other through it: the ``server_member`` table.
+
+Each server keeps one row, rewritten every ``heartbeat_interval`` seconds with the channels
+it offers to run and whether it is draining.  Whether a member is alive is decided by two
+facts, both from the database (no protocol of our own):
+
+* its heartbeat is younger than ``member_timeout`` (a server that hangs or is cut off);
+* it still holds its *liveness lock*: on PostgreSQL a session advisory lock on the
+  connection the server keeps for it, on SQLite a ``flock`` on ``<database>.server-<id>.lock``.
+  The database or the kernel drops that lock the moment the server's process dies, so a
+  ``kill -9`` is seen at the next look, not ``member_timeout`` later.
+
+Any live server that sees a dead member deletes its row.  A channel whose holder
+(``channel_owner.server_id``) is no longer a member may then be claimed by another server
+(:meth:`SQLAlchemyDataSource.claim_channel`), and the fencing epoch keeps a server that
+was wrongly thought dead from writing once more.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from decisionengine.framework.dataspace import ownership
+from decisionengine.framework.dataspace.datasources.schema import channel_owner, server_member
+
+LIVENESS_PREFIX = "server-"
+
+
+@dataclass(frozen=True)
+class Member:
+    """One server of the cluster, as its last heartbeat described it."""
+
+    server_id: str
+    name: str
+    host: str
+    pid: int
+    started_at: float
+    heartbeat_at: float
+    draining: bool
+    channels: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "server_id": self.server_id,
+            "name": self.name,
+            "host": self.host,
+            "pid": self.pid,
+            "started_at": self.started_at,
+            "heartbeat_at": self.heartbeat_at,
+            "draining": self.draining,
+            "channels": list(self.channels),
+        }
+
+
+def new_server_id(name: str) -> str:
+    """Unique for every start of a server: its name, host, pid and a random part."""
+    return f"{name}:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Membership:
+    """This server's row in ``server_member`` and its liveness lock; what it sees of the others.
+
+    ``datasource`` is the SQL data source (its engine and transactions are used).  Every
+    method may raise the DataSpace's connection errors: the caller decides what to keep
+    doing while the database is away (the channels go on; nothing is rebalanced).
+    """
+
+    def __init__(self, datasource: Any, name: str, member_timeout: float = 10.0) -> None:
+        self.datasource = datasource
+        self.engine: sa.Engine = datasource.engine
+        self.name = name
+        self.server_id = new_server_id(name)
+        self.member_timeout = member_timeout
+        self.started_at = time.time()
+        self._lock = ownership.channel_lock(self.engine, LIVENESS_PREFIX + self.server_id)
+
+    # -- this server --------------------------------------------------------------------------
+
+    def beat(self, channels: list[str], draining: bool) -> bool:
+        """Write this server's heartbeat (joining first if needed); True when it (re)joined.
+
+        A server whose row was deleted (the others took it for dead: it hung, or lost the
+        database for longer than ``member_timeout``) simply joins again.
+        """
+        if not self._lock.held() and not self._lock.acquire():
+            raise RuntimeError(f"another process holds the liveness lock of server {self.server_id}")
+        values = {
+            "heartbeat_at": self._now(),
+            "draining": bool(draining),
+            "channels": json.dumps(sorted(channels)),
+        }
+        with self.datasource._transaction("server heartbeat", write=True) as conn:
+            updated = conn.execute(
+                sa.update(server_member).where(server_member.c.server_id == self.server_id).values(**values)
+            ).rowcount
+            if updated:
+                return False
+            conn.execute(
+                sa.insert(server_member).values(
+                    server_id=self.server_id,
+                    name=self.name,
+                    host=socket.gethostname(),
+                    pid=os.getpid(),
+                    started_at=self.started_at,
+                    **values,
+                )
+            )
+        return True
+
+    def leave(self) -> None:
+        """Delete this server's row and drop its liveness lock (a clean stop)."""
+        with contextlib.suppress(Exception), self.datasource._transaction("server leaves", write=True) as conn:
+            conn.execute(sa.delete(server_member).where(server_member.c.server_id == self.server_id))
+        self._lock.release()
+
+    # -- the others -----------------------------------------------------------------------------
+
+    def live_members(self) -> list[Member]:
+        """Every live member (this one included once it has joined), dead ones removed."""
+        with self.datasource._transaction("read server members") as conn:
+            rows = conn.execute(sa.select(server_member)).all()
+        now = self._now()
+        held = self._held_liveness_keys([row.server_id for row in rows])
+        live, dead = [], []
+        for row in rows:
+            fresh = now - row.heartbeat_at <= self.member_timeout
+            if row.server_id == self.server_id or (fresh and row.server_id in held):
+                live.append(_member(row))
+            else:
+                dead.append(row.server_id)
+        if dead:
+            with self.datasource._transaction("remove dead servers", write=True) as conn:
+                conn.execute(sa.delete(server_member).where(server_member.c.server_id.in_(dead)))
+        return sorted(live, key=lambda member: member.server_id)
+
+    def channel_holders(self) -> dict[str, str | None]:
+        """{channel: the server id whose channel process holds it, or None}."""
+        with self.datasource._transaction("read channel owners") as conn:
+            rows = conn.execute(sa.select(channel_owner.c.name, channel_owner.c.server_id)).all()
+        return {row.name: row.server_id for row in rows}
+
+    # -- clocks and locks ---------------------------------------------------------------------
+
+    def _now(self) -> float:
+        """The database's clock on PostgreSQL (servers on different hosts compare heartbeats
+        against one clock); this host's on SQLite (every server is on this host)."""
+        if self.engine.dialect.name == "postgresql":
+            with self.datasource._transaction("read the database clock") as conn:
+                return float(conn.execute(sa.text("SELECT extract(epoch FROM clock_timestamp())")).scalar())
+        return time.time()
+
+    def _held_liveness_keys(self, server_ids: list[str]) -> set[str]:
+        """The server ids among ``server_ids`` whose liveness lock somebody holds."""
+        if self.engine.dialect.name == "postgresql":
+            with self.datasource._transaction("read liveness locks") as conn:
+                rows = conn.execute(
+                    sa.text(
+                        "SELECT classid, objid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 "
+                        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                    )
+                ).all()
+            taken = {(int(row.classid) << 32) | int(row.objid) for row in rows}
+            return {
+                server_id
+                for server_id in server_ids
+                if ownership.lock_key(LIVENESS_PREFIX + server_id) & 0xFFFFFFFFFFFFFFFF in taken
+            }
+        database = self.engine.url.database
+        if self.engine.dialect.name == "sqlite" and database not in (None, "", ":memory:"):
+            return {
+                server_id
+                for server_id in server_ids
+                if _file_lock_held(ownership.FileLock(database, LIVENESS_PREFIX + server_id).path)
+            }
+        return set(server_ids)  # nothing to ask: trust the heartbeats
+
+
+def _member(row: Any) -> Member:
+    return Member(
+        server_id=row.server_id,
+        name=row.name,
+        host=row.host,
+        pid=int(row.pid),
+        started_at=float(row.started_at),
+        heartbeat_at=float(row.heartbeat_at),
+        draining=bool(row.draining),
+        channels=tuple(json.loads(row.channels)),
+    )
+
+
+def _file_lock_held(path: str) -> bool:
+    """Whether some process holds the ``flock`` of ``path`` (a missing file: nobody)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # also drops the shared lock just taken
+    return False

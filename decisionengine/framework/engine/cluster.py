@@ -1,0 +1,210 @@
+"""This server as one member of a cluster sharing a DataSpace: heartbeat, balance, hand-over.
+
+A thread writes this server's heartbeat every ``cluster.heartbeat_interval`` seconds
+(:mod:`decisionengine.framework.dataspace.membership`), reads the live members and who
+holds each channel, computes the balanced assignment (:mod:`.balance`) and asks the
+engine to apply it: start the channels given to this server, hand over the others (the
+channel process finishes its generation, releases the channel and exits; the new owner
+claims it with the next epoch and numbers generations on).
+
+While the database cannot be reached nothing is rebalanced: the channels keep running
+where they are (each retries the database on its own), and the server tells the
+operator.  A lone server is a cluster of one: every channel is its own.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from decisionengine.framework.dataspace.membership import Member, Membership
+from decisionengine.framework.engine.balance import Placement, Server, assign
+from decisionengine.framework.util.logger import get_logger
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """The global file's ``cluster`` block."""
+
+    name: str
+    heartbeat_interval: float = 1.0
+    member_timeout: float = 10.0
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> ClusterSettings:
+        block = config.get("cluster") or {}
+        return cls(
+            name=block.get("server_name") or socket.gethostname(),
+            heartbeat_interval=float(block.get("heartbeat_interval", 1.0)),
+            member_timeout=float(block.get("member_timeout", 10.0)),
+        )
+
+
+@dataclass(frozen=True)
+class View:
+    """What the last successful look at the cluster found."""
+
+    members: tuple[Member, ...]
+    holders: dict[str, str | None]
+    assignment: dict[str, str | None]
+    at: float
+
+
+#: (channels offered, placements) of this server, asked at every beat
+Offer = Callable[[], tuple[list[str], dict[str, Placement]]]
+#: told the assignment (channel -> server id or None) and the view it came from
+Apply = Callable[[View], None]
+
+
+class Cluster:
+    """The membership thread of one server."""
+
+    def __init__(self, datasource: Any, settings: ClusterSettings, offer: Offer, apply: Apply) -> None:
+        self.settings = settings
+        self.membership = Membership(datasource, settings.name, settings.member_timeout)
+        self.server_id = self.membership.server_id
+        self.offer = offer
+        self.apply = apply
+        self.draining = False
+        self.view: View | None = None
+        self.unreachable_since: float | None = None
+        self.last_error: str | None = None
+        self.logger = get_logger().bind(module="cluster", server=settings.name, server_id=self.server_id)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()  # one beat at a time (the thread, a drain, the first beat)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """One beat now (so that a lone server starts its channels at once), then the thread."""
+        self.beat()
+        self._thread = threading.Thread(target=self._run, name="cluster", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Leave the cluster: the others take this server's channels as they are released."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        self.membership.leave()
+        self.logger.info("left the cluster")
+
+    def poke(self) -> None:
+        """Beat now rather than at the next interval (a drain, a channel started or stopped)."""
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.settings.heartbeat_interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            self.beat()
+
+    # -- one beat --------------------------------------------------------------------------------
+
+    def beat(self) -> View | None:
+        """Heartbeat, look, balance, apply.  Returns the view, or None when the database failed."""
+        with self._lock:
+            channels, placements = self.offer()
+            try:
+                joined = self.membership.beat(channels, self.draining)
+                members = self.membership.live_members()
+                holders = self.membership.channel_holders()
+            except Exception as exc:
+                self._unreachable(exc)
+                return None
+            if joined:
+                self.logger.info("joined the cluster", members=[member.name for member in members])
+            self._reachable()
+            known = sorted({name for member in members for name in member.channels} | set(channels))
+            servers = [Server(m.server_id, m.name, frozenset(m.channels), m.draining) for m in members]
+            view = View(
+                members=tuple(members),
+                holders=holders,
+                assignment=assign(known, servers, holders, placements),
+                at=time.time(),
+            )
+            previous, self.view = self.view, view
+            if previous is None or _summary(previous) != _summary(view):
+                mine = sorted(name for name, server in view.assignment.items() if server == self.server_id)
+                self.logger.info(
+                    "cluster assignment",
+                    members=[f"{m.name}{' (draining)' if m.draining else ''}" for m in members],
+                    channels_here=len(mine),
+                    channels_total=len(view.assignment),
+                )
+            try:
+                self.apply(view)
+            except Exception:  # applying must never stop the heartbeat
+                self.logger.exception("could not apply the cluster assignment")
+            return view
+
+    def _unreachable(self, exc: BaseException) -> None:
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        if self.unreachable_since is None:
+            self.unreachable_since = time.time()
+            self.logger.error(
+                "cannot reach the database for the cluster heartbeat; channels stay where they run",
+                error=self.last_error,
+            )
+
+    def _reachable(self) -> None:
+        if self.unreachable_since is not None:
+            self.logger.info(
+                "cluster heartbeat works again", unreachable_seconds=round(time.time() - self.unreachable_since, 3)
+            )
+        self.unreachable_since = None
+        self.last_error = None
+
+    # -- what operators see -------------------------------------------------------------------------
+
+    def member_name(self, server_id: str | None) -> str | None:
+        """The name of a live member (None for no server, the id itself for a dead one)."""
+        if server_id is None:
+            return None
+        view = self.view
+        for member in view.members if view else ():
+            if member.server_id == server_id:
+                return member.name
+        return server_id
+
+    def status(self) -> dict[str, Any]:
+        view = self.view
+        assignment = view.assignment if view else {}
+        holders = view.holders if view else {}
+        members = []
+        for member in view.members if view else ():
+            members.append(
+                {
+                    **member.as_dict(),
+                    "this_server": member.server_id == self.server_id,
+                    "assigned": sorted(name for name, sid in assignment.items() if sid == member.server_id),
+                    "holding": sorted(name for name, sid in holders.items() if sid == member.server_id),
+                }
+            )
+        return {
+            "server_id": self.server_id,
+            "server_name": self.settings.name,
+            "draining": self.draining,
+            "heartbeat_interval": self.settings.heartbeat_interval,
+            "member_timeout": self.settings.member_timeout,
+            "viewed_at": view.at if view else None,
+            "database_unreachable_since": self.unreachable_since,
+            "last_error": self.last_error,
+            "members": members,
+        }
+
+
+def _summary(view: View) -> tuple[Any, ...]:
+    return (
+        tuple((m.server_id, m.draining, m.channels) for m in view.members),
+        tuple(sorted(view.assignment.items(), key=lambda item: item[0])),
+    )
