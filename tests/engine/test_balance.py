@@ -34,14 +34,14 @@ def test_the_answer_does_not_depend_on_the_order_servers_are_listed():
 
 def test_channels_stay_where_they_run_while_their_server_has_room():
     names = [f"c{i}" for i in range(6)]
-    holders = {name: "id-a" for name in names[:3]} | {name: "id-b" for name in names[3:]}
+    holders = dict.fromkeys(names[:3], "id-a") | dict.fromkeys(names[3:], "id-b")
     result = assign(names, servers("a", "b", channels=names), holders)
     assert result == holders  # already balanced: nothing moves
 
 
 def test_a_joining_server_takes_only_its_share_from_the_others():
     names = [f"c{i}" for i in range(6)]
-    holders = {name: "id-a" for name in names[:3]} | {name: "id-b" for name in names[3:]}
+    holders = dict.fromkeys(names[:3], "id-a") | dict.fromkeys(names[3:], "id-b")
     result = assign(names, servers("a", "b", "c", channels=names), holders)
     assert sorted(loads(result).values()) == [2, 2, 2]
     moved = [name for name in names if result[name] != holders[name]]

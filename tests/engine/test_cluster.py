@@ -67,13 +67,13 @@ def test_channels_balance_across_servers_as_they_join_and_leave(tmp_path_factory
         print(f"\nbalanced 2/2/2 {took:.1f} s after the third server answered")
         for name in names:
             servers["a"].wait_for(
-                lambda s, name=name: any(
-                    c["channel"] == name and (c.get("generation") or 0) >= 1 for c in s["channels"]
-                )
-                or any(
-                    c["channel"] == name and (c.get("generation") or 0) >= 1
-                    for other in servers.values()
-                    for c in other.status()["channels"]
+                lambda s, name=name: (
+                    any(c["channel"] == name and (c.get("generation") or 0) >= 1 for c in s["channels"])
+                    or any(
+                        c["channel"] == name and (c.get("generation") or 0) >= 1
+                        for other in servers.values()
+                        for c in other.status()["channels"]
+                    )
                 ),
                 60,
                 f"{name} committing",

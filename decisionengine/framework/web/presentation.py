@@ -331,7 +331,8 @@ def cluster_text(cluster: Mapping[str, Any] | None, now: float) -> str:
     headers = ["server", "process", "mode", "holds", "assigned", "heartbeat", "channels"]
     text = tabulate(rows, headers=headers, tablefmt="simple") + "\n"
     if cluster.get("database_unreachable_since"):
-        text += f"cluster heartbeat failing since {when(cluster['database_unreachable_since'])}: {cluster.get('last_error')}\n"
+        since = when(cluster["database_unreachable_since"])
+        text += f"cluster heartbeat failing since {since}: {cluster.get('last_error')}\n"
     return text
 
 
