@@ -53,7 +53,8 @@ def free_port() -> int:
 class PostgresServer:
     """One PostgreSQL cluster in a temporary directory, on a free local port."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, max_connections: int = 200) -> None:
+        self.max_connections = max_connections
         self.bin_dir = find_bin_dir()
         self.port = port or free_port()
         self.base = Path(tempfile.mkdtemp(prefix="de-pg-", dir="/tmp"))
@@ -76,7 +77,7 @@ class PostgresServer:
             self._run("initdb", "-D", str(self.data_dir), "-A", "trust", "-U", self.user, "-E", "UTF8", "--no-sync")
         options = (
             f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+            f"-c synchronous_commit=off -c full_page_writes=off -c max_connections={self.max_connections}"
         )
         result = self._run(
             "pg_ctl", "-D", str(self.data_dir), "-o", options, "-l", str(self.log_file), "-w", "start", check=False
@@ -134,8 +135,8 @@ class PostgresServer:
 
 
 @contextlib.contextmanager
-def running_server() -> Iterator[PostgresServer]:
-    server = PostgresServer()
+def running_server(max_connections: int = 200) -> Iterator[PostgresServer]:
+    server = PostgresServer(max_connections=max_connections)
     try:
         yield server.start()
     finally:

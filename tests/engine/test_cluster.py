@@ -161,3 +161,43 @@ def test_a_lone_server_cannot_drain_and_says_why(tmp_path_factory, sqlite_url):
         assert alone.channel("solo")["process_alive"]  # nothing stopped
     finally:
         alone.stop()
+
+
+def test_channel_connections_stay_within_the_servers_slots(tmp_path_factory, pg_url):
+    """Six busy channels, two connection slots: never more than two channel connections at
+    once (sampled from pg_stat_activity), and every channel keeps committing."""
+    import sqlalchemy as sa
+
+    root = tmp_path_factory.mktemp("records")
+    names = [f"busy{i}" for i in range(6)]
+    configs = channels(root, names)
+    for channel in configs.values():
+        channel["sources"]["counter"]["schedule"] = 0.05
+    one = DEServer(
+        tmp_path_factory.mktemp("gated"),
+        pg_url,
+        configs,
+        dataspace={
+            "datasource": {"config": {"url": pg_url}},
+            "reaper_start_delay_seconds": 3600,
+            "channel_connections": 2,
+        },
+    )
+    engine = sa.create_engine(pg_url.replace("postgresql://", "postgresql+psycopg2://", 1))
+    most = 0
+    try:
+        one.start()
+        for name in names:
+            one.wait_for_generation(name, 1, 60)
+        start = {c["channel"]: c["generation"] for c in one.status()["channels"]}
+        deadline = time.monotonic() + 5
+        query = sa.text("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'de-channel:%'")
+        with engine.connect() as conn:
+            while time.monotonic() < deadline:
+                most = max(most, conn.execute(query).scalar())
+        for name in names:
+            one.wait_for_generation(name, start[name] + 5, 60)
+    finally:
+        one.stop()
+        engine.dispose()
+    assert 1 <= most <= 2, f"{most} channel connections open at once with 2 slots"

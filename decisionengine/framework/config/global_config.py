@@ -133,6 +133,9 @@ DATASPACE_SCHEMA = Obj(
         "reaper_run_interval": Number(DEFAULT_SECONDS_BETWEEN_RUNS, minimum=Reaper.MIN_SECONDS_BETWEEN_RUNS),
         "reaper_start_delay_seconds": Number(DEFAULT_START_DELAY_SECONDS, minimum=0),
         "reaper_batch_size": Int(DEFAULT_BATCH_SIZE, minimum=1),
+        # PostgreSQL connections open at once across all the channel processes of one server
+        # (see decisionengine.framework.dataspace.connection_gate)
+        "channel_connections": Int(8, minimum=1, maximum=1000),
         # modules whose classes payloads may hold, beside the built-in allow-list of data types
         "trusted_modules": ListOf(Custom(TRUSTABLE_MODULE, _is_trustable_module), default=[]),
     },

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import os
 import pathlib
 import threading
 import time
@@ -22,6 +23,7 @@ from typing import Any
 
 from decisionengine.framework.config.channel_file import ChannelConfig, read_channel_file
 from decisionengine.framework.config.channels import ChannelFailure, read_channels
+from decisionengine.framework.dataspace.connection_gate import create_slots
 from decisionengine.framework.dataspace.dataspace import DataSpace
 from decisionengine.framework.dataspace.maintain import Reaper
 from decisionengine.framework.engine import server_metrics
@@ -108,6 +110,12 @@ class DecisionEngine:
                 self._offer,
                 self._apply_view,
             )
+        #: the channel processes' connection slots (PostgreSQL under a server with a private directory)
+        self._connection_slots: tuple[str, int] | None = None
+        engine = getattr(self.dataspace.datasource, "engine", None)
+        if metrics_dir and engine is not None and engine.dialect.name == "postgresql":
+            count = int(global_config["dataspace"].get("channel_connections", 8))
+            self._connection_slots = (create_slots(os.path.join(metrics_dir, "connection-slots"), count), count)
         configs, failures = read_channels(channel_dir)
         for failure in failures.values():
             self._config_failed(failure)
@@ -139,6 +147,7 @@ class DecisionEngine:
             "metrics_dir": self.metrics_dir,
             "json_logs": bool(self.log_service.json_lines) if self.log_service else False,
             "server_id": self.cluster.server_id if self.cluster is not None else None,
+            "connection_slots": self._connection_slots,
         }
 
     def _new_worker(self, config: ChannelConfig) -> ChannelWorker:

@@ -50,6 +50,8 @@ class ChannelLaunch:
     module_log_levels: dict[str, str] = field(default_factory=dict)
     #: the cluster member this channel runs for (see engine.cluster); None: the channel's own lock
     server_id: str | None = None
+    #: (directory, count) of the server's connection slots (PostgreSQL; see dataspace.connection_gate)
+    connection_slots: tuple[str, int] | None = None
 
 
 def main(launch: ChannelLaunch) -> None:
@@ -60,7 +62,6 @@ def main(launch: ChannelLaunch) -> None:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = launch.metrics_dir
     # Imports after the environment is set: prometheus_client reads it when first imported.
     from decisionengine.framework.config.validation import validate_channel  # noqa: PLC0415
-    from decisionengine.framework.dataspace.dataspace import DataSpace  # noqa: PLC0415
     from decisionengine.framework.engine import logs  # noqa: PLC0415
     from decisionengine.framework.engine.links import LinkSender, log_queue  # noqa: PLC0415
     from decisionengine.framework.taskmanager.settings import TaskManagerSettings  # noqa: PLC0415
@@ -127,7 +128,7 @@ def main(launch: ChannelLaunch) -> None:
         sys.exit(EXIT_ERROR)
     sender.event("plan", name, describe_plan(plan))
     try:
-        dataspace = DataSpace(launch.global_config)
+        dataspace = open_dataspace(launch)
         taskmanager = TaskManager(plan, dataspace, reporter=report, settings=settings, server_id=launch.server_id)
         if stop_requested.is_set():
             taskmanager.stop()
@@ -140,6 +141,26 @@ def main(launch: ChannelLaunch) -> None:
     sender.event("exited", name, final.value if final is not None else State.ERROR.value)
     finish(sender)
     sys.exit(EXIT_OK if final is State.SHUTDOWN else EXIT_ERROR)
+
+
+def open_dataspace(launch: ChannelLaunch) -> Any:
+    """The channel's DataSpace; under a server on PostgreSQL, a connection only while a
+    transaction runs, and only with one of the server's connection slots."""
+    from decisionengine.framework.dataspace.dataspace import DataSpace  # noqa: PLC0415
+
+    if launch.connection_slots is None:
+        return DataSpace(launch.global_config)
+    from decisionengine.framework.dataspace.connection_gate import ConnectionGate, gated_config  # noqa: PLC0415
+
+    directory, count = launch.connection_slots
+    dataspace_config = dict(launch.global_config["dataspace"])
+    datasource = dict(dataspace_config.get("datasource") or {})
+    datasource["config"] = gated_config(dict(datasource.get("config") or {}), launch.config.name)
+    dataspace_config["datasource"] = datasource
+    gate = ConnectionGate(directory, count)
+    dataspace = DataSpace({**launch.global_config, "dataspace": dataspace_config})
+    gate.install(dataspace.datasource.engine)
+    return dataspace
 
 
 def finish(sender: Any) -> None:

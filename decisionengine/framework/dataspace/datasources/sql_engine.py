@@ -37,6 +37,8 @@ from decisionengine.framework.dataspace.errors import (
 OWN_KEYS = {"url", "codec", "busy_timeout", "connect_timeout", "read_only", "create"}
 DEFAULT_BUSY_TIMEOUT = 30.0
 DEFAULT_CONNECT_TIMEOUT = 10
+DEFAULT_PG_POOL_SIZE = 4
+DEFAULT_PG_MAX_OVERFLOW = 4
 
 WRITE = "de_write"  # execution option: this connection's transactions will write
 
@@ -97,6 +99,11 @@ def create_engine(config: Mapping[str, Any]) -> sa.Engine:
             connect_args["options"] = (connect_args.get("options", "") + " -c default_transaction_read_only=on").strip()
         # Batch executemany of upserts into few round trips (plain inserts already are).
         options.setdefault("executemany_mode", "values_plus_batch")
+        # A small pool: a server's connections must fit PostgreSQL's max_connections many
+        # times over (README "Scaling out": the connection budget)
+        if options.get("poolclass") is None:
+            options.setdefault("pool_size", DEFAULT_PG_POOL_SIZE)
+            options.setdefault("max_overflow", DEFAULT_PG_MAX_OVERFLOW)
     try:
         engine = sa.create_engine(url, connect_args=connect_args, **options)
     except TypeError as exc:

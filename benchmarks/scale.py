@@ -1,0 +1,330 @@
+"""Scale-out benchmark: several de-servers balance many channels on one PostgreSQL.
+
+Run:  .venv/bin/python benchmarks/scale.py [--servers 4] [--channels 200] [--schedule 10] [--measure 60]
+
+One throw-away PostgreSQL with ``max_connections = 100`` (its default) and no pooler; N
+de-servers with the same C channel files (benchmarks/noop_modules.py: 3 sources, 3
+transforms, 2 publishers, tiny products; each source every ``--schedule`` seconds).
+Printed, all from this one run:
+
+* ownership per server once all are up, after the last server stops (SIGTERM) and after it
+  comes back, with the seconds each rebalance took (target: within 30 s);
+* the most connections PostgreSQL had open at once (sampled from ``pg_stat_activity``
+  every 0.2 s) against ``max_connections``, and how many connection errors the servers
+  logged (target: none);
+* generations per second over the measuring window, and generation start latency (from
+  the last source delivery a generation needs to its start) p50/p95;
+* PSS per channel process (proportional set size: shared pages counted once across the
+  processes sharing them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import xmlrpc.client
+from typing import Any
+
+from tabulate import tabulate
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import sqlalchemy as sa  # noqa: E402
+
+from benchmarks.noop_modules import channel  # noqa: E402
+from decisionengine.testing.postgres import free_port, running_server  # noqa: E402
+
+CONNECTION_ERRORS = ("too many clients", "remaining connection slots", "connection slot")
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def pss_bytes(pid: int) -> int:
+    try:
+        for line in pathlib.Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return 0
+    return 0
+
+
+class Server:
+    """One de-server process with every channel file; its name is its cluster server_name."""
+
+    def __init__(self, root: pathlib.Path, name: str, url: str, channels: int, schedule: float) -> None:
+        self.name = name
+        self.root = root / name
+        self.port = free_port()
+        config_dir = self.root / "config.d"
+        config_dir.mkdir(parents=True)
+        for i in range(channels):
+            (config_dir / f"noop{i:03d}.jsonnet").write_text(json.dumps(channel(schedule)))
+        (self.root / "decision_engine.jsonnet").write_text(
+            json.dumps(
+                {
+                    "server_address": ["127.0.0.1", self.port],
+                    "logger": {
+                        "log_file": str(self.root / "logs" / "de.log"),
+                        "log_level": "WARNING",
+                        "global_channel_log_level": "WARNING",
+                    },
+                    "dataspace": {
+                        "datasource": {"config": {"url": url}},
+                        "reaper_start_delay_seconds": 3600,
+                    },
+                    "cluster": {"server_name": name},
+                }
+            )
+        )
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.output = open(self.root / "de-server.out", "ab")  # noqa: SIM115 - kept open while the server runs
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "decisionengine.framework.cli.de_server", "--config", str(self.root)],
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            stdout=self.output,
+            stderr=subprocess.STDOUT,
+        )
+
+    def rpc(self) -> xmlrpc.client.ServerProxy:
+        return xmlrpc.client.ServerProxy(f"http://127.0.0.1:{self.port}/RPC2", allow_none=True)
+
+    def status(self) -> dict[str, Any]:
+        return json.loads(self.rpc().status("json"))
+
+    def answers(self) -> bool:
+        try:
+            return self.rpc().ping() == "pong"
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(180)
+        self.output.close()
+
+    def connection_errors(self) -> int:
+        text = ""
+        for path in [self.root / "de-server.out", *sorted((self.root / "logs").glob("*.log*"))]:
+            if path.exists():
+                text += path.read_text(errors="replace")
+        return sum(text.count(needle) for needle in CONNECTION_ERRORS)
+
+
+class ConnectionSampler(threading.Thread):
+    """The most connections open at once, from ``pg_stat_activity`` (client backends only)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.engine = sa.create_engine(
+            url.replace("postgresql://", "postgresql+psycopg2://", 1), poolclass=sa.pool.NullPool
+        )
+        self.most = 0
+        self.by_kind: dict[str, int] = {}
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        query = sa.text(
+            "SELECT CASE WHEN application_name LIKE 'de-channel:%' THEN 'channel processes' "
+            "ELSE 'servers and others' END AS kind, count(*) FROM pg_stat_activity "
+            "WHERE backend_type = 'client backend' GROUP BY 1"
+        )
+        with self.engine.connect() as conn:
+            while not self.stopped.wait(0.2):
+                rows = dict(conn.execute(query).all())
+                total = sum(rows.values())
+                if total > self.most:
+                    self.most = total
+                    self.by_kind = rows
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join(5)
+        self.engine.dispose()
+
+
+def holdings(servers: list[Server]) -> dict[str, int]:
+    """{server name: channels it holds}, from the first server that answers."""
+    for server in servers:
+        if server.process is None or server.process.poll() is not None:
+            continue
+        try:
+            cluster = server.status()["cluster"]
+        except OSError:
+            continue
+        return {member["name"]: len(member["holding"]) for member in cluster["members"]}
+    return {}
+
+
+def wait_balanced(servers: list[Server], live: list[Server], channels: int, limit: float) -> float:
+    """Seconds until the live servers hold every channel, each its rounded share."""
+    started = time.monotonic()
+    base, extra = divmod(channels, len(live))
+    want = sorted([base + 1] * extra + [base] * (len(live) - extra))
+    last: dict[str, int] = {}
+    while time.monotonic() - started < limit:
+        last = holdings(servers)
+        if sorted(last.get(server.name, 0) for server in live) == want and sum(last.values()) == channels:
+            return time.monotonic() - started
+        time.sleep(0.5)
+    raise TimeoutError(f"not balanced within {limit:g} s: {last}")
+
+
+def channel_statuses(servers: list[Server]) -> list[dict[str, Any]]:
+    """Each running channel's status, from the server whose process runs it."""
+    found = []
+    for server in servers:
+        if server.process is None or server.process.poll() is not None:
+            continue
+        found += [c for c in server.status()["channels"] if c.get("process_alive") and not c.get("standby")]
+    return found
+
+
+def measure(servers: list[Server], seconds: float) -> dict[str, Any]:
+    before = {c["channel"]: c.get("generation") or 0 for c in channel_statuses(servers)}
+    started = time.time()
+    time.sleep(seconds)
+    statuses = channel_statuses(servers)
+    elapsed = time.time() - started
+    generations = sum((c.get("generation") or 0) - before.get(c["channel"], 0) for c in statuses)
+    latencies = [
+        record["trigger_latency"]
+        for c in statuses
+        for record in c.get("history") or ()
+        if record.get("trigger_latency") is not None and record.get("started", 0) >= started
+    ]
+    pss = [pss_bytes(c["pid"]) for c in statuses if c.get("pid")]
+    ordered = sorted(latencies) or [float("nan")]
+    return {
+        "generations_per_second": generations / elapsed,
+        "latency_p50_ms": statistics.median(ordered) * 1e3,
+        "latency_p95_ms": ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))] * 1e3,
+        "latency_samples": len(latencies),
+        "pss_per_channel_mib": statistics.mean(pss) / 2**20 if pss else float("nan"),
+        "channel_processes": len(pss),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--servers", type=int, default=4)
+    parser.add_argument("--channels", type=int, default=200)
+    parser.add_argument("--schedule", type=float, default=10.0, help="seconds between acquisitions of each source")
+    parser.add_argument("--measure", type=float, default=60.0, help="seconds of steady running measured")
+    parser.add_argument("--limit", type=float, default=30.0, help="a rebalance slower than this fails the run")
+    args = parser.parse_args()
+
+    results: list[list[Any]] = []
+    failures: list[str] = []
+    with running_server(max_connections=100) as database, tempfile.TemporaryDirectory(prefix="de-scale-") as tmp:
+        database.psql("CREATE DATABASE scale")
+        url = database.url("scale")
+        max_connections = int(database.psql("SHOW max_connections").strip())
+        sampler = ConnectionSampler(url)
+        sampler.start()
+        servers = [
+            Server(pathlib.Path(tmp), f"de-{i + 1}", url, args.channels, args.schedule) for i in range(args.servers)
+        ]
+        try:
+            log(f"starting {args.servers} servers with {args.channels} channels each ...")
+            started = time.monotonic()
+            for server in servers:
+                server.start()
+            for server in servers:
+                while not server.answers():
+                    if server.process.poll() is not None:
+                        raise RuntimeError(f"{server.name} exited: see {server.root / 'de-server.out'}")
+                    time.sleep(0.5)
+            log(f"all servers answer after {time.monotonic() - started:.1f} s; waiting for the balance ...")
+            took = wait_balanced(servers, servers, args.channels, 600)
+            results.append(["after start", json.dumps(holdings(servers)), f"{took:.1f}"])
+            log(f"balanced {took:.1f} s after every server answered: {holdings(servers)}")
+
+            log(f"measuring {args.measure:g} s of steady running ...")
+            steady = measure(servers, args.measure)
+
+            leaving = servers[-1]
+            log(f"stopping {leaving.name} ...")
+            leaving.stop()
+            took = wait_balanced(servers, servers[:-1], args.channels, 300)
+            results.append([f"after {leaving.name} stopped", json.dumps(holdings(servers)), f"{took:.1f}"])
+            if took > args.limit:
+                failures.append(f"rebalance after a stop took {took:.1f} s")
+            log(f"rebalanced in {took:.1f} s: {holdings(servers)}")
+
+            log(f"starting {leaving.name} again ...")
+            leaving.start()
+            while not leaving.answers():
+                time.sleep(0.2)
+            took = wait_balanced(servers, servers, args.channels, 300)
+            results.append([f"after {leaving.name} came back", json.dumps(holdings(servers)), f"{took:.1f}"])
+            if took > args.limit:
+                failures.append(f"rebalance after a join took {took:.1f} s")
+            log(f"rebalanced in {took:.1f} s: {holdings(servers)}")
+            states: dict[str, int] = {}
+            for status in channel_statuses(servers):
+                states[status["state"]] = states.get(status["state"], 0) + 1
+        finally:
+            for server in servers:
+                try:
+                    server.stop()
+                except Exception as exc:  # report, and stop the others
+                    failures.append(f"{server.name} did not stop: {exc}")
+            sampler.stop()
+        errors = sum(server.connection_errors() for server in servers)
+        engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg2://", 1), poolclass=sa.pool.NullPool)
+        with engine.connect() as conn:
+            gaps = conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM (SELECT taskmanager_seq, count(*) AS n, max(generation_id) AS top "
+                    "FROM generation GROUP BY taskmanager_seq) AS g WHERE n <> top"
+                )
+            ).scalar()
+            committed = conn.execute(sa.text("SELECT count(*) FROM generation")).scalar()
+        engine.dispose()
+
+    print(f"\n{args.servers} servers, {args.channels} channels, sources every {args.schedule:g} s, one PostgreSQL")
+    print(tabulate(results, headers=["ownership", "channels held per server", "rebalance s"], tablefmt="simple"))
+    print()
+    rows = [
+        ["connections open at most", f"{sampler.most} of max_connections {max_connections} ({sampler.by_kind})"],
+        ["connection errors logged", errors],
+        ["generations per second", f"{steady['generations_per_second']:.1f}"],
+        ["generation start latency p50 / p95 ms", f"{steady['latency_p50_ms']:.1f} / {steady['latency_p95_ms']:.1f}"],
+        ["latency samples", steady["latency_samples"]],
+        [
+            "PSS per channel process MiB",
+            f"{steady['pss_per_channel_mib']:.1f} ({steady['channel_processes']} processes)",
+        ],
+        ["channel states at the end", json.dumps(states)],
+        ["generations committed / channels with a gap or repeat", f"{committed} / {gaps}"],
+    ]
+    print(tabulate(rows, tablefmt="plain"))
+    if sampler.most >= max_connections - 3:
+        failures.append("connections reached max_connections")
+    if errors:
+        failures.append(f"{errors} connection errors logged")
+    if gaps:
+        failures.append(f"{gaps} channels with a gap or a repeated generation number")
+    for failure in failures:
+        print(f"FAILED: {failure}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
