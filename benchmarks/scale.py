@@ -50,6 +50,11 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+def plain_engine(url: str) -> sa.Engine:
+    """An engine for the benchmark's own queries (no pool: one connection while it runs)."""
+    return sa.create_engine(url.replace("postgresql://", "postgresql+psycopg2://", 1), poolclass=sa.pool.NullPool)
+
+
 def pss_bytes(pid: int) -> int:
     try:
         for line in pathlib.Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
@@ -287,7 +292,7 @@ def main() -> int:
                     failures.append(f"{server.name} did not stop: {exc}")
             sampler.stop()
         errors = sum(server.connection_errors() for server in servers)
-        engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg2://", 1), poolclass=sa.pool.NullPool)
+        engine = plain_engine(url)
         with engine.connect() as conn:
             gaps = conn.execute(
                 sa.text(
