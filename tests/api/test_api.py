@@ -77,6 +77,24 @@ def test_one_channel(server, openapi):
     assert get(server, "/channels/broken", openapi, "/channels/{name}")["state"] == "ERROR"
 
 
+def test_the_cluster_of_one_server_holds_every_running_channel(server, openapi):
+    cluster = get(server, "/cluster", openapi)
+    (member,) = cluster["members"]
+    assert member["this_server"] and member["name"] == cluster["server_name"]
+    assert "counting" in member["holding"] and "counting" in member["assigned"]
+    assert cluster["drain"] == {
+        "draining": False,
+        "running": cluster["drain"]["running"],
+        "cannot_move": [],
+        "drained": False,
+    }
+    counting = get(server, "/channels/counting", openapi, "/channels/{name}")
+    assert counting["owner_server"] == counting["assigned_server"] == cluster["server_name"]
+    code, _, body = http("POST", f"{server.url}/api/v1/cluster/drain")  # control needs the token
+    assert code == 401, body
+    assert not get(server, "/cluster")["draining"]
+
+
 def test_graph(server, openapi):
     graph = get(server, "/channels/counting/graph", openapi, "/channels/{name}/graph")
     assert {n["key"]: n["kind"] for n in graph["nodes"]} == {
@@ -250,6 +268,9 @@ EXAMPLES = [
     ("get", "/channels/{name}/decisions", "/channels/counting/decisions"),
     ("post", "/channels/{name}/stop", "/channels/failing/stop"),
     ("post", "/channels/{name}/start", "/channels/failing/start"),
+    ("get", "/cluster", "/cluster"),
+    ("post", "/cluster/drain", "/cluster/drain"),
+    ("post", "/cluster/undrain", "/cluster/undrain"),
     ("get", "/reaper", "/reaper"),
     ("post", "/reaper/stop", "/reaper/stop"),
     ("post", "/reaper/start", "/reaper/start?delay=3600"),

@@ -194,6 +194,14 @@ class Api:
                 result = control(caller, name)
                 self.logger.info("channel controlled through the API", channel=name, action=action)
                 return _json({"result": result, "channel": _summary(service.channel_status(caller, name))})
+            case ["cluster"]:
+                self._only(method, "GET")
+                return _json(self._cluster(caller))
+            case ["cluster", ("drain" | "undrain") as action]:
+                self._only(method, "POST")
+                (service.drain if action == "drain" else service.undrain)(caller)
+                self.logger.warning("cluster drain changed through the API", action=action)
+                return _json(self._cluster(caller))
             case ["reaper"]:
                 self._only(method, "GET")
                 return _json(service.reaper_status(caller))
@@ -205,6 +213,12 @@ class Api:
                     result = service.reaper_stop(caller)
                 return _json({"result": result, "reaper": service.reaper_status(caller)})
         raise ApiError(404, f"no such API path: /api/v1/{'/'.join(path)}; the index is /api/v1/")
+
+    def _cluster(self, caller: Caller) -> dict[str, Any]:
+        cluster = self.service.cluster(caller)
+        if cluster is None:
+            raise ApiError(409, "this server's data source cannot share channels with other servers")
+        return {**cluster, "drain": self.service.drain_status(caller)}
 
     @staticmethod
     def _only(method: str, allowed: str) -> None:
@@ -373,6 +387,8 @@ def _summary(status: dict[str, Any]) -> dict[str, Any]:
         "restart_at": status.get("restart_at"),
         "last_failure": status.get("last_failure"),
         "config_warnings": list(status.get("config_warnings") or []),
+        "owner_server": status.get("owner_server"),
+        "assigned_server": status.get("assigned_server"),
     }
 
 

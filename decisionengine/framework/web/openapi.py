@@ -100,7 +100,55 @@ CHANNEL = _object(
             "items": {"type": "string"},
             "description": "what validation accepted with a warning (a parameter left out, a converted default)",
         },
+        "owner_server": {
+            "type": ["string", "null"],
+            "description": "the server (cluster.server_name) whose process holds the channel now",
+        },
+        "assigned_server": {
+            "type": ["string", "null"],
+            "description": "the server the cluster gives the channel to (differs from owner_server during a hand-over)",
+        },
     }
+)
+
+MEMBER = _object(
+    {
+        "server_id": {"type": "string"},
+        "name": {"type": "string"},
+        "host": {"type": "string"},
+        "pid": {"type": "integer"},
+        "started_at": {"type": "number"},
+        "heartbeat_at": {"type": "number"},
+        "draining": {"type": "boolean"},
+        "this_server": {"type": "boolean"},
+        "channels": {"type": "array", "items": {"type": "string"}, "description": "channels it offers to run"},
+        "assigned": {"type": "array", "items": {"type": "string"}, "description": "channels the cluster gives it"},
+        "holding": {"type": "array", "items": {"type": "string"}, "description": "channels its processes hold"},
+    }
+)
+
+CLUSTER = _object(
+    {
+        "server_id": {"type": "string"},
+        "server_name": {"type": "string"},
+        "draining": {"type": "boolean"},
+        "members": {"type": "array", "items": _ref("Member")},
+    },
+    {
+        "heartbeat_interval": {"type": "number"},
+        "member_timeout": {"type": "number"},
+        "viewed_at": NUMBER_OR_NULL,
+        "database_unreachable_since": NUMBER_OR_NULL,
+        "last_error": STRING_OR_NULL,
+        "drain": _object(
+            {
+                "draining": {"type": "boolean"},
+                "running": {"type": "array", "items": {"type": "string"}},
+                "cannot_move": {"type": "array", "items": {"type": "string"}},
+                "drained": {"type": "boolean"},
+            }
+        ),
+    },
 )
 
 CHANNEL_DETAIL = {
@@ -287,6 +335,8 @@ SCHEMAS = {
     "History": HISTORY,
     "Decisions": DECISIONS,
     "Reaper": REAPER,
+    "Member": MEMBER,
+    "Cluster": CLUSTER,
     "ControlResult": _object({"result": {"type": "string"}}, {"channel": _ref("Channel"), "reaper": _ref("Reaper")}),
     "Error": ERROR,
 }
@@ -429,6 +479,26 @@ def document() -> dict[str, Any]:
                     "security": SECURED,
                     "parameters": [CHANNEL_NAME],
                     "responses": {"200": _response("ControlResult", "stopped"), **_errors(401, 403, 404, 409)},
+                }
+            },
+            "/cluster": {
+                get: {
+                    "summary": "the servers sharing the DataSpace, the channels each holds, and this server's drain",
+                    "responses": {"200": _response("Cluster", "the cluster"), **_errors(409)},
+                }
+            },
+            "/cluster/drain": {
+                "post": {
+                    "summary": "hand this server's channels to the other servers (poll /cluster until drain.drained)",
+                    "security": SECURED,
+                    "responses": {"200": _response("Cluster", "draining"), **_errors(401, 403, 409)},
+                }
+            },
+            "/cluster/undrain": {
+                "post": {
+                    "summary": "end a drain: this server takes its share of channels again",
+                    "security": SECURED,
+                    "responses": {"200": _response("Cluster", "not draining"), **_errors(401, 403, 409)},
                 }
             },
             "/reaper": {get: {"summary": "the Reaper", "responses": {"200": _response("Reaper", "its status")}}},

@@ -99,6 +99,7 @@ async function showOverview() {
       el("td", {}, el("a", { href: `#/channel/${encodeURIComponent(c.name)}` }, c.name)),
       el("td", {}, stateBadge(c.state), c.standby ? " (standby)" : "", failingSources(c)),
       el("td", { class: "generation" }, c.generation ?? "-"),
+      el("td", { class: "runs-on" }, c.owner_server || (c.assigned_server ? `${c.assigned_server} (taking it)` : "-")),
       el("td", {}, c.last_generation ? `${when(c.last_generation.started)} (${c.last_generation.outcome})` : "-"),
       el("td", {}, Object.entries(c.sources).map(([k, s]) =>
         el("div", { class: "nowrap" }, `${k}: ${ago(s.last_update)}`, s.missed_update_count ? el("span", { class: "error" }, ` missed ${s.missed_update_count}`) : ""))),
@@ -107,7 +108,7 @@ async function showOverview() {
     el("h1", {}, `Channels (${channels.length}, ${failing} failing)`),
     el("div", { class: "grid" },
       el("div", { class: "card wide" }, scroller("channels", el("table", { id: "channels" },
-        el("tr", {}, ["channel", "state", "generation", "last generation", "sources", "last error"].map((h) => el("th", {}, h))),
+        el("tr", {}, ["channel", "state", "generation", "runs on", "last generation", "sources", "last error"].map((h) => el("th", {}, h))),
         rows))),
       el("div", { class: "card" },
         el("h2", {}, "Reaper"),
