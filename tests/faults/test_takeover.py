@@ -15,7 +15,7 @@ from tests.taskmanager.channels import counting_channel
 pytestmark = [pytest.mark.postgresql, pytest.mark.timeout(300)]
 
 #: how the owner goes -> seconds until the standby commits the channel's next generation
-TAKEOVER = {"SIGTERM": 2.0, "kill -9": 10.0}
+TAKEOVER = {"SIGTERM": 4.0, "kill -9": 10.0}
 
 
 @pytest.mark.parametrize("how", list(TAKEOVER))
@@ -39,6 +39,7 @@ def test_the_standby_takes_over(tmp_path_factory, pg_url, how):
         last = owner_last_generation(pg_url)
         taken = standby.wait_for_generation("shared", last + 1, 60)["channels"][0]
         took = time.monotonic() - gone
+        print(f"\n{how}: the standby committed {took:.2f} s after the owner went")
         assert took < TAKEOVER[how], f"{how}: the standby committed {took:.1f} s after the owner went"
         assert taken["standby"] is False and taken["state"] in ("ACTIVE", "STEADY")
         standby.wait_for_generation("shared", last + 3, 30)

@@ -32,6 +32,7 @@ import sqlalchemy as sa
 
 from decisionengine.framework.dataspace import ownership
 from decisionengine.framework.dataspace.datasources.schema import channel_owner, server_member
+from decisionengine.framework.dataspace.datasources.sqlalchemy_ds import GENERATIONS_CHANNEL
 
 LIVENESS_PREFIX = "server-"
 
@@ -115,13 +116,22 @@ class Membership:
                     **values,
                 )
             )
+            self._announce(conn, "joined")
         return True
 
     def leave(self) -> None:
         """Delete this server's row and drop its liveness lock (a clean stop)."""
         with contextlib.suppress(Exception), self.datasource._transaction("server leaves", write=True) as conn:
             conn.execute(sa.delete(server_member).where(server_member.c.server_id == self.server_id))
+            self._announce(conn, "left")
         self._lock.release()
+
+    def _announce(self, conn: sa.Connection, event: str) -> None:
+        """PostgreSQL: tell the other servers at once (they beat now rather than at their
+        next interval), on the channel their generation listeners hear, sent at commit."""
+        if self.engine.dialect.name == "postgresql":
+            payload = json.dumps({"cluster": event, "server_id": self.server_id})
+            conn.execute(sa.select(sa.func.pg_notify(GENERATIONS_CHANNEL, payload)))
 
     # -- the others -----------------------------------------------------------------------------
 

@@ -231,6 +231,11 @@ class DecisionEngine:
             "drained": draining and not running,
         }
 
+    def _cluster_announced(self, announcement: dict[str, Any]) -> None:
+        """Another server joined or left (PostgreSQL NOTIFY): look at the cluster now."""
+        if self.cluster is not None and announcement.get("server_id") != self.cluster.server_id:
+            self.cluster.poke()
+
     def _poke_cluster(self) -> None:
         """What this server offers changed: tell the cluster now (another server may take over)."""
         if self.cluster is not None:
@@ -301,7 +306,7 @@ class DecisionEngine:
         else:
             for worker in self.workers.values():  # spawning returns at once; channels boot in parallel
                 self._start_worker(worker)
-        self.listener = GenerationListener(self.dataspace, self.events)
+        self.listener = GenerationListener(self.dataspace, self.events, on_cluster=self._cluster_announced)
         self.listener.start()
         if self.start_reaper:
             self.reaper.start(delay=float(self.global_config["dataspace"].get("reaper_start_delay_seconds", 1818)))

@@ -23,7 +23,7 @@ import functools
 import queue
 import threading
 import typing
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -160,9 +160,13 @@ class GenerationListener:
     """Hears the generations every process commits, when the data source can tell
     (PostgreSQL ``LISTEN``/``NOTIFY``), and keeps listening across database outages."""
 
-    def __init__(self, dataspace: Any, hub: EventHub) -> None:
+    def __init__(
+        self, dataspace: Any, hub: EventHub, on_cluster: Callable[[dict[str, Any]], None] | None = None
+    ) -> None:
         self.dataspace = dataspace
         self.hub = hub
+        #: told of announcements about the cluster (a server joined or left), not generations
+        self.on_cluster = on_cluster
         self.logger = get_logger().bind(module="events")
         self._stop = threading.Event()
         #: set while a database connection listens (every commit from then on is heard)
@@ -182,13 +186,20 @@ class GenerationListener:
         if lost:
             self.logger.info("generation listener listening again")
 
+    def _announced(self, announcement: dict[str, Any]) -> None:
+        if "cluster" in announcement:
+            if self.on_cluster is not None:
+                self.on_cluster(announcement)
+            return
+        self.hub.generation(announcement)
+
     def _run(self) -> None:
         delay = 1.0
         lost = False
         while not self._stop.is_set():
             try:
                 connected = functools.partial(self._listening, lost)
-                if not self.dataspace.watch_generations(self.hub.generation, self._stop, connected):
+                if not self.dataspace.watch_generations(self._announced, self._stop, connected):
                     return  # this data source cannot notify: channel reports are enough
                 delay = 1.0
             except Exception as exc:  # the database went away: listen again when it is back
