@@ -105,3 +105,50 @@ def test_a_database_outage_heals_itself(tmp_path, database):
         assert server.stop() == 0
     for name in channels:
         assert_whole(url, name, tmp_path / f"{name}.jsonl")
+
+
+def test_an_outage_longer_than_member_timeout_moves_no_channel(tmp_path_factory, database):
+    """Two servers, four channels; PostgreSQL stops for longer than ``member_timeout``.
+    Every heartbeat is stale when it returns, yet no server takes another for dead: each
+    keeps its channels, which commit again, numbered on."""
+    url = database.url("postgres")
+    root = tmp_path_factory.mktemp("records")
+    channels = {}
+    for name in ("c0", "c1", "c2", "c3"):
+        channel = counting_channel(str(root / f"{name}.jsonl"))
+        channel["sources"]["counter"]["schedule"] = 0.3
+        channels[name] = channel
+    cluster = {"heartbeat_interval": 0.5, "member_timeout": 3}
+    servers = [
+        DEServer(tmp_path_factory.mktemp(name), url, channels, cluster={"server_name": name, **cluster})
+        for name in ("a", "b")
+    ]
+    try:
+        for server in servers:
+            server.start()
+
+        def holders():
+            members = servers[0].status()["cluster"]["members"]
+            return {member["name"]: sorted(member["holding"]) for member in members}
+
+        def balanced():
+            seen = holders()
+            return seen if sorted(map(len, seen.values())) == [2, 2] else None
+
+        before = eventually(balanced, 60, what="two channels on each server")
+        database.stop("fast")
+        time.sleep(cluster["member_timeout"] * 2)  # the outage itself: longer than member_timeout
+        database.start()
+        for server in servers:
+            name = server.status()["cluster"]["server_name"]
+            for channel in before[name]:
+                last = server.channel(channel)["generation"]
+                server.wait_for_generation(channel, last + 2, 60)
+        assert holders() == before
+        for server in servers:
+            assert "joined the cluster" not in server.log().split("cannot reach the database for the cluster")[-1]
+    finally:
+        for server in servers:
+            server.stop()
+    for name in channels:
+        assert_whole(url, name, root / f"{name}.jsonl", repeats=True)

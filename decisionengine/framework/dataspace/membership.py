@@ -84,6 +84,10 @@ class Membership:
         self.member_timeout = member_timeout
         self.started_at = time.time()
         self._lock = ownership.channel_lock(self.engine, LIVENESS_PREFIX + self.server_id)
+        #: before this time (after an outage of ours) nobody is taken for dead: the others'
+        #: heartbeats and liveness locks need a moment to come back too
+        self._judge_from = 0.0
+        self._failed = False
 
     # -- this server --------------------------------------------------------------------------
 
@@ -93,6 +97,17 @@ class Membership:
         A server whose row was deleted (the others took it for dead: it hung, or lost the
         database for longer than ``member_timeout``) simply joins again.
         """
+        try:
+            joined = self._beat(channels, draining)
+        except Exception:
+            self._failed = True
+            raise
+        if self._failed:  # back after an outage: give the others member_timeout to come back too
+            self._failed = False
+            self._judge_from = time.monotonic() + self.member_timeout
+        return joined
+
+    def _beat(self, channels: list[str], draining: bool) -> bool:
         if not self._lock.held() and not self._lock.acquire():
             raise RuntimeError(f"another process holds the liveness lock of server {self.server_id}")
         values = {
@@ -142,9 +157,10 @@ class Membership:
         now = self._now()
         held = self._held_liveness_keys([row.server_id for row in rows])
         live, dead = [], []
+        judging = time.monotonic() >= self._judge_from
         for row in rows:
             fresh = now - row.heartbeat_at <= self.member_timeout
-            if row.server_id == self.server_id or (fresh and row.server_id in held):
+            if row.server_id == self.server_id or not judging or (fresh and row.server_id in held):
                 live.append(_member(row))
             else:
                 dead.append(row.server_id)
