@@ -1,5 +1,5 @@
 """A de-server killed with SIGKILL takes every process it started with it; the next start
-clears what it left (metrics directory, lock files, pidfile) and resumes at once; a live
+clears what it left (metrics directory, its liveness lock file, pidfile) and resumes at once; a live
 server's things are never touched.  Real servers, real processes, both backends.
 
 Query workers are in the killed server's tree here too (a query is run before the kill);
@@ -44,18 +44,21 @@ RESTART_DEADLINE = 10.0
 KILL_LATENCY = 0.5
 
 
-def channels(root: pathlib.Path, standby_retry: float = STANDBY_RETRY) -> dict[str, Any]:
+def channels(root: pathlib.Path, standby_retry: float = STANDBY_RETRY, prefer: str | None = None) -> dict[str, Any]:
+    """The test's channels; ``prefer``: they run on that server while it lives (the other stands by)."""
     found = {}
+    placement = {"placement": {"prefer": [prefer]}} if prefer else {}
     for name in CHANNELS:
-        channel = counting_channel(str(root / f"{name}.jsonl"), standby_retry=standby_retry)
+        channel = counting_channel(str(root / f"{name}.jsonl"), standby_retry=standby_retry, **placement)
         channel["sources"]["counter"]["schedule"] = SCHEDULE
         found[name] = channel
     return found
 
 
-def new_server(root: pathlib.Path, url: str, tmp: pathlib.Path, **kwargs: Any) -> DEServer:
+def new_server(root: pathlib.Path, url: str, tmp: pathlib.Path, name: str | None = None, **kwargs: Any) -> DEServer:
     """A server whose temporary directory (where its metrics directory goes) is ``tmp``."""
-    server = DEServer(root, url, channels(root, **kwargs))
+    cluster = {"cluster": {"server_name": name}} if name else {}
+    server = DEServer(root, url, channels(root, **kwargs), **cluster)
     server.env["TMPDIR"] = str(tmp)
     return server
 
@@ -69,12 +72,12 @@ def sqlite_file(url: str) -> pathlib.Path | None:
     return pathlib.Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
 
 
-def lock_files(url: str) -> dict[str, pathlib.Path]:
-    """channel -> its lock file next to the SQLite database (none on PostgreSQL)."""
+def server_lock_files(url: str) -> list[pathlib.Path]:
+    """The servers' liveness lock files next to the SQLite database (none on PostgreSQL)."""
     database = sqlite_file(url)
     if database is None:
-        return {}
-    return {name: database.parent / f"{database.name}.{name}.lock" for name in CHANNELS}
+        return []
+    return sorted(database.parent.glob(f"{database.name}.server-*.lock"))
 
 
 def held_by_someone(path: pathlib.Path) -> bool:
@@ -158,10 +161,11 @@ def test_a_killed_server_takes_its_processes_with_it_and_a_restart_resumes_at_on
         assert any("multiprocessing.resource_tracker" in command for command in commands)
         assert sum("multiprocessing.forkserver" in command for command in commands) >= 4  # it, 2 channels, a worker
         (old_metrics,) = tmp.glob("de-metrics-*")
-        locks = lock_files(db_url)
-        assert all(held_by_someone(path) for path in locks.values())
+        locks = server_lock_files(db_url)
+        assert len(locks) == (1 if sqlite_file(db_url) else 0)
+        assert all(held_by_someone(path) for path in locks)
         if sqlite_file(db_url) is None:
-            assert advisory_locks(db_url) == len(CHANNELS)
+            assert advisory_locks(db_url) == 1  # the server's liveness lock; its channels hold none
 
         killed_at = time.time()
         started = time.monotonic()
@@ -174,8 +178,8 @@ def test_a_killed_server_takes_its_processes_with_it_and_a_restart_resumes_at_on
         )
         teardown = time.monotonic() - started
         if sqlite_file(db_url) is None:
-            eventually(lambda: advisory_locks(db_url) == 0, 5, what="the channels' advisory locks to be released")
-        assert all(path.exists() and not held_by_someone(path) for path in locks.values())  # stale: left, not held
+            eventually(lambda: advisory_locks(db_url) == 0, 5, what="the server's advisory lock to be released")
+        assert all(path.exists() and not held_by_someone(path) for path in locks)  # stale: left, not held
         assert old_metrics.is_dir()
         assert server.pidfile.read_text().strip() == str(old_pid)
         last = {name: rows[-1]["generation_id"] for name, rows in generations(db_url).items()}
@@ -208,9 +212,9 @@ def test_a_killed_server_takes_its_processes_with_it_and_a_restart_resumes_at_on
         log = server.log()
         assert str(old_metrics) in log
         assert "replaced the pidfile of a dead server" in log and f"dead_pid={old_pid}" in log
-        for path in locks.values():
-            assert str(path) in log
-            assert held_by_someone(path)  # taken again by the new channel process
+        for path in locks:
+            assert str(path) in log and not path.exists()  # the dead server's, removed
+        assert all(held_by_someone(path) for path in server_lock_files(db_url))  # the new server's own
     finally:
         with contextlib.suppress(Exception):
             server.stop()
@@ -219,8 +223,8 @@ def test_a_killed_server_takes_its_processes_with_it_and_a_restart_resumes_at_on
 
 def test_a_second_server_leaves_a_live_servers_leftovers_alone(tmp_path_factory, db_url):
     tmp = tmp_path_factory.mktemp("tmp")
-    first = new_server(tmp_path_factory.mktemp("first"), db_url, tmp)
-    second = new_server(tmp_path_factory.mktemp("second"), db_url, tmp, standby_retry=0.5)
+    first = new_server(tmp_path_factory.mktemp("first"), db_url, tmp, name="first", prefer="first")
+    second = new_server(tmp_path_factory.mktemp("second"), db_url, tmp, name="second", prefer="first")
     family: set[Identity] = set()
     try:
         first.start()
@@ -228,8 +232,8 @@ def test_a_second_server_leaves_a_live_servers_leftovers_alone(tmp_path_factory,
             first.wait_for_generation(name, 1, 60)
         family = family_of(first.process.pid)
         (live_metrics,) = metrics_dirs(tmp, first.process.pid)
-        locks = lock_files(db_url)
-        contents = {name: path.read_text() for name, path in locks.items()}
+        locks = server_lock_files(db_url)
+        contents = {path: path.read_text() for path in locks}
         # what a dead server left beside them: a metrics directory and a lock file nobody holds
         gone = dead_pid()
         dead_metrics = tmp / f"de-metrics-{gone}-planted"
@@ -248,8 +252,8 @@ def test_a_second_server_leaves_a_live_servers_leftovers_alone(tmp_path_factory,
 
         assert live_metrics.is_dir() and any(live_metrics.iterdir())
         assert not dead_metrics.exists()
-        for name, path in locks.items():
-            assert path.read_text() == contents[name]
+        for path in locks:
+            assert path.read_text() == contents[path]
             assert held_by_someone(path)
         if dead_lock is not None:
             assert not dead_lock.exists()
@@ -257,7 +261,7 @@ def test_a_second_server_leaves_a_live_servers_leftovers_alone(tmp_path_factory,
         log = second.log()
         assert str(dead_metrics) in log
         assert str(live_metrics) not in log
-        assert not any(str(path) in log for path in locks.values())
+        assert not any(str(path) in log for path in locks)
         for name in CHANNELS:  # the first server goes on running its channels
             first.wait_for_generation(name, generation[name] + 2, 30)
             assert first.channel(name)["state"] == "STEADY"
@@ -274,8 +278,10 @@ def test_a_standby_server_takes_over_soon_after_the_owner_is_killed(tmp_path_fac
     takes the channels over within its ``standby_retry`` once the owner is killed."""
     retry = 2.0
     tmp = tmp_path_factory.mktemp("tmp")
-    owner = new_server(tmp_path_factory.mktemp("owner"), db_url, tmp)
-    standby = new_server(tmp_path_factory.mktemp("standby"), db_url, tmp, standby_retry=retry)
+    owner = new_server(tmp_path_factory.mktemp("owner"), db_url, tmp, name="owner", prefer="owner")
+    standby = new_server(
+        tmp_path_factory.mktemp("standby"), db_url, tmp, name="standby", prefer="owner", standby_retry=retry
+    )
     family: set[Identity] = set()
     try:
         owner.start()

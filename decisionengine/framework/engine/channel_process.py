@@ -105,6 +105,10 @@ def main(launch: ChannelLaunch) -> None:
             if command == "stop":
                 request_stop()
                 return
+            if command == "claim_now":
+                if taskmanager is not None:
+                    taskmanager.claim_now()
+                continue
             if command == "set_log_level":
                 logs.set_level(args[0])
                 logger.info("channel log level changed", level=args[0])

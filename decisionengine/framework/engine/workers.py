@@ -311,6 +311,11 @@ class ChannelWorker:
             self.runs_on = None if here else runs_on
             if not self._offered():
                 return None  # not running here for reasons of its own (stopped, failed): shown as is
+            if here and self.alive and self.snapshot.get("standby"):
+                # its process waits to claim the channel: the holder may be gone now, try at once
+                with contextlib.suppress(Exception):
+                    self.command_queue.put(("claim_now",))
+                return None
             if here and self.parked and not self.alive:
                 self.parked = False
                 action = "started"

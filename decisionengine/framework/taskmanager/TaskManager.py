@@ -167,6 +167,8 @@ class TaskManager:
         self.board = PublisherStatusBoard(plan.publishers)
         self._cond = threading.Condition()
         self._stop = threading.Event()
+        #: set to try claiming the channel now rather than after standby_retry (see claim_now)
+        self._claim_now = threading.Event()
         self._latest: dict[str, _Delivery] = {}
         self._fresh: set[str] = set()
         self._scheduler: BackgroundScheduler | None = None
@@ -315,7 +317,9 @@ class TaskManager:
                     "another process owns this channel; waiting in standby", retry=self.settings.standby_retry
                 )
                 self._report()
-            if self._stop.wait(self.settings.standby_retry):
+            self._claim_now.wait(self.settings.standby_retry)
+            self._claim_now.clear()
+            if self._stop.is_set():
                 return False
         self._database_reachable()
         if self.standby:
@@ -422,9 +426,15 @@ class TaskManager:
             self.state.set(State.SHUTDOWN)
         return self.state.state
 
+    def claim_now(self) -> None:
+        """Waiting in standby: try to claim the channel now (its server has seen the holder
+        go), not at the end of ``standby_retry``."""
+        self._claim_now.set()
+
     def stop(self) -> None:
         """Ask the channel to stop; a generation in progress finishes first."""
         self._stop.set()
+        self._claim_now.set()
         with self._cond:
             self._cond.notify_all()
 
