@@ -39,6 +39,7 @@ PRELOAD = [
     "decisionengine.framework.engine.forkserver_guard",  # first: dies with de-server (supervision)
     "decisionengine.framework.engine.channel_process",
     "decisionengine.framework.config.validation",
+    "decisionengine.framework.taskmanager.prepare",
     "decisionengine.framework.taskmanager.TaskManager",
     "decisionengine.framework.dataspace.datasources.sqlalchemy_ds",
     "decisionengine.framework.engine.logs",
