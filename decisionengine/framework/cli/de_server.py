@@ -32,6 +32,7 @@ from decisionengine.framework.cli.common import (
     resolve_server_paths,
     say,
 )
+from decisionengine.framework.cli.extras import enable_completion
 from decisionengine.framework.engine import leftovers, supervision
 from decisionengine.framework.util.logger import get_logger
 from decisionengine.framework.web.credentials import Credentials, CredentialsError
@@ -111,6 +112,7 @@ def _claim_pidfile(pidfile: str) -> int | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    enable_completion(parser)
     args = parser.parse_args(argv)
     if args.json and not args.check:
         parser.error("--json goes with --check")

@@ -25,6 +25,7 @@ from decisionengine.framework.config.channels import ChannelFailure, read_channe
 from decisionengine.framework.dataspace.dataspace import DataSpace
 from decisionengine.framework.dataspace.maintain import Reaper
 from decisionengine.framework.engine import server_metrics
+from decisionengine.framework.engine.database_probe import DatabaseProbe
 from decisionengine.framework.engine.errors import ChannelConflict, ChannelNotFound
 from decisionengine.framework.engine.events import EventHub, GenerationListener
 from decisionengine.framework.engine.links import LinkRouter
@@ -91,6 +92,7 @@ class DecisionEngine:
         self.links = LinkRouter(self._on_log, self._on_channel_event)
         self.dataspace = DataSpace(global_config)
         self.reaper = Reaper(global_config, dataspace=self.dataspace)
+        self.database_probe = DatabaseProbe(self.dataspace)
         self.start_reaper = start_reaper
         self.workers: dict[str, ChannelWorker] = {}
         self.config_failures: dict[str, ChannelFailure] = {}
@@ -206,6 +208,7 @@ class DecisionEngine:
                 continue
         self.listener = GenerationListener(self.dataspace, self.events)
         self.listener.start()
+        self.database_probe.start()
         if self.start_reaper:
             self.reaper.start(delay=float(self.global_config["dataspace"].get("reaper_start_delay_seconds", 1818)))
         self._notify()
@@ -234,6 +237,7 @@ class DecisionEngine:
         self.stopping.set()
         self._stop_workers(list(self.workers.values()), timeout)
         self.reaper.stop(timeout=timeout)
+        self.database_probe.stop()
         server_metrics.SERVER_UP.set(0)
         self.events.close()  # ends the event streams, so the web server can stop
         if self.listener is not None:
