@@ -2,8 +2,9 @@
 
 Most sites need neither, so the base install leaves them out:
 
-``parquet``     pyarrow, for ``de-query-tool --format parquet`` (some 40 MB installed);
-``completion``  argcomplete, for shell completion of the commands.
+``parquet``     pyarrow, for ``de-query-tool --format parquet`` (about 170 MB installed);
+``completion``  argcomplete, for shell completion of the commands (small; an extra because few
+                use it).
 
 ``pip install 'decisionengine[parquet,completion]'`` (or ``[all]``) brings them.
 """
