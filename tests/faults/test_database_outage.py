@@ -55,6 +55,7 @@ def test_a_database_outage_heals_itself(tmp_path, database):
             assert "database unreachable since" in channel["last_error"]
         metrics = request(server, "GET", "/metrics")[2]
         assert 'de_channel_database_up{channel="alpha"} 0.0' in metrics
+        assert 'de_channel_database_errors_total{channel="alpha"} 1.0' in metrics  # one outage, counted once
         before = {c["channel"]: c["generation"] for c in down["channels"]}
         deliveries = {c["channel"]: c["sources"]["counter"]["deliveries"] for c in down["channels"]}
         eventually(

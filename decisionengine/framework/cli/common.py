@@ -233,16 +233,6 @@ def terminal_width() -> int:
     return shutil.get_terminal_size((120, 40)).columns
 
 
-def enable_completion(parser: argparse.ArgumentParser) -> None:
-    """Shell completion through argcomplete (``eval "$(register-python-argcomplete de-client)"``)."""
-    try:
-        import argcomplete  # noqa: PLC0415 - optional at run time
-
-        argcomplete.autocomplete(parser)
-    except ImportError:  # pragma: no cover - argcomplete is a dependency
-        pass
-
-
 def quiet_logging() -> None:
     """Library log lines (warnings and worse only) go to stderr: stdout is the command's output."""
     import logging  # noqa: PLC0415

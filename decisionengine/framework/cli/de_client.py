@@ -24,7 +24,6 @@ from tabulate import tabulate
 from decisionengine.framework.cli import sse_client
 from decisionengine.framework.cli.common import (
     CommandError,
-    enable_completion,
     print_json,
     terminal_width,
 )
@@ -39,6 +38,7 @@ from decisionengine.framework.cli.connection import (
     token_from,
     url_from_config,
 )
+from decisionengine.framework.cli.extras import enable_completion
 from decisionengine.framework.config.global_config import load_global_config
 from decisionengine.framework.taskmanager.states import State
 from decisionengine.framework.web.presentation import vertical

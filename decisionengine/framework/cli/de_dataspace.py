@@ -21,11 +21,11 @@ from decisionengine.framework.cli.common import (
     CommandError,
     add_location_arguments,
     dataspace_config,
-    enable_completion,
     print_json,
     run,
     say,
 )
+from decisionengine.framework.cli.extras import enable_completion
 from decisionengine.framework.dataspace.dataspace import DataSpaceError
 from decisionengine.framework.dataspace.maintain import DEFAULT_RETENTION_INTERVAL_DAYS
 from decisionengine.framework.dataspace.reference_import import (

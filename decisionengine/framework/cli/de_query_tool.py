@@ -23,17 +23,18 @@ from typing import Any
 import pandas as pd
 from tabulate import tabulate
 
+from decisionengine.framework.cli import extras
 from decisionengine.framework.cli.common import (
     CommandError,
     dataspace_config,
     dataspace_parser,
-    enable_completion,
     parse_time,
     read_only,
 )
 from decisionengine.framework.cli.common import (
     console as run_console,
 )
+from decisionengine.framework.cli.extras import enable_completion
 from decisionengine.framework.dataspace.dataspace import DataSpace, DataSpaceError
 from decisionengine.framework.web.presentation import displayed, history_frame, to_jsonable
 
@@ -237,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.until is not None and args.since is None:
         parser.error("--until needs --since")
     fmt = _format(args)
+    if fmt == "parquet":
+        extras.require("parquet")  # before the DataSpace is opened
     try:
         space = DataSpace(read_only(dataspace_config(args)))
     except DataSpaceError as exc:

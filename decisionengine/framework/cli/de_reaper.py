@@ -18,11 +18,11 @@ from decisionengine.framework.cli.common import (
     CommandError,
     dataspace_config,
     dataspace_parser,
-    enable_completion,
     print_json,
     read_only,
     run,
 )
+from decisionengine.framework.cli.extras import enable_completion
 from decisionengine.framework.dataspace.datasource import ReapReport
 from decisionengine.framework.dataspace.dataspace import DataSpaceError
 from decisionengine.framework.dataspace.maintain import DEFAULT_RETENTION_INTERVAL_DAYS, Reaper

@@ -28,9 +28,11 @@ from decisionengine.framework.cli.common import (
     ServerPaths,
     add_location_arguments,
     check_listening_address,
+    quiet_logging,
     resolve_server_paths,
     say,
 )
+from decisionengine.framework.cli.extras import enable_completion
 from decisionengine.framework.engine import leftovers, supervision
 from decisionengine.framework.util.logger import get_logger
 from decisionengine.framework.web.credentials import Credentials, CredentialsError
@@ -46,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
             "  de-server                                  # /etc/decisionengine (or $CONFIG_PATH)\n"
             "  de-server --config etc/decisionengine --state-dir run\n"
             "  de-server --config /etc/de/decision_engine.jsonnet --port 9000 --pidfile /run/de.pid\n"
+            "  de-server --check                          # validate the configuration, start nothing\n"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -58,6 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pidfile", help="write the server's pid here (refuses to start if it names a live process)")
     parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], type=str.upper)
     parser.add_argument("--no-reaper", action="store_true", help="do not start the Reaper thread")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="validate the global file and every channel file as a start would (modules imported, graphs "
+        "built, parameters checked), open nothing, print one line per channel; exit 0 when all are valid",
+    )
+    parser.add_argument("--json", action="store_true", help="with --check: the result as JSON")
     return parser
 
 
@@ -101,7 +111,16 @@ def _claim_pidfile(pidfile: str) -> int | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    enable_completion(parser)
+    args = parser.parse_args(argv)
+    if args.json and not args.check:
+        parser.error("--json goes with --check")
+    if args.check:
+        from decisionengine.framework.cli.config_check import run_check  # noqa: PLC0415 - imports the modules
+
+        quiet_logging()  # stdout is the verdict; module log lines (warnings and worse) go to stderr
+        return run_check(lambda: resolve_config(args), as_json=args.json)
     try:
         paths = resolve_config(args)
     except Exception as exc:

@@ -11,6 +11,7 @@ calls :meth:`ModuleSpec.create` for each module.
 from __future__ import annotations
 
 import copy
+import datetime
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +46,17 @@ class ModuleSpec:
     def create(self) -> Any:
         """A new instance, given a deep copy of :attr:`parameters`."""
         return self.cls(copy.deepcopy(self.parameters.to_dict()))
+
+    def period(self) -> float:
+        """Seconds between a source's acquisitions: its interval, or for a cron schedule the
+        gap between its next two firings (what monitoring expects a generation within)."""
+        trigger = self.trigger()
+        if not isinstance(self.schedule, str):
+            return float(self.schedule)
+        now = datetime.datetime.now(datetime.UTC)
+        first = trigger.get_next_fire_time(None, now)
+        second = trigger.get_next_fire_time(first, first + datetime.timedelta(seconds=1))
+        return (second - first).total_seconds()
 
     def trigger(self) -> Any:
         """The APScheduler trigger of a source's schedule (interval seconds or crontab)."""

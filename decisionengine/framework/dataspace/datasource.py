@@ -306,6 +306,11 @@ class DataSource(abc.ABC):
         """Row counts and sizes for reports (empty when the backend cannot tell)."""
         return {}
 
+    def database_bytes(self) -> int | None:
+        """The database's size on disk, cheaply (no row counts), for monitoring; None when the
+        backend cannot tell.  Raises DataSpace errors when the database cannot be reached."""
+        return None
+
     def watch_generations(
         self,
         on_generation: Callable[[dict[str, Any]], None],

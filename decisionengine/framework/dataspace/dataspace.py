@@ -307,6 +307,9 @@ class DataSpace:
     def storage_stats(self) -> dict[str, int]:
         return self.datasource.storage_stats()
 
+    def database_bytes(self) -> int | None:
+        return self.datasource.database_bytes()
+
     def watch_generations(
         self,
         on_generation: Callable[[dict[str, Any]], None],

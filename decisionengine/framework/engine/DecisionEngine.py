@@ -29,6 +29,7 @@ from decisionengine.framework.dataspace.maintain import Reaper
 from decisionengine.framework.engine import server_metrics
 from decisionengine.framework.engine.balance import Placement
 from decisionengine.framework.engine.cluster import Cluster, ClusterSettings, View
+from decisionengine.framework.engine.database_probe import DatabaseProbe
 from decisionengine.framework.engine.errors import ChannelConflict, ChannelNotFound
 from decisionengine.framework.engine.events import EventHub, GenerationListener
 from decisionengine.framework.engine.links import LinkRouter
@@ -44,6 +45,7 @@ PRELOAD = [
     "decisionengine.framework.engine.forkserver_guard",  # first: dies with de-server (supervision)
     "decisionengine.framework.engine.channel_process",
     "decisionengine.framework.config.validation",
+    "decisionengine.framework.taskmanager.prepare",
     "decisionengine.framework.taskmanager.TaskManager",
     "decisionengine.framework.dataspace.datasources.sqlalchemy_ds",
     "decisionengine.framework.engine.logs",
@@ -95,6 +97,7 @@ class DecisionEngine:
         self.links = LinkRouter(self._on_log, self._on_channel_event)
         self.dataspace = DataSpace(global_config)
         self.reaper = Reaper(global_config, dataspace=self.dataspace)
+        self.database_probe = DatabaseProbe(self.dataspace)
         self.start_reaper = start_reaper
         self.workers: dict[str, ChannelWorker] = {}
         self.config_failures: dict[str, ChannelFailure] = {}
@@ -308,6 +311,7 @@ class DecisionEngine:
                 self._start_worker(worker)
         self.listener = GenerationListener(self.dataspace, self.events, on_cluster=self._cluster_announced)
         self.listener.start()
+        self.database_probe.start()
         if self.start_reaper:
             self.reaper.start(delay=float(self.global_config["dataspace"].get("reaper_start_delay_seconds", 1818)))
         self._notify()
@@ -338,6 +342,7 @@ class DecisionEngine:
             self.cluster.stop()  # no more hand-overs; the others claim our channels as they are released
         self._stop_workers(list(self.workers.values()), timeout)
         self.reaper.stop(timeout=timeout)
+        self.database_probe.stop()
         server_metrics.SERVER_UP.set(0)
         self.events.close()  # ends the event streams, so the web server can stop
         if self.listener is not None:

@@ -61,10 +61,9 @@ def main(launch: ChannelLaunch) -> None:
     if launch.metrics_dir:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = launch.metrics_dir
     # Imports after the environment is set: prometheus_client reads it when first imported.
-    from decisionengine.framework.config.validation import validate_channel  # noqa: PLC0415
     from decisionengine.framework.engine import logs  # noqa: PLC0415
     from decisionengine.framework.engine.links import LinkSender, log_queue  # noqa: PLC0415
-    from decisionengine.framework.taskmanager.settings import TaskManagerSettings  # noqa: PLC0415
+    from decisionengine.framework.taskmanager.prepare import prepare_channel  # noqa: PLC0415
     from decisionengine.framework.taskmanager.states import State  # noqa: PLC0415
     from decisionengine.framework.taskmanager.TaskManager import TaskManager  # noqa: PLC0415
 
@@ -120,9 +119,8 @@ def main(launch: ChannelLaunch) -> None:
     threading.Thread(target=obey_commands, name=f"{name}-commands", daemon=True).start()
 
     try:
-        # the global file decides whether a missing required parameter is a warning or an error
-        plan = validate_channel(launch.config, strict_parameters=bool(launch.global_config.get("strict_parameters")))
-        settings = TaskManagerSettings.from_config(plan.task_manager, name)
+        # the same step as ``de-server --check``: what the check passes, a start runs
+        plan, settings = prepare_channel(launch.config, launch.global_config)
     except Exception as exc:
         reason = f"invalid configuration: {exc}"
         logger.error("channel configuration is invalid; the channel will not run", reason=reason)

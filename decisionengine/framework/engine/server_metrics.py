@@ -13,13 +13,25 @@ from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from decisionengine.framework.util.metrics import CONTENT_TYPE_LATEST, Gauge, multiprocess_dir, prefixed
+from decisionengine.framework.util.metrics import CONTENT_TYPE_LATEST, Counter, Gauge, multiprocess_dir, prefixed
 
 SERVER_UP = Gauge("server_up", "1 while the decision engine server runs", multiprocess_mode="livemax")
+DATASPACE_UP = Gauge(
+    "dataspace_up",
+    "1 while the server reaches its DataSpace database (probed periodically)",
+    multiprocess_mode="livemin",
+)
+DATASPACE_ERRORS = Counter("dataspace_errors", "Probes of the DataSpace database by the server that failed")
+DATASPACE_BYTES = Gauge(
+    "dataspace_size_bytes",
+    "Size of the DataSpace database (SQLite: pages in use; PostgreSQL: pg_database_size), where the backend tells",
+    multiprocess_mode="livemax",
+)
 
 
 class ReaperCollector(Collector):
-    """de_reaper_runs_total, de_reaper_failures_total, de_reaper_removed_total{kind}, de_reaper_active."""
+    """de_reaper_runs_total, de_reaper_failures_total, de_reaper_removed_total{kind}, de_reaper_active,
+    de_reaper_state{state}."""
 
     def __init__(self, reaper: Any) -> None:
         self.reaper = reaper
@@ -38,6 +50,13 @@ class ReaperCollector(Collector):
         active = GaugeMetricFamily(prefixed("reaper_active"), "1 while a Reaper pass runs")
         active.add_metric([], 1 if self.reaper.state.value == "ACTIVE" else 0)
         yield active
+        state = GaugeMetricFamily(
+            prefixed("reaper_state"), "1 for the state the Reaper is in (ERROR: its last pass failed)", labels=["state"]
+        )
+        current = self.reaper.state
+        for each in type(current):
+            state.add_metric([each.value], 1 if each is current else 0)
+        yield state
 
 
 def render(reaper: Any) -> tuple[bytes, str]:

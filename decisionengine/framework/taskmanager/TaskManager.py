@@ -324,6 +324,8 @@ class TaskManager:
         self._database_reachable()
         if self.standby:
             self.logger.info("took over the channel", epoch=self.fence.epoch)
+            # its last generation is the other owner's: the age alerts count from the takeover
+            metrics.LAST_GENERATION_TIME.labels(self.name).set(time.time())
         self.standby = False
         metrics.OWNER.labels(self.name).set(1)
         self._report()
@@ -377,6 +379,7 @@ class TaskManager:
             self.database_unreachable_since = time.time()
             self._db_delay = DB_RETRY_FIRST
             metrics.DATABASE_UP.labels(self.name).set(0)
+            metrics.DATABASE_ERRORS.labels(self.name).inc()
             self.logger.error("database unreachable; retrying until it is back", error=str(error))
         since = datetime.datetime.fromtimestamp(self.database_unreachable_since).astimezone()
         self.last_error = f"database unreachable since {since.isoformat(timespec='seconds')}: {error}"
@@ -449,6 +452,10 @@ class TaskManager:
         self.sequence_id = self.dataspace.store_taskmanager(self.name, self.taskmanager_id)
         self.generation_id = self.dataspace.get_last_generation_id(self.name, self.taskmanager_id)
         metrics.LAST_GENERATION.labels(self.name).set(self.generation_id)
+        metrics.LAST_GENERATION_TIME.labels(self.name).set(time.time())  # until it commits one
+        metrics.initialize_channel(self.name, self.plan.sources, self.plan.publishers)
+        if self.plan.sources:
+            metrics.SCHEDULE.labels(self.name).set(min(spec.period() for spec in self.plan.sources.values()))
         self.board = self._stored_board()
         self._export_board()
         self._recover_unpublished()
@@ -542,6 +549,7 @@ class TaskManager:
             status.expired = False
             metrics.SOURCE_ACQUIRES.labels(self.name, spec.key, "success").inc()
             metrics.SOURCE_MISSED_UPDATES.labels(self.name, spec.key).set(0)
+            metrics.SOURCE_LAST_ACQUIRE.labels(self.name, spec.key).set(now)
             with self._cond:
                 self._latest[spec.key] = _Delivery(dict(products), now, scheduled)
                 self._fresh.add(spec.key)
@@ -650,6 +658,7 @@ class TaskManager:
         self.generations_run += 1
         record.outcome = "committed"  # publish_failed if a publisher fails now
         metrics.LAST_GENERATION.labels(self.name).set(generation)
+        metrics.LAST_GENERATION_TIME.labels(self.name).set(time.time())
         self._publish(block, decision, record)
         record.duration = time.monotonic() - started
         if record.outcome == "publish_failed":

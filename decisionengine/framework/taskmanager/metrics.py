@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from decisionengine.framework.util.metrics import Counter, Gauge, Histogram
+
+#: every outcome a generation can have (GENERATIONS' ``outcome`` label)
+OUTCOMES = ("committed", "publish_failed", "failed")
 
 CHANNEL_STATE = Gauge(
     "channel_state",
@@ -52,3 +57,44 @@ OWNER = Gauge(
     ["channel"],
     multiprocess_mode="livemax",
 )
+LAST_GENERATION_TIME = Gauge(
+    "channel_last_generation_timestamp_seconds",
+    "Unix time of the channel's last committed generation (of its start, until it has committed one)",
+    ["channel"],
+    multiprocess_mode="livemax",
+)
+SCHEDULE = Gauge(
+    "channel_schedule_seconds",
+    "How often the channel's sources deliver new data (the shortest of their schedules): a generation "
+    "is expected about this often",
+    ["channel"],
+    multiprocess_mode="livemax",
+)
+SOURCE_LAST_ACQUIRE = Gauge(
+    "source_last_acquire_timestamp_seconds",
+    "Unix time of a source's last successful acquire()",
+    ["channel", "source"],
+    multiprocess_mode="livemax",
+)
+DATABASE_ERRORS = Counter(
+    "channel_database_errors",
+    "Times a channel found its DataSpace database unreachable (each outage counts once)",
+    ["channel"],
+)
+
+
+def initialize_channel(channel: str, sources: Iterable[str], publishers: Iterable[str]) -> None:
+    """Export every counter of a channel at 0 from its start.
+
+    A labelled counter appears only once its labels are first used: without this the first
+    failure would be the series' first sample, and ``rate()``/``increase()`` (dashboards,
+    alerts) would never see it rise.
+    """
+    for outcome in OUTCOMES:
+        GENERATIONS.labels(channel, outcome)
+    for source in sources:
+        for status in ("success", "failure"):
+            SOURCE_ACQUIRES.labels(channel, source, status)
+    for publisher in publishers:
+        PUBLISHER_FAILURES.labels(channel, publisher)
+    DATABASE_ERRORS.labels(channel)

@@ -21,6 +21,7 @@ from typing import Any
 import cherrypy
 
 from decisionengine.framework.util.logger import get_logger
+from decisionengine.framework.web import request_metrics
 from decisionengine.framework.web.access import RequestInfo, is_local_address
 from decisionengine.framework.web.api import STATUS_OF, Api, ApiError, check_body_size
 from decisionengine.framework.web.service import Caller, ControlService, ServiceError
@@ -227,6 +228,7 @@ class HttpServer:
         # Bodies are read raw by the handlers: an XML-RPC call is never parsed as a form.
         cherrypy.tools.de_body_limit = cherrypy.Tool("on_start_resource", _limit_body, priority=10)
         cherrypy.tools.de_admit = cherrypy.Tool("on_start_resource", _admit, priority=20)
+        measured = request_metrics.install()
         cherrypy.tree.mount(
             self.root,
             "/",
@@ -237,6 +239,7 @@ class HttpServer:
                     "tools.de_body_limit.on": True,
                     "tools.de_admit.on": True,
                     "tools.de_admit.service": self.service,
+                    **measured,
                 },
                 "/api": {"error_page.default": json_error_page},
                 "/static": {"tools.staticdir.on": True, "tools.staticdir.dir": str(DASHBOARD)},

@@ -1065,16 +1065,21 @@ class SQLAlchemyDS(DataSource):
                     sa.select(sa.func.coalesce(sa.func.sum(payload_t.c.size), 0))
                 ).scalar_one(),
             }
-            if is_sqlite(self.engine):
-                pages = conn.exec_driver_sql("PRAGMA page_count").scalar_one()
-                free = conn.exec_driver_sql("PRAGMA freelist_count").scalar_one()
-                page_size = conn.exec_driver_sql("PRAGMA page_size").scalar_one()
-                stats["database_bytes"] = (pages - free) * page_size
-            else:
-                stats["database_bytes"] = conn.execute(
-                    sa.select(sa.func.pg_database_size(sa.func.current_database()))
-                ).scalar_one()
+            stats["database_bytes"] = self._database_bytes(conn)
         return {k: int(v) for k, v in stats.items()}
+
+    def database_bytes(self) -> int | None:
+        """Pages in use (SQLite) or ``pg_database_size`` (PostgreSQL): one short statement."""
+        with self._transaction("read the database size") as conn:
+            return self._database_bytes(conn)
+
+    def _database_bytes(self, conn: sa.Connection) -> int:
+        if is_sqlite(self.engine):
+            pages = conn.exec_driver_sql("PRAGMA page_count").scalar_one()
+            free = conn.exec_driver_sql("PRAGMA freelist_count").scalar_one()
+            page_size = conn.exec_driver_sql("PRAGMA page_size").scalar_one()
+            return int((pages - free) * page_size)
+        return int(conn.execute(sa.select(sa.func.pg_database_size(sa.func.current_database()))).scalar_one())
 
     # -- deleting --------------------------------------------------------------------------------
 
