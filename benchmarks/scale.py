@@ -149,7 +149,8 @@ class ConnectionSampler(threading.Thread):
             "ELSE 'servers and others' END AS kind, count(*) FROM pg_stat_activity "
             "WHERE backend_type = 'client backend' GROUP BY 1"
         )
-        with self.engine.connect() as conn:
+        # autocommit: pg_stat_activity is a snapshot taken once per transaction
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             while not self.stopped.wait(0.2):
                 rows = dict(conn.execute(query).all())
                 total = sum(rows.values())
