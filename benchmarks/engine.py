@@ -1,6 +1,7 @@
 """Engine benchmark: framework overhead per generation, start latency, idle CPU, memory over time.
 
 Run:  .venv/bin/python benchmarks/engine.py [--generations 300] [--memory-minutes 10] [--skip-memory]
+      .venv/bin/python benchmarks/engine.py --memory-only [--memory-minutes 0] [--warm-up 60]
 
 * A channel of no-op modules (3 sources, 3 transforms, a logic engine, 2 publishers,
   tiny products) driven as fast as its sources can deliver: wall time per generation
@@ -10,7 +11,10 @@ Run:  .venv/bin/python benchmarks/engine.py [--generations 300] [--memory-minute
   Target: under 50 ms.
 * CPU of an idle channel process in a real de-server.  Target: under 1% of a core.
 * 50 such channels in one de-server: memory (server + channel processes) after warm-up
-  and after N minutes.  Target: growth under 5% over 10 minutes.
+  and after N minutes.  Target: growth under 5% over 10 minutes.  And what one channel
+  costs: the mean PSS of the channel processes after warm-up, i.e. (total - server - fork
+  server) / channels, PSS counting each page shared by n processes as 1/n in each.
+  Target: at most 20 MiB per channel at 50 channels.
 """
 
 from __future__ import annotations
@@ -143,7 +147,10 @@ class Server:
         raise TimeoutError("channels did not all reach STEADY")
 
     def pids(self) -> list[int]:
-        return [self.process.pid] + [c["pid"] for c in self.status()["channels"] if c.get("pid")]
+        return [self.process.pid, *self.channel_pids()]
+
+    def channel_pids(self) -> list[int]:
+        return [c["pid"] for c in self.status()["channels"] if c.get("pid")]
 
     def stop(self) -> None:
         self.process.terminate()
@@ -157,10 +164,34 @@ def cpu_seconds(pid: int) -> float:
 
 def pss_bytes(pid: int) -> int:
     """Proportional set size: shared pages counted once across the processes sharing them."""
-    for line in pathlib.Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-        if line.startswith("Pss:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no Pss for {pid}")
+    return rollup(pid)["Pss"]
+
+
+def rollup(pid: int) -> dict[str, int]:
+    """``/proc/<pid>/smaps_rollup`` in bytes: Rss, Pss, Private_Dirty, Shared_Clean..."""
+    fields = {}
+    for line in pathlib.Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        key, value, *_ = line.split()
+        fields[key.rstrip(":")] = int(value) * 1024
+    return fields
+
+
+def parent_pid(pid: int) -> int:
+    return int(pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def measure_memory(server: Server) -> dict[str, float]:
+    """PSS of the server, the fork server and the channel processes (their parent), in bytes."""
+    channels = server.channel_pids()
+    forkservers = {parent_pid(pid) for pid in channels} - {server.process.pid}
+    per_channel = [rollup(pid) for pid in channels]
+    return {
+        "server": pss_bytes(server.process.pid),
+        "fork_server": sum(pss_bytes(pid) for pid in forkservers),
+        "channels": sum(r["Pss"] for r in per_channel),
+        "channel_private": sum(r["Private_Clean"] + r["Private_Dirty"] for r in per_channel),
+        "count": len(channels),
+    }
 
 
 def bench_idle_cpu(seconds: float) -> dict[str, float]:
@@ -178,12 +209,13 @@ def bench_idle_cpu(seconds: float) -> dict[str, float]:
     return {"seconds": seconds, "cpu_percent": 100 * used / seconds}
 
 
-def bench_memory(channels: int, minutes: float) -> dict[str, float]:
+def bench_memory(channels: int, minutes: float, warm_up: float = 60) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="de-bench-mem-") as tmp:
         server = Server(pathlib.Path(tmp), channels, schedule=5)
         try:
             server.wait_steady(600)
-            time.sleep(60)  # warm-up: imports, pools, first generations
+            time.sleep(warm_up)  # imports, pools, first generations
+            parts = measure_memory(server)
             first = sum(pss_bytes(pid) for pid in server.pids())
             generation_before = sum(c.get("generation") or 0 for c in server.status()["channels"])
             print(
@@ -201,6 +233,10 @@ def bench_memory(channels: int, minutes: float) -> dict[str, float]:
         "channels": channels,
         "minutes": minutes,
         "first_mib": first / 2**20,
+        "server_mib": parts["server"] / 2**20,
+        "fork_server_mib": parts["fork_server"] / 2**20,
+        "per_channel_mib": parts["channels"] / parts["count"] / 2**20,
+        "private_per_channel_mib": parts["channel_private"] / parts["count"] / 2**20,
         "last_mib": last / 2**20,
         "growth_percent": 100 * (last - first) / first,
         "generations": generations,
@@ -214,12 +250,21 @@ def main() -> None:
     parser.add_argument("--idle-seconds", type=float, default=30)
     parser.add_argument("--channels", type=int, default=50)
     parser.add_argument("--memory-minutes", type=float, default=10)
+    parser.add_argument("--warm-up", type=float, default=60, help="seconds after all channels are STEADY")
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--memory-only", action="store_true", help="only the memory of --channels channels")
     args = parser.parse_args()
     # Sources scheduled every 2 ms overrun their interval by design here: not news.
     logging.getLogger("apscheduler").setLevel(logging.ERROR)
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
 
+    if not args.memory_only:
+        run_speed(args)
+    if not args.skip_memory:
+        run_memory(args)
+
+
+def run_speed(args: argparse.Namespace) -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="de-bench-") as tmp:
         print("generations on SQLite ...", file=sys.stderr, flush=True)
@@ -261,9 +306,33 @@ def main() -> None:
     print("\nidle channel process ...", file=sys.stderr, flush=True)
     idle = bench_idle_cpu(args.idle_seconds)
     print(f"\n== idle channel process: {idle['cpu_percent']:.3f}% of a core over {idle['seconds']:g} s (<1%)")
-    if not args.skip_memory:
-        print(f"{args.channels} channels for {args.memory_minutes:g} min ...", file=sys.stderr, flush=True)
-        memory = bench_memory(args.channels, args.memory_minutes)
+
+
+def run_memory(args: argparse.Namespace) -> None:
+    print(f"{args.channels} channels for {args.memory_minutes:g} min ...", file=sys.stderr, flush=True)
+    memory = bench_memory(args.channels, args.memory_minutes, args.warm_up)
+    print(f"\n== {memory['channels']} channels in one de-server, after {args.warm_up:g} s of warm-up")
+    print(
+        tabulate(
+            [
+                [
+                    f"{memory['per_channel_mib']:.1f}",
+                    f"{memory['private_per_channel_mib']:.1f}",
+                    f"{memory['server_mib']:.0f}",
+                    f"{memory['fork_server_mib']:.0f}",
+                    f"{memory['first_mib']:.0f}",
+                ]
+            ],
+            headers=[
+                "MiB (PSS) per channel (<=20)",
+                "of it private",
+                "server MiB",
+                "fork server MiB",
+                "total MiB (server + channels)",
+            ],
+        )
+    )
+    if args.memory_minutes > 0:
         print(f"\n== {memory['channels']} channels in one de-server, {memory['minutes']:g} minutes")
         print(
             tabulate(

@@ -43,13 +43,7 @@ from decisionengine.framework.util.logger import get_logger
 #: imported once by the fork server, shared (copy-on-write) by every channel process
 PRELOAD = [
     "decisionengine.framework.engine.forkserver_guard",  # first: dies with de-server (supervision)
-    "decisionengine.framework.engine.channel_process",
-    "decisionengine.framework.config.validation",
-    "decisionengine.framework.taskmanager.prepare",
-    "decisionengine.framework.taskmanager.TaskManager",
-    "decisionengine.framework.dataspace.datasources.sqlalchemy_ds",
-    "decisionengine.framework.engine.logs",
-    "decisionengine.framework.engine.preload",  # last: freezes the rest
+    "decisionengine.framework.engine.preload",  # the framework, warmed up and frozen
 ]
 
 

@@ -1,0 +1,87 @@
+"""What a process forked by the channel fork server finds already loaded (and what it does not redo).
+
+Per-channel memory itself is measured by ``benchmarks/engine.py --memory-only``; these
+tests pin the mechanisms it relies on, in a real fork server started by a real script.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from tests.engine.server import REPO
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def report(path: str) -> None:
+    """The target run in the forked process: what it shares with the fork server."""
+    import gc
+
+    import pyarrow
+
+    from decisionengine.framework.dataspace import migrations
+
+    with open(path, "a") as out:
+        out.write(
+            json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "frozen": gc.get_freeze_count(),
+                    "arrow_pool": pyarrow.default_memory_pool().backend_name,
+                    "head_cached": migrations.head_revision.cache_info().currsize,
+                    "validation_loaded": "decisionengine.framework.config.validation" in sys.modules,
+                }
+            )
+            + "\n"
+        )
+
+
+def test_a_forked_process_shares_the_preloaded_framework_and_does_not_rerun_the_main_module(tmp_path):
+    lines = tmp_path / "lines"
+    script = tmp_path / "server_main.py"
+    # Run as a script, the main module is one multiprocessing would run again in each child.
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import os
+            with open({str(lines)!r}, "a") as out:
+                out.write(f"main module ran in {{os.getpid()}}\\n")
+
+            if __name__ == "__main__":
+                from decisionengine.framework.engine.DecisionEngine import channel_context
+                from tests.engine.test_preload import report
+
+                process = channel_context().Process(target=report, args=({str(lines)!r},))
+                process.start()
+                process.join(60)
+                print(os.getpid(), process.exitcode, flush=True)
+            """
+        )
+    )
+    env = {key: value for key, value in os.environ.items() if key != "ARROW_DEFAULT_MEMORY_POOL"}
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=REPO,
+        env={**env, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=100,
+        check=True,
+    )
+    server_pid, exitcode = (int(field) for field in done.stdout.split())
+    assert exitcode == 0, done.stderr
+    written = lines.read_text().splitlines()
+    assert written[0] == f"main module ran in {server_pid}"
+    assert not [line for line in written[1:] if line.startswith("main module ran")]  # not in the child
+    child = json.loads(written[-1])
+    assert child["pid"] != server_pid
+    assert child["frozen"] > 10_000  # the framework, out of the collector's reach
+    assert child["arrow_pool"] == "system"
+    assert child["head_cached"] == 1  # computed once, in the fork server
+    assert child["validation_loaded"]
