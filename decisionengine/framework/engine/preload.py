@@ -33,8 +33,10 @@ MODULES = (
     "decisionengine.framework.engine.links",
     "decisionengine.framework.engine.logs",
     "decisionengine.framework.config.validation",
+    "decisionengine.framework.taskmanager.prepare",
     "decisionengine.framework.taskmanager.TaskManager",
     "decisionengine.framework.dataspace.datasources.sqlalchemy_ds",
+    "decisionengine.framework.dataspace.connection_gate",
     # imported on first use by the channel's sources, DataSpace and queues
     "apscheduler.triggers.interval",
     "multiprocessing.synchronize",
