@@ -1,6 +1,11 @@
 """No-op modules for benchmarks/engine.py: 3 sources, 3 transforms, 2 publishers, tiny products."""
 
+import time
+
+import pandas as pd
+
 from decisionengine.framework.modules import Publisher, Source, Transform
+from decisionengine.framework.modules.Source import Parameter
 
 
 @Source.produces(s1=int)
@@ -74,4 +79,40 @@ def channel(schedule: float, **task_manager) -> dict:
             "pub2": {"module": here, "name": "Publisher2"},
         },
         "task_manager": task_manager,
+    }
+
+
+@Source.supports_config(Parameter("record", type=str, default=""), Parameter("rows", type=int, default=2000))
+@Source.produces(jobs=pd.DataFrame)
+class RecordedSource(Source.Source):
+    """A job-queue-like frame of ``rows`` rows; appends the acquire time to ``record``
+    (one line per acquisition, whatever process runs it)."""
+
+    def acquire(self):
+        if self.parameters.get("record"):
+            with open(self.parameters["record"], "a") as out:
+                out.write(f"{time.time()}\n")
+        rows = self.parameters.get("rows", 2000)
+        return {"jobs": pd.DataFrame({"id": range(rows), "cores": [4] * rows, "site": ["A", "B"] * (rows // 2)})}
+
+
+@Publisher.consumes(jobs=pd.DataFrame)
+class JobsPublisher(Publisher.Publisher):
+    def publish(self, data_block):
+        self.jobs(data_block)
+
+
+def jobs_channel(source_key: str, schedule: float, record: str) -> dict:
+    """A channel of one job-queue source and one publisher (benchmarks of shared sources)."""
+    here = "benchmarks.noop_modules"
+    return {
+        "sources": {
+            source_key: {
+                "module": here,
+                "name": "RecordedSource",
+                "parameters": {"record": record},
+                "schedule": schedule,
+            }
+        },
+        "publishers": {"pub": {"module": here, "name": "JobsPublisher", "parameters": {}}},
     }

@@ -304,6 +304,9 @@ def status_text(status: Mapping[str, Any], now: float) -> str:
         status_table(status["channels"], now)
         + f"reaper: {reaper['state']} (runs {reaper['runs']}, next {when(reaper['next_run'])})\n"
     )
+    sources = status.get("sources") or []
+    if any(row.get("shared") for row in sources):  # which channels share which source
+        text += "\n" + sources_text(sources, now)
     cluster = status.get("cluster")
     if cluster and len(cluster.get("members") or ()) > 1:
         text += "\n" + cluster_text(cluster, now)
