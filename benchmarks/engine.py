@@ -39,7 +39,7 @@ from tabulate import tabulate
 REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.noop_modules import channel  # noqa: E402
+from benchmarks.noop_modules import channel, jobs_channel  # noqa: E402
 from decisionengine.framework.config.channel_file import parse_channel_config  # noqa: E402
 from decisionengine.framework.config.validation import validate_channel  # noqa: E402
 from decisionengine.framework.dataspace.dataspace import DataSpace  # noqa: E402
@@ -104,11 +104,15 @@ def bench_taskmanager(url: str, generations: int) -> dict[str, float]:
 class Server:
     """A de-server process with ``channels`` copies of the no-op channel."""
 
-    def __init__(self, root: pathlib.Path, channels: int, schedule: float) -> None:
+    def __init__(
+        self, root: pathlib.Path, channels: int, schedule: float, configs: dict[str, dict] | None = None
+    ) -> None:
         self.port = free_port()
         (root / "config.d").mkdir(parents=True)
-        for i in range(channels):
-            (root / "config.d" / f"noop{i:02d}.jsonnet").write_text(json.dumps(channel(schedule)))
+        if configs is None:
+            configs = {f"noop{i:02d}": channel(schedule, owner=f"noop{i:02d}") for i in range(channels)}
+        for name, config in configs.items():
+            (root / "config.d" / f"{name}.jsonnet").write_text(json.dumps(config))
         (root / "decision_engine.jsonnet").write_text(
             json.dumps(
                 {
@@ -147,7 +151,11 @@ class Server:
         raise TimeoutError("channels did not all reach STEADY")
 
     def pids(self) -> list[int]:
-        return [self.process.pid, *self.channel_pids()]
+        """The server, its channel processes and its shared source processes."""
+        status = self.status()
+        found = {c["pid"] for c in status["channels"] if c.get("pid")}
+        found |= {s["pid"] for s in status.get("sources") or [] if s.get("pid")}
+        return [self.process.pid, *sorted(found)]
 
     def channel_pids(self) -> list[int]:
         return [c["pid"] for c in self.status()["channels"] if c.get("pid")]
@@ -244,6 +252,49 @@ def bench_memory(channels: int, minutes: float, warm_up: float = 60) -> dict[str
     }
 
 
+def bench_shared_sources(channels: int, schedule: float, seconds: float) -> dict[str, dict[str, float]]:
+    """``channels`` channels over one shared source against as many with private sources
+    (the same source under a name of each channel's own): acquisitions per minute, PSS of
+    every process, and how soon a generation starts after the delivery it uses."""
+    results = {}
+    for mode in ("shared", "private"):
+        with tempfile.TemporaryDirectory(prefix=f"de-bench-{mode}-") as tmp:
+            root = pathlib.Path(tmp)
+            record = root / "acquired.log"
+            configs = {
+                f"ch{i:02d}": jobs_channel("queue" if mode == "shared" else f"queue{i:02d}", schedule, str(record))
+                for i in range(channels)
+            }
+            server = Server(root, channels, schedule, configs)
+            try:
+                server.wait_steady(600)
+                time.sleep(max(2 * schedule, 5))  # warm-up: pools, first generations
+                started = time.time()
+                time.sleep(seconds)
+                ended = time.time()
+                status = server.status()
+                pss = sum(pss_bytes(pid) for pid in server.pids())
+            finally:
+                server.stop()
+            times = [float(line) for line in record.read_text().split()]
+            acquired = [t for t in times if started <= t < ended]
+            latencies = [
+                record["trigger_latency"]
+                for c in status["channels"]
+                for record in c.get("history") or []
+                if record.get("trigger_latency") is not None and started <= record["started"] < ended
+            ]
+            results[mode] = {
+                "acquisitions_per_minute": len(acquired) * 60 / (ended - started),
+                "ticks_per_minute": 60 / schedule,
+                "pss_mib": pss / 2**20,
+                "latency_p50_ms": percentile(latencies, 0.5) * 1e3 if latencies else float("nan"),
+                "latency_p95_ms": percentile(latencies, 0.95) * 1e3 if latencies else float("nan"),
+                "generations": len(latencies),
+            }
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--generations", type=int, default=300)
@@ -253,11 +304,18 @@ def main() -> None:
     parser.add_argument("--warm-up", type=float, default=60, help="seconds after all channels are STEADY")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--memory-only", action="store_true", help="only the memory of --channels channels")
+    parser.add_argument("--shared-only", action="store_true", help="only the shared-source comparison")
+    parser.add_argument("--shared-channels", type=int, default=20)
+    parser.add_argument("--shared-schedule", type=float, default=2.0)
+    parser.add_argument("--shared-seconds", type=float, default=60)
     args = parser.parse_args()
     # Sources scheduled every 2 ms overrun their interval by design here: not news.
     logging.getLogger("apscheduler").setLevel(logging.ERROR)
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
 
+    if args.shared_only:
+        report_shared(args)
+        return
     if not args.memory_only:
         run_speed(args)
     if not args.skip_memory:
@@ -348,6 +406,47 @@ def run_memory(args: argparse.Namespace) -> None:
                 headers=["MiB (PSS) after warm-up", "MiB (PSS) at the end", "growth (<5%)", "generations", "states"],
             )
         )
+    report_shared(args)
+
+
+def report_shared(args: argparse.Namespace) -> None:
+    print(f"{args.shared_channels} channels, shared and private sources ...", file=sys.stderr, flush=True)
+    shared = bench_shared_sources(args.shared_channels, args.shared_schedule, args.shared_seconds)
+    print(
+        f"\n== {args.shared_channels} channels over one source every {args.shared_schedule:g} s "
+        f"({args.shared_seconds:g} s measured)"
+    )
+    rows = [
+        [
+            mode,
+            f"{r['acquisitions_per_minute']:.1f}",
+            f"{r['acquisitions_per_minute'] / r['ticks_per_minute']:.2f}",
+            f"{r['pss_mib']:.0f}",
+            f"{r['latency_p50_ms']:.1f}",
+            f"{r['latency_p95_ms']:.1f}",
+            r["generations"],
+        ]
+        for mode, r in shared.items()
+    ]
+    print(
+        tabulate(
+            rows,
+            headers=[
+                "sources",
+                "acquisitions/min",
+                "per tick",
+                "MiB (PSS, all processes)",
+                "start latency p50 ms (<50)",
+                "p95 ms",
+                "generations",
+            ],
+        )
+    )
+    s, p = shared["shared"], shared["private"]
+    print(
+        f"ratios shared/private: acquisitions {s['acquisitions_per_minute'] / p['acquisitions_per_minute']:.3f}, "
+        f"memory {s['pss_mib'] / p['pss_mib']:.3f}"
+    )
 
 
 if __name__ == "__main__":

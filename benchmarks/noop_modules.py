@@ -1,6 +1,11 @@
 """No-op modules for benchmarks/engine.py: 3 sources, 3 transforms, 2 publishers, tiny products."""
 
+import time
+
+import pandas as pd
+
 from decisionengine.framework.modules import Publisher, Source, Transform
+from decisionengine.framework.modules.Source import Parameter
 
 
 @Source.produces(s1=int)
@@ -54,11 +59,17 @@ class Publisher2(Publisher.Publisher):
         self.t3(data_block)
 
 
-def channel(schedule: float, **task_manager) -> dict:
-    """The benchmark channel as a channel-file dict."""
+def channel(schedule: float, owner: str = "", **task_manager) -> dict:
+    """The benchmark channel as a channel-file dict.
+
+    ``owner``: part of its source names, so that copies of this channel made with different
+    owners each have sources of their own (sources of one name and configuration are shared
+    between channels: README "Sources shared by channels").
+    """
     here = "benchmarks.noop_modules"
+    suffix = f"_{owner}" if owner else ""
     return {
-        "sources": {f"src{i}": {"module": here, "name": f"Source{i}", "schedule": schedule} for i in (1, 2, 3)},
+        "sources": {f"src{i}{suffix}": {"module": here, "name": f"Source{i}", "schedule": schedule} for i in (1, 2, 3)},
         "transforms": {f"tr{i}": {"module": here, "name": f"Transform{i}"} for i in (1, 2, 3)},
         "logicengines": {
             "le": {
@@ -74,4 +85,40 @@ def channel(schedule: float, **task_manager) -> dict:
             "pub2": {"module": here, "name": "Publisher2"},
         },
         "task_manager": task_manager,
+    }
+
+
+@Source.supports_config(Parameter("record", type=str, default=""), Parameter("rows", type=int, default=2000))
+@Source.produces(jobs=pd.DataFrame)
+class RecordedSource(Source.Source):
+    """A job-queue-like frame of ``rows`` rows; appends the acquire time to ``record``
+    (one line per acquisition, whatever process runs it)."""
+
+    def acquire(self):
+        if self.parameters.get("record"):
+            with open(self.parameters["record"], "a") as out:
+                out.write(f"{time.time()}\n")
+        rows = self.parameters.get("rows", 2000)
+        return {"jobs": pd.DataFrame({"id": range(rows), "cores": [4] * rows, "site": ["A", "B"] * (rows // 2)})}
+
+
+@Publisher.consumes(jobs=pd.DataFrame)
+class JobsPublisher(Publisher.Publisher):
+    def publish(self, data_block):
+        self.jobs(data_block)
+
+
+def jobs_channel(source_key: str, schedule: float, record: str) -> dict:
+    """A channel of one job-queue source and one publisher (benchmarks of shared sources)."""
+    here = "benchmarks.noop_modules"
+    return {
+        "sources": {
+            source_key: {
+                "module": here,
+                "name": "RecordedSource",
+                "parameters": {"record": record},
+                "schedule": schedule,
+            }
+        },
+        "publishers": {"pub": {"module": here, "name": "JobsPublisher", "parameters": {}}},
     }

@@ -75,7 +75,7 @@ class Server:
         config_dir = self.root / "config.d"
         config_dir.mkdir(parents=True)
         for i in range(channels):
-            (config_dir / f"noop{i:03d}.jsonnet").write_text(json.dumps(channel(schedule)))
+            (config_dir / f"noop{i:03d}.jsonnet").write_text(json.dumps(channel(schedule, owner=f"noop{i:03d}")))
         (self.root / "decision_engine.jsonnet").write_text(
             json.dumps(
                 {

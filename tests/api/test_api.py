@@ -271,6 +271,7 @@ EXAMPLES = [
     ("get", "/cluster", "/cluster"),
     ("post", "/cluster/drain", "/cluster/drain"),
     ("post", "/cluster/undrain", "/cluster/undrain"),
+    ("get", "/sources", "/sources"),
     ("get", "/reaper", "/reaper"),
     ("post", "/reaper/stop", "/reaper/stop"),
     ("post", "/reaper/start", "/reaper/start?delay=3600"),

@@ -231,7 +231,11 @@ def test_queue_status(server):
         "link",
         "backlog",
     ]
-    assert {tuple(line.split()[:2]) for line in lines[2:]} == {("counting", "counter"), ("spare", "c")}
+    channel_rows = lines[2 : lines.index("")]
+    assert {tuple(line.split()[:2]) for line in channel_rows} == {("counting", "counter"), ("spare", "c")}
+    # then every source with its consumers (the reference listed its sources)
+    source_rows = {line.split()[0]: line.split() for line in lines[lines.index("") + 3 :]}
+    assert source_rows["counter"][1:4] == ["in", "channel", "counting"]
     queues = {row["channel"]: row for row in as_json(client(server, "--queue-status", "--json"))}
     assert set(queues) == {"counting", "spare"}
     counter = queues["counting"]["sources"]["counter"]

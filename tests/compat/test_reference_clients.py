@@ -30,7 +30,10 @@ def channels(root):
     counting = counting_channel(str(root / "published.jsonl"))
     counting["sources"]["counter"]["schedule"] = 0.3
     counting["sources"]["talker"] = module("ChattySource", schedule=0.3)
-    other = {"sources": {"counter": module("CountingSource", schedule=0.5)}, "publishers": {}}
+    # sources are known by name across the server, as the reference's: both channels name
+    # "counter" with the same configuration, so they share it (another configuration would
+    # need another name)
+    other = {"sources": {"counter": module("CountingSource", schedule=0.3)}, "publishers": {}}
     return {"counting": counting, "other": other}
 
 
@@ -119,8 +122,13 @@ def test_every_reference_call_answers_what_it_should(server):
     assert 'de_generations_total{channel="counting",outcome="committed"}' in answer(entries, "de-client --metrics")
     queues = answer(entries, "de-client --queue-status").splitlines()
     assert queues[0].split()[:5] == ["channel", "source", "delivery", "pending", "deliveries"]
-    by_source = {tuple(line.split()[:2]): line.split() for line in queues[2:]}
+    channel_rows = queues[2 : queues.index("")]
+    by_source = {tuple(line.split()[:2]): line.split() for line in channel_rows}
     assert set(by_source) == {("counting", "counter"), ("counting", "talker"), ("other", "counter")}
+    sources = queues[queues.index("") + 1 :]
+    assert sources[0].split()[:3] == ["source", "runs", "consumers"]
+    rows = {line.split()[0]: line.split() for line in sources[2:]}
+    assert set(rows) == {"counter", "talker"} and rows["counter"][1:4] == ["shared", "counting,", "other"]
     assert all(row[2] in ("yes", "no") and int(row[3]) >= 2 for row in by_source.values())
     assert answer(entries, "de-client --block-while BOOT --timeout 60").strip() == "no channel is BOOT"
 

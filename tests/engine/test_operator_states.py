@@ -36,6 +36,8 @@ def server(tmp_path_factory, sqlite_url):
     }
     refusing = counting_channel(str(root / "refusing.jsonl"), max_consecutive_failures=2)
     refusing["sources"]["counter"]["schedule"] = 0.3
+    # another configuration than good's "counter": another name (sources are known by name)
+    refusing["sources"] = {"refusing_counter": refusing["sources"]["counter"]}
     refusing["publishers"]["recorder"]["parameters"]["fail"] = True
     server = DEServer(root, sqlite_url, {"good": good, "flaky": flaky, "refusing": refusing}).start()
     try:

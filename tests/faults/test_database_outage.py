@@ -38,6 +38,9 @@ def test_a_database_outage_heals_itself(tmp_path, database):
     for name in ("alpha", "beta"):
         channel = counting_channel(str(tmp_path / f"{name}.jsonl"))
         channel["sources"]["counter"]["schedule"] = 0.3
+        # a source of each channel's own (sources are known by name across the server: one
+        # name would be one shared source, whose deliveries wait for the database)
+        channel["sources"] = {f"counter_{name}": channel["sources"]["counter"]}
         channels[name] = channel
     server = DEServer(tmp_path, url, channels).start()
     try:
@@ -57,10 +60,10 @@ def test_a_database_outage_heals_itself(tmp_path, database):
         assert 'de_channel_database_up{channel="alpha"} 0.0' in metrics
         assert 'de_channel_database_errors_total{channel="alpha"} 1.0' in metrics  # one outage, counted once
         before = {c["channel"]: c["generation"] for c in down["channels"]}
-        deliveries = {c["channel"]: c["sources"]["counter"]["deliveries"] for c in down["channels"]}
+        deliveries = {c["channel"]: c["sources"][f"counter_{c['channel']}"]["deliveries"] for c in down["channels"]}
         eventually(
             lambda: all(
-                c["sources"]["counter"]["deliveries"] > deliveries[c["channel"]] + 2
+                c["sources"][f"counter_{c['channel']}"]["deliveries"] > deliveries[c["channel"]] + 2
                 for c in server.status()["channels"]
             ),
             30,

@@ -313,3 +313,15 @@ def validate_channel(config: ChannelConfig, *, strict_parameters: bool = False) 
         task_manager=FrozenDict(config.task_manager),
         warnings=tuple(warnings),
     )
+
+
+def validate_source(entry: ModuleEntry, channel: str, *, strict_parameters: bool = False) -> ModuleSpec:
+    """Validate one source entry on its own (a shared source's process): import, parameters,
+    construction and declarations as for a channel's source; the spec, or
+    :class:`ChannelValidationError` naming ``channel`` (the name the source runs under)."""
+    problems: list[str] = []
+    warnings: list[str] = []
+    built = _build(entry, channel, problems, warnings, strict_parameters=strict_parameters)
+    if built is None or problems:
+        raise ChannelValidationError(channel, None, problems)
+    return built.spec

@@ -109,6 +109,10 @@ def datasource_from_config(config: Any) -> DataSource:
     return cls(datasource_config)
 
 
+#: task managers of shared sources (taskmanager.shared_source): not channels
+SHARED_SOURCE_PREFIX = "de-source:"
+
+
 class DataSpace:
     """DataSpace class is collection of datablocks and provides interface to the database
     used to store the actual data"""
@@ -275,7 +279,13 @@ class DataSpace:
 
     def channel_names(self) -> list[str]:
         """Every channel (task manager name) the DataSpace holds, sorted."""
-        return sorted({registration["name"] for registration in self.datasource.get_taskmanagers()})
+        return sorted(
+            {
+                registration["name"]
+                for registration in self.datasource.get_taskmanagers()
+                if not registration["name"].startswith(SHARED_SOURCE_PREFIX)
+            }
+        )
 
     def claim_channel(self, name: str, owner: str, server_id: str | None = None) -> Fence | None:
         """Become the owner of channel ``name`` (call while holding its lock): the fence

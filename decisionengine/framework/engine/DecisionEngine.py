@@ -23,6 +23,7 @@ from typing import Any
 
 from decisionengine.framework.config.channel_file import ChannelConfig, read_channel_file
 from decisionengine.framework.config.channels import ChannelFailure, read_channels
+from decisionengine.framework.config.shared_sources import conflicts_of, split_conflicting
 from decisionengine.framework.dataspace.connection_gate import create_slots
 from decisionengine.framework.dataspace.dataspace import DataSpace
 from decisionengine.framework.dataspace.maintain import Reaper
@@ -34,6 +35,7 @@ from decisionengine.framework.engine.errors import ChannelConflict, ChannelNotFo
 from decisionengine.framework.engine.events import EventHub, GenerationListener
 from decisionengine.framework.engine.links import LinkRouter
 from decisionengine.framework.engine.restarts import RestartPolicy
+from decisionengine.framework.engine.shared_sources import SharedSources
 from decisionengine.framework.engine.workers import ChannelWorker
 from decisionengine.framework.taskmanager import metrics as channel_metrics
 from decisionengine.framework.taskmanager.settings import TaskManagerSettings
@@ -113,9 +115,22 @@ class DecisionEngine:
         if metrics_dir and engine is not None and engine.dialect.name == "postgresql":
             count = int(global_config["dataspace"].get("channel_connections", 8))
             self._connection_slots = (create_slots(os.path.join(metrics_dir, "connection-slots"), count), count)
+        #: sources several channels name: one process each (see engine.shared_sources)
+        self.sources = SharedSources(
+            lambda: dict(self.workers),
+            self._launch_args,
+            self.context,
+            self._notify,
+            self.links,
+            lambda: RestartPolicy.from_config(self.global_config),
+            server_name=self.cluster.settings.name if self.cluster is not None else None,
+        )
         configs, failures = read_channels(channel_dir)
         for failure in failures.values():
             self._config_failed(failure)
+        read, (configs, refused) = configs, split_conflicting(configs)
+        for name, conflicts in refused.items():
+            self._source_conflict(name, conflicts, read[name].path)
         for name, config in configs.items():
             for warning in config.warnings:
                 self.logger.warning("channel configuration", channel=name, warning=warning)
@@ -135,6 +150,10 @@ class DecisionEngine:
             file=failure.path,
             reason=failure.reason,
         )
+
+    def _source_conflict(self, name: str, conflicts: list[Any], path: str | None) -> None:
+        """A channel names a source another channel configures differently: it is not loaded."""
+        self._config_failed(ChannelFailure(name, str(path or name), "; ".join(str(c) for c in conflicts)))
 
     def _launch_args(self) -> dict[str, Any]:
         logger_config = self.global_config.get("logger", {})
@@ -156,10 +175,12 @@ class DecisionEngine:
             self.events.state,
             router=self.links,
             restart_policy=RestartPolicy.from_config(self.global_config),
+            prepare_launch=self.sources.prepare_launch,
         )
 
     def _notify(self) -> None:
         self._export_channel_states()
+        self.sources.wake()
         with self._changed:
             self._changed.notify_all()
 
@@ -258,6 +279,9 @@ class DecisionEngine:
 
     def _on_channel_event(self, kind: str, name: str, payload: Any) -> None:
         """Apply what a channel process reports (status snapshots, plan, failure, exit)."""
+        if self.sources.owns(name):
+            self.sources.on_event(kind, name, payload)
+            return
         worker = self.workers.get(name)
         if worker is None:
             return
@@ -296,6 +320,7 @@ class DecisionEngine:
         """Start everything and return at once: channels boot in their own processes."""
         server_metrics.SERVER_UP.set(1)
         self.links.start()
+        self.sources.start()
         if self.cluster is not None:
             for worker in self.workers.values():
                 worker.want()
@@ -334,7 +359,10 @@ class DecisionEngine:
         self.stopping.set()
         if self.cluster is not None:
             self.cluster.stop()  # no more hand-overs; the others claim our channels as they are released
+        deadline = time.monotonic() + timeout
         self._stop_workers(list(self.workers.values()), timeout)
+        self.sources.stop()  # no more attaching or detaching: stop every shared source now
+        self._stop_workers(self.sources.all_workers(), max(1.0, deadline - time.monotonic()))
         self.reaper.stop(timeout=timeout)
         self.database_probe.stop()
         server_metrics.SERVER_UP.set(0)
@@ -400,6 +428,10 @@ class DecisionEngine:
             )
         return statuses
 
+    def source_statuses(self) -> list[dict[str, Any]]:
+        """Every source of the server's channels with its consumers, schedule, last acquire and state."""
+        return self.sources.statuses()
+
     def channel_status(self, channel: str) -> dict[str, Any]:
         for status in self.channel_statuses():
             if status["channel"] == channel:
@@ -433,6 +465,11 @@ class DecisionEngine:
         if worker is not None and worker.alive:
             raise ChannelConflict(f"channel {channel!r} is already running")
         config = self._read_channel(channel)
+        conflicts = conflicts_of(config, [w.config for name, w in self.workers.items() if name != channel])
+        if conflicts:
+            if worker is None:
+                self._source_conflict(channel, conflicts, config.path)
+            raise ChannelConflict("; ".join(str(c) for c in conflicts))
         self.config_failures.pop(channel, None)
         if worker is None:
             worker = self.workers[channel] = self._new_worker(config)

@@ -52,6 +52,8 @@ class ChannelLaunch:
     server_id: str | None = None
     #: (directory, count) of the server's connection slots (PostgreSQL; see dataspace.connection_gate)
     connection_slots: tuple[str, int] | None = None
+    #: sources of the channel that run shared, in a process of their own (see engine.shared_sources)
+    shared_sources: frozenset[str] = frozenset()
 
 
 def main(launch: ChannelLaunch) -> None:
@@ -86,6 +88,20 @@ def main(launch: ChannelLaunch) -> None:
 
     taskmanager: TaskManager | None = None
     stop_requested = threading.Event()
+    #: what the server forwarded about shared sources before the task manager existed
+    early: dict[tuple[str, str], Any] = {}
+    early_lock = threading.Lock()
+
+    def shared_source_news(kind: str, key: str, payload: Any) -> None:
+        with early_lock:
+            if taskmanager is None:
+                early[(kind, key)] = payload  # the latest of each kind is what counts
+                return
+            target = taskmanager
+        if kind == "source_delivery":
+            target.deliver_shared(key, payload)
+        else:
+            target.shared_source_failing(key, payload)
 
     def request_stop(*_: Any) -> None:
         stop_requested.set()
@@ -111,6 +127,8 @@ def main(launch: ChannelLaunch) -> None:
             if command == "set_log_level":
                 logs.set_level(args[0])
                 logger.info("channel log level changed", level=args[0])
+            elif command in ("source_delivery", "source_failing"):
+                shared_source_news(command, *args)
             elif command == "set_module_log_level":
                 key, level = args
                 logs.set_module_level(key, level)
@@ -131,7 +149,20 @@ def main(launch: ChannelLaunch) -> None:
     sender.event("plan", name, describe_plan(plan))
     try:
         dataspace = open_dataspace(launch)
-        taskmanager = TaskManager(plan, dataspace, reporter=report, settings=settings, server_id=launch.server_id)
+        built = TaskManager(
+            plan,
+            dataspace,
+            reporter=report,
+            settings=settings,
+            server_id=launch.server_id,
+            shared_sources=launch.shared_sources,
+        )
+        with early_lock:
+            taskmanager = built
+            waiting = dict(early)
+            early.clear()
+        for (kind, key), payload in sorted(waiting.items(), key=lambda item: item[0][0] != "source_delivery"):
+            shared_source_news(kind, key, payload)
         if stop_requested.is_set():
             taskmanager.stop()
         final = taskmanager.run()
@@ -145,7 +176,7 @@ def main(launch: ChannelLaunch) -> None:
     sys.exit(EXIT_OK if final is State.SHUTDOWN else EXIT_ERROR)
 
 
-def open_dataspace(launch: ChannelLaunch) -> Any:
+def open_dataspace(launch: Any, name: str | None = None) -> Any:
     """The channel's DataSpace; under a server on PostgreSQL, a connection only while a
     transaction runs, and only with one of the server's connection slots."""
     from decisionengine.framework.dataspace.dataspace import DataSpace  # noqa: PLC0415
@@ -157,7 +188,7 @@ def open_dataspace(launch: ChannelLaunch) -> Any:
     directory, count = launch.connection_slots
     dataspace_config = dict(launch.global_config["dataspace"])
     datasource = dict(dataspace_config.get("datasource") or {})
-    datasource["config"] = gated_config(dict(datasource.get("config") or {}), launch.config.name)
+    datasource["config"] = gated_config(dict(datasource.get("config") or {}), name or launch.config.name)
     dataspace_config["datasource"] = datasource
     gate = ConnectionGate(directory, count)
     dataspace = DataSpace({**launch.global_config, "dataspace": dataspace_config})

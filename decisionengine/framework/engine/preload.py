@@ -30,6 +30,8 @@ from typing import Any
 #: what every channel process imports
 MODULES = (
     "decisionengine.framework.engine.channel_process",
+    "decisionengine.framework.engine.source_process",
+    "decisionengine.framework.taskmanager.shared_source",
     "decisionengine.framework.engine.links",
     "decisionengine.framework.engine.logs",
     "decisionengine.framework.config.validation",

@@ -51,8 +51,14 @@ class ChannelWorker:
         on_state: StateListener | None = None,
         router: Any = None,
         restart_policy: RestartPolicy | None = None,
+        prepare_launch: Callable[[ChannelWorker], dict[str, Any]] | None = None,
     ) -> None:
         self.config = config
+        #: called at each start, before the process exists: more launch fields (the shared
+        #: sources the channel uses; the server attaches it to them then)
+        self.prepare_launch = prepare_launch
+        #: the shared sources the running (or last) process of the channel uses
+        self.shared_sources: frozenset[str] = frozenset()
         self.on_state = on_state
         self.plan: dict[str, Any] | None = None
         self.name: str = config.name
@@ -167,15 +173,12 @@ class ChannelWorker:
             self._exited = threading.Event()
             self._ended = threading.Event()
             reader, writer = self.context.Pipe(duplex=False)
-            launch = ChannelLaunch(
-                config=self.config,
-                link=writer,
-                command_queue=self.command_queue,
-                log_level=self.log_level,
-                module_log_levels=dict(self.source_log_levels),
-                **{k: v for k, v in self.launch_args.items() if k != "log_level"},
-            )
-            self.process = self.context.Process(target=main, args=(launch,), name=f"de-channel-{self.name}")
+            try:
+                target, launch, title = self._launch(writer)
+            except BaseException as exc:
+                self._never_started(exc, reader, writer)
+                raise
+            self.process = self.context.Process(target=target, args=(launch,), name=title)
             # Report BOOT before the process exists, so that status answers at once.
             self._replace(
                 {
@@ -202,6 +205,20 @@ class ChannelWorker:
             name=f"monitor-{self.name}",
             daemon=True,
         ).start()
+
+    def _launch(self, writer: Any) -> tuple[Callable[[Any], None], Any, str]:
+        """(the process's entry point, its launch argument, its name); lock held."""
+        extra = self.prepare_launch(self) if self.prepare_launch is not None else {}
+        launch = ChannelLaunch(
+            config=self.config,
+            link=writer,
+            command_queue=self.command_queue,
+            log_level=self.log_level,
+            module_log_levels=dict(self.source_log_levels),
+            **{k: v for k, v in self.launch_args.items() if k != "log_level"},
+            **extra,
+        )
+        return main, launch, f"de-channel-{self.name}"
 
     def _never_started(self, exc: BaseException, reader: Any, writer: Any) -> None:
         """The process could not be started (the fork server is unreachable, say): there is
@@ -276,6 +293,15 @@ class ChannelWorker:
         if restart_in is not None:
             self.logger.warning("channel will be restarted", delay=restart_in, failures_in_a_row=self.failures_in_a_row)
         self.notify()
+
+    @property
+    def runs_or_will_run(self) -> bool:
+        """The process runs, is being started, or a restart is pending: the channel still
+        needs what it uses (its shared sources)."""
+        with self._lock:
+            if self._restart_timer is not None:
+                return True
+            return self.process is not None and not self._ended.is_set()
 
     # -- the cluster's say -----------------------------------------------------------------
 

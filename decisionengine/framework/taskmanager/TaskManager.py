@@ -137,13 +137,19 @@ class TaskManager:
         reporter: Reporter | None = None,
         settings: TaskManagerSettings | None = None,
         server_id: str | None = None,
+        shared_sources: frozenset[str] = frozenset(),
     ) -> None:
-        """``server_id``: the channel runs for that server of a cluster (de-server passes it),
+        """``shared_sources``: keys of sources that run shared, outside this process (the
+        server forwards their deliveries to :meth:`deliver_shared`); the channel neither
+        builds nor schedules them.
+
+        ``server_id``: the channel runs for that server of a cluster (de-server passes it),
         which the cluster has given the channel to; it is claimed in the database for that
         server, with no lock of its own (so no connection held while idle).  Without one,
         the channel's own lock (an advisory lock, a lock file) decides who runs it."""
         self.plan = plan
         self.server_id = server_id
+        self.shared_sources = frozenset(shared_sources) & frozenset(plan.sources)
         self.name = plan.name
         self.dataspace = dataspace
         self.settings = settings or TaskManagerSettings.from_config(plan.task_manager, plan.name)
@@ -205,7 +211,10 @@ class TaskManager:
             "last_error": self.last_error,
             "failed_module": self.failed_module,
             "failing_sources": self.failing_sources(),
-            "sources": {key: {**asdict(status), "pending": key in pending} for key, status in self.sources.items()},
+            "sources": {
+                key: {**asdict(status), "pending": key in pending, "shared": key in self.shared_sources}
+                for key, status in self.sources.items()
+            },
             "busy": dict(self.busy),
             "standby": self.standby,
             "owner": self.owner if not self.standby and self.fence is not None else None,
@@ -443,6 +452,8 @@ class TaskManager:
 
     def _boot(self) -> None:
         for spec in self.plan.modules():
+            if spec.key in self.shared_sources:
+                continue  # runs in its own process; its deliveries arrive through deliver_shared
             self.instances[spec.key] = self._call(spec.key, spec.create)
         try:
             registration = self.dataspace.get_taskmanager(self.name)
@@ -477,6 +488,8 @@ class TaskManager:
             timezone="UTC",
         )
         for key, spec in self.plan.sources.items():
+            if key in self.shared_sources:
+                continue
             self._scheduler.add_job(
                 self._acquire,
                 trigger=spec.trigger(),
@@ -539,8 +552,11 @@ class TaskManager:
                 self._report()
                 return
             finally:
-                metrics.SOURCE_ACQUIRE_SECONDS.labels(self.name, spec.key).observe(time.monotonic() - started)
+                elapsed = time.monotonic() - started
+                metrics.SOURCE_ACQUIRE_SECONDS.labels(self.name, spec.key).observe(elapsed)
+                metrics.REF_SOURCE_ACQUIRE_SECONDS.labels(spec.key).observe(elapsed)
             now = time.time()
+            metrics.REF_SOURCE_LAST_ACQUIRE.labels(spec.key).set(now)
             status.deliveries += 1
             status.last_update = now
             status.last_acquire_seconds = time.monotonic() - started
@@ -549,13 +565,67 @@ class TaskManager:
             status.expired = False
             metrics.SOURCE_ACQUIRES.labels(self.name, spec.key, "success").inc()
             metrics.SOURCE_MISSED_UPDATES.labels(self.name, spec.key).set(0)
-            metrics.SOURCE_LAST_ACQUIRE.labels(self.name, spec.key).set(now)
             with self._cond:
                 self._latest[spec.key] = _Delivery(dict(products), now, scheduled)
                 self._fresh.add(spec.key)
                 self._cond.notify_all()
             self._report()
             return
+
+    # -- shared sources ------------------------------------------------------------------------
+
+    def deliver_shared(self, key: str, delivery: Mapping[str, Any]) -> bool:
+        """A shared source stored a delivery (``generation`` of its task manager
+        ``taskmanager_seq``): read its products (one query) and treat them as a delivery
+        of source ``key``, as an in-process one.  False if it could not be read."""
+        if key not in self.shared_sources:
+            return False
+        products: dict[str, Any] | None = None
+        delay = DB_RETRY_FIRST
+        while products is None:
+            try:
+                products = self.dataspace.get_datablock(delivery["taskmanager_seq"], delivery["generation"])
+            except DataSpaceConnectionError as exc:
+                self._database_unreachable(exc)
+                if self._stop.wait(delay):
+                    return False
+                delay = min(delay * 2, DB_RETRY_MAX)
+            except Exception as exc:  # reaped meanwhile, or unreadable: the next delivery comes on schedule
+                self.logger.error("shared source delivery unreadable", source=key, error=_describe(exc))
+                return False
+        wanted = self.plan.sources[key].produces
+        products = {name: value for name, value in products.items() if not wanted or name in wanted}
+        status = self.sources[key]
+        status.deliveries += 1
+        status.last_update = float(delivery["create_time"])
+        status.last_acquire_seconds = delivery.get("acquire_seconds")
+        status.missed_update_count = 0
+        status.failing_since = None
+        status.last_error = None
+        status.expired = False
+        with self._cond:
+            self._latest[key] = _Delivery(
+                products, float(delivery["create_time"]), float(delivery.get("scheduled_time") or 0.0)
+            )
+            self._fresh.add(key)
+            self._cond.notify_all()
+        self._report()
+        return True
+
+    def shared_source_failing(self, key: str, failing: Mapping[str, Any] | None) -> None:
+        """A shared source keeps failing (``{since, missed_update_count, last_error}``), or
+        no longer does (None): shown in this channel's status as one of its own sources."""
+        if key not in self.shared_sources:
+            return
+        status = self.sources[key]
+        if failing:
+            status.missed_update_count = max(1, int(failing.get("missed_update_count") or 0))
+            status.last_error = failing.get("last_error")
+            status.failing_since = failing.get("since") or status.failing_since or time.time()
+        else:
+            status.missed_update_count = 0
+            status.failing_since = None
+        self._report()
 
     # -- generations ---------------------------------------------------------------------------
 

@@ -70,12 +70,6 @@ SCHEDULE = Gauge(
     ["channel"],
     multiprocess_mode="livemax",
 )
-SOURCE_LAST_ACQUIRE = Gauge(
-    "source_last_acquire_timestamp_seconds",
-    "Unix time of a source's last successful acquire()",
-    ["channel", "source"],
-    multiprocess_mode="livemax",
-)
 DATABASE_ERRORS = Counter(
     "channel_database_errors",
     "Times a channel found its DataSpace database unreachable (each outage counts once)",
@@ -98,3 +92,41 @@ def initialize_channel(channel: str, sources: Iterable[str], publishers: Iterabl
     for publisher in publishers:
         PUBLISHER_FAILURES.labels(channel, publisher)
     DATABASE_ERRORS.labels(channel)
+
+
+# -- the reference Decision Engine 2.0's source metrics, under its names and labels ------------
+# ``source_name`` is the source's key, which names one source across the server (shared
+# sources).  de_source_acquire_seconds already exists above with labels channel and
+# source: the reference's samples (label source_name) join that family, so a query for
+# either kind selects by its labels.  It is kept out of the in-process registry (which
+# refuses a second metric of one name); in the server's multiprocess mode it is exported
+# with the rest.
+REFERENCE_SOURCE_STATES = {
+    "BOOT": 0,
+    "IDLE": 1,
+    "ACTIVE": 2,
+    "STEADY": 3,
+    "SHUTTINGDOWN": 4,
+    "SHUTDOWN": 5,
+    "OFFLINE": 6,
+    "ERROR": 7,
+}
+REF_SOURCE_STATUS = Gauge(
+    "de_source_status",
+    "State of a source, as the reference's numbers: 0 BOOT, 2 ACTIVE, 3 STEADY, 5 SHUTDOWN, 6 OFFLINE, 7 ERROR",
+    ["source_name"],
+    multiprocess_mode="livemax",
+)
+REF_SOURCE_LAST_ACQUIRE = Gauge(
+    "de_source_last_acquire_timestamp_seconds",
+    "Last time a source successfully ran its acquire function",
+    ["source_name"],
+    multiprocess_mode="max",
+)
+REF_SOURCE_ACQUIRE_SECONDS = Histogram(
+    "de_source_acquire_seconds",
+    "How long it took to acquire the source data",
+    ["source_name"],
+    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300),
+    registry=None,
+)

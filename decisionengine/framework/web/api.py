@@ -10,6 +10,7 @@ GET   /channels/{name}/products                     the latest data block: names
 GET   /channels/{name}/products/{key}               a value; DataFrames paged (offset, limit, columns)
 GET   /channels/{name}/products/{key}/history       a number per generation (since, column, agg)
 GET   /channels/{name}/decisions                    facts and publishers per generation
+GET   /sources                                      every source, its consumers and state (shared sources)
 GET   /reaper                                       the Reaper's status
 POST  /channels/{name}/start, /channels/{name}/stop start or stop a channel (token)
 POST  /reaper/start, /reaper/stop                   the Reaper (token)
@@ -202,6 +203,9 @@ class Api:
                 (service.drain if action == "drain" else service.undrain)(caller)
                 self.logger.warning("cluster drain changed through the API", action=action)
                 return _json(self._cluster(caller))
+            case ["sources"]:
+                self._only(method, "GET")
+                return _json({"sources": service.source_statuses(caller)})
             case ["reaper"]:
                 self._only(method, "GET")
                 return _json(service.reaper_status(caller))

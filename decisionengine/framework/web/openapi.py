@@ -288,6 +288,28 @@ DECISIONS = _object(
     }
 )
 
+SERVER_SOURCE = _object(
+    {
+        "source": {"type": "string"},
+        "shared": {"type": "boolean", "description": "runs in a process of its own for several channels"},
+        "channels": {"type": "array", "items": {"type": "string"}, "description": "the channels naming it"},
+        "consumers": {"type": "array", "items": {"type": "string"}, "description": "the running ones it feeds"},
+        "schedule": {"type": ["number", "string", "null"]},
+        "state": {"type": ["string", "null"]},
+        "last_acquire": {"type": ["number", "null"]},
+        "deliveries": {"type": "integer"},
+        "missed_update_count": {"type": "integer"},
+        "last_error": {"type": ["string", "null"]},
+        "pid": {"type": ["integer", "null"]},
+    },
+    {
+        "restarts": {"type": ["integer", "null"]},
+        "generation": {"type": ["integer", "null"]},
+        "taskmanager": {"type": "string"},
+    },
+)
+SOURCES = _object({"sources": {"type": "array", "items": _ref("ServerSource")}})
+
 REAPER = _object(
     {
         "state": {
@@ -335,6 +357,8 @@ SCHEMAS = {
     "History": HISTORY,
     "Decisions": DECISIONS,
     "Reaper": REAPER,
+    "ServerSource": SERVER_SOURCE,
+    "Sources": SOURCES,
     "Member": MEMBER,
     "Cluster": CLUSTER,
     "ControlResult": _object({"result": {"type": "string"}}, {"channel": _ref("Channel"), "reaper": _ref("Reaper")}),
@@ -499,6 +523,12 @@ def document() -> dict[str, Any]:
                     "summary": "end a drain: this server takes its share of channels again",
                     "security": SECURED,
                     "responses": {"200": _response("Cluster", "not draining"), **_errors(401, 403, 409)},
+                }
+            },
+            "/sources": {
+                get: {
+                    "summary": "every source: shared or in its channel, consumers, schedule, state, last acquire",
+                    "responses": {"200": _response("Sources", "the sources")},
                 }
             },
             "/reaper": {get: {"summary": "the Reaper", "responses": {"200": _response("Reaper", "its status")}}},

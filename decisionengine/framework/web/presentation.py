@@ -304,6 +304,9 @@ def status_text(status: Mapping[str, Any], now: float) -> str:
         status_table(status["channels"], now)
         + f"reaper: {reaper['state']} (runs {reaper['runs']}, next {when(reaper['next_run'])})\n"
     )
+    sources = status.get("sources") or []
+    if any(row.get("shared") for row in sources):  # which channels share which source
+        text += "\n" + sources_text(sources, now)
     cluster = status.get("cluster")
     if cluster and len(cluster.get("members") or ()) > 1:
         text += "\n" + cluster_text(cluster, now)
@@ -349,9 +352,12 @@ def drain_text(answer: Mapping[str, Any]) -> str:
     return text
 
 
-def queue_text(channels: Iterable[Mapping[str, Any]], now: float) -> str:
+def queue_text(
+    channels: Iterable[Mapping[str, Any]], now: float, source_rows: Iterable[Mapping[str, Any]] | None = None
+) -> str:
     """``queue_status`` as a table: per source, whether a delivery waits for the next
-    generation; per channel, the messages its process has not yet sent the server."""
+    generation; per channel, the messages its process has not yet sent the server; then
+    (``source_rows``) every source with its consumers, as the reference listed its sources."""
     rows = []
     for channel in channels:
         backlog = channel.get("link_backlog")
@@ -371,6 +377,28 @@ def queue_text(channels: Iterable[Mapping[str, Any]], now: float) -> str:
         if not sources:
             rows.append([channel["channel"], "-", "-", "-", "-", link])
     headers = ["channel", "source", "delivery pending", "deliveries", "last update", "link backlog"]
+    text = tabulate(rows, headers=headers, tablefmt="simple") + "\n"
+    if source_rows is not None:
+        text += "\n" + sources_text(source_rows, now)
+    return text
+
+
+def sources_text(sources: Iterable[Mapping[str, Any]], now: float) -> str:
+    """Every source with its consumers: shared (one process for several channels) or in its channel."""
+    rows = [
+        [
+            row["source"],
+            "shared" if row.get("shared") else "in channel",
+            ", ".join(row.get("consumers") or []) or "-",
+            row.get("schedule"),
+            row.get("state") or "-",
+            ago(row.get("last_acquire"), now),
+            row.get("deliveries", 0),
+            row.get("last_error") or "",
+        ]
+        for row in sources
+    ]
+    headers = ["source", "runs", "consumers", "schedule", "state", "last acquire", "deliveries", "last error"]
     return tabulate(rows, headers=headers, tablefmt="simple") + "\n"
 
 

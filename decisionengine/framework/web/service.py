@@ -307,6 +307,7 @@ class ControlService:
         return {
             "server": self.server(caller),
             "channels": self.engine.channel_statuses(),
+            "sources": self.engine.source_statuses(),
             "reaper": self.engine.reaper.status(),
             "cluster": self.engine.cluster_status(),
         }
@@ -495,7 +496,15 @@ class ControlService:
         found = self._sources_named(source, channel)
         for name, key in found:
             self.engine.workers[name].set_source_log_level(key, checked)
+            shared = self.engine.sources.workers.get(key)
+            if shared is not None:  # the process acquiring for every channel naming it
+                shared.set_source_log_level(key, checked)
         return {name: self.engine.workers[name].source_log_level(key) for name, key in found}
+
+    @read
+    def source_statuses(self, caller: Caller) -> list[dict[str, Any]]:
+        """Every source: shared or not, its consumers, schedule, last acquire time and state."""
+        return self.engine.source_statuses()
 
     @read
     def queue_status(self, caller: Caller) -> list[dict[str, Any]]:
@@ -519,6 +528,7 @@ class ControlService:
                     "sources": {
                         key: {
                             "pending": bool(source.get("pending")),
+                            "shared": bool(source.get("shared")),
                             "deliveries": source.get("deliveries", 0),
                             "last_update": source.get("last_update"),
                             "missed_update_count": source.get("missed_update_count", 0),

@@ -336,7 +336,9 @@ class XmlRpcMethods:
         its generations here (see ``ControlService.queue_status``)."""
         fmt = _format(fmt, ("table", "json"))
         rows = self.service.queue_status(caller)
-        return presentation.dumps(rows) if fmt == "json" else presentation.queue_text(rows, time.time())
+        if fmt == "json":
+            return presentation.dumps(rows)
+        return presentation.queue_text(rows, time.time(), self.service.source_statuses(caller))
 
     def get_channel_log_level(self, caller: Caller, channel: str) -> str:
         return self.service.channel_log_level(caller, channel)

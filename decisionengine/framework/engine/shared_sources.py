@@ -1,0 +1,404 @@
+"""Shared sources under the server: one process per source that several channels name.
+
+A source named by two or more of the server's channels (with the same configuration:
+:mod:`decisionengine.framework.config.shared_sources`) runs once, in a process of its own
+(:mod:`.source_process`), supervised as a channel is: :class:`SourceWorker` is a
+:class:`~.workers.ChannelWorker` with another entry point, so the hang watchdog, the
+crash report and the restart policy are the channels'.  A source only one channel names
+stays in that channel's process, as before: no process, no memory, for nothing.
+
+:class:`SharedSources` keeps, per shared source, the channels attached to it (those whose
+process runs, starts, or waits for a restart, with it), its last delivery and whether it
+is failing:
+
+* a channel process starting attaches (:meth:`SharedSources.attach`, from the worker's
+  ``prepare_launch``): the source starts if it does not run, and the channel is sent the
+  source's last delivery at once, so a channel started later does not wait a schedule;
+* each ``delivered`` event of a source (its generation is committed) is forwarded to
+  every attached channel's command queue: the channels learn of it through the server's
+  event path (pipe, router thread, queue), never by polling;
+* a source failing (its acquire keeps failing, its process died or hung) is forwarded
+  as ``source_failing`` to every consumer, whose status then shows it as a failing source;
+* a source with no channel left stops (:meth:`SharedSources.reconcile`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any
+
+from decisionengine.framework.config.shared_sources import shared_keys
+from decisionengine.framework.engine.source_process import SourceLaunch
+from decisionengine.framework.engine.source_process import main as source_main
+from decisionengine.framework.engine.workers import ChannelWorker
+from decisionengine.framework.taskmanager import metrics
+from decisionengine.framework.taskmanager.settings import TaskManagerSettings
+from decisionengine.framework.taskmanager.shared_source import taskmanager_name
+from decisionengine.framework.taskmanager.states import State
+from decisionengine.framework.util.logger import get_logger
+
+#: shared source processes are known to the server (links, logs) as this, then the key
+PREFIX = "source:"
+
+
+class SourceWorker(ChannelWorker):
+    """The server's handle on one shared source's process."""
+
+    def __init__(
+        self,
+        key: str,
+        entry: Any,
+        channel_name: str,
+        taskmanager: str,
+        settings: TaskManagerSettings,
+        launch_args: dict[str, Any],
+        context: Any,
+        notify: Callable[[], None],
+        router: Any,
+        restart_policy: Any,
+    ) -> None:
+        super().__init__(SimpleNamespace(name=PREFIX + key), launch_args, context, notify, None, router, restart_policy)
+        self.key = key
+        self.entry = entry
+        self.channel_name = channel_name
+        self.taskmanager = taskmanager
+        self.settings = settings
+        #: a channel attached while the process was stopping: start it again once it ended
+        self.start_requested = False
+
+    def _launch(self, writer: Any) -> tuple[Callable[[Any], None], Any, str]:
+        args = self.launch_args
+        launch = SourceLaunch(
+            name=self.name,
+            entry=self.entry,
+            channel_name=self.channel_name,
+            taskmanager=self.taskmanager,
+            module_timeout=self.settings.module_timeout,
+            data_lifetime=self.settings.data_lifetime,
+            global_config=args["global_config"],
+            link=writer,
+            command_queue=self.command_queue,
+            log_level=self.log_level,
+            metrics_dir=args.get("metrics_dir"),
+            json_logs=bool(args.get("json_logs")),
+            module_log_levels=dict(self.source_log_levels),
+            connection_slots=args.get("connection_slots"),
+        )
+        return source_main, launch, f"de-source-{self.key}"
+
+
+class SharedSources:
+    """Every shared source of the server: its process, its consumers, its news."""
+
+    def __init__(
+        self,
+        channel_workers: Callable[[], dict[str, ChannelWorker]],
+        launch_args: Callable[[], dict[str, Any]],
+        context: Any,
+        notify: Callable[[], None],
+        router: Any,
+        restart_policy: Callable[[], Any],
+        server_name: str | None = None,
+    ) -> None:
+        self.channel_workers = channel_workers
+        self.launch_args = launch_args
+        self.context = context
+        self.notify = notify
+        self.router = router
+        self.restart_policy = restart_policy
+        self.server_name = server_name
+        self.logger = get_logger().bind(module="shared_sources")
+        self.workers: dict[str, SourceWorker] = {}
+        #: key -> channels attached (their process runs, starts, or will restart, with it)
+        self.consumers: dict[str, set[str]] = {}
+        self.last_delivery: dict[str, dict[str, Any]] = {}
+        self.failing: dict[str, dict[str, Any] | None] = {}
+        self._attachments: dict[str, int] = {}
+        self._lock = threading.RLock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._keep, name="shared-sources", daemon=True)
+
+    # -- which sources are shared ----------------------------------------------------------------
+
+    def keys_for(self, config: Any) -> frozenset[str]:
+        """The sources of a channel that run shared: another channel the server knows names them."""
+        return shared_keys(config, [w.config for w in self.channel_workers().values()])
+
+    def _settings(self, key: str) -> TaskManagerSettings:
+        """The source's module_timeout and data_lifetime: the largest of its channels' (a shared
+        source is not killed sooner than any of its channels would allow)."""
+        timeout, lifetime = [], []
+        for worker in self.channel_workers().values():
+            if key in worker.config.sources:
+                try:
+                    settings = TaskManagerSettings.from_config(worker.config.task_manager, worker.name)
+                except ValueError:
+                    continue
+                timeout.append(settings.module_timeout)
+                lifetime.append(settings.data_lifetime)
+        defaults = TaskManagerSettings()
+        return TaskManagerSettings(
+            module_timeout=max(timeout, default=defaults.module_timeout),
+            data_lifetime=max(lifetime, default=defaults.data_lifetime),
+        )
+
+    # -- attaching -------------------------------------------------------------------------------
+
+    def prepare_launch(self, worker: ChannelWorker) -> dict[str, Any]:
+        """A channel process is about to start (its worker's lock held): attach it to its
+        shared sources, starting those that do not run; the launch fields it needs."""
+        keys = self.keys_for(worker.config)
+        worker.shared_sources = keys
+        if keys and not self._stopping.is_set():
+            self.attach(worker, keys)
+        return {"shared_sources": keys}
+
+    def attach(self, channel: ChannelWorker, keys: frozenset[str]) -> None:
+        news: list[tuple[str, str, Any]] = []
+        for key in sorted(keys):
+            entry = channel.config.sources[key]
+            with self._lock:
+                self.consumers.setdefault(key, set()).add(channel.name)
+                self._attachments[channel.name] = self._attachments.get(channel.name, 0) + 1
+                source = self.workers.get(key)
+                if source is None:
+                    source = self.workers[key] = SourceWorker(
+                        key,
+                        entry,
+                        channel.name,
+                        taskmanager_name(key, self.server_name),
+                        self._settings(key),
+                        self.launch_args(),
+                        self.context,
+                        self.notify,
+                        self.router,
+                        self.restart_policy(),
+                    )
+                self._ensure_running(source, entry, channel.name)
+                if key in self.last_delivery:
+                    news.append(("source_delivery", key, self.last_delivery[key]))
+                if self.failing.get(key):
+                    news.append(("source_failing", key, self.failing[key]))
+            self.logger.info("channel attached to shared source", channel=channel.name, source=key)
+        for item in news:
+            with contextlib.suppress(Exception):
+                channel.command_queue.put(item)
+
+    def _ensure_running(self, source: SourceWorker, entry: Any, channel: str) -> None:
+        """Start the source unless it runs (lock held)."""
+        if source.alive and source.wanted:
+            return
+        if source.alive:  # stopping: start it again once it has ended
+            source.start_requested = True
+            return
+        source.entry = entry
+        source.channel_name = channel
+        source.settings = self._settings(source.key)
+        source.start_requested = False
+        try:
+            source.start(automatic=True)
+        except Exception as exc:  # reported as ERROR by the worker; the consumers see it failing
+            self.logger.error("shared source could not start", source=source.key, error=str(exc))
+
+    # -- what the source processes report ----------------------------------------------------------
+
+    def owns(self, name: str) -> bool:
+        return name.startswith(PREFIX) and name[len(PREFIX) :] in self.workers
+
+    def on_event(self, kind: str, name: str, payload: Any) -> None:
+        key = name[len(PREFIX) :]
+        source = self.workers.get(key)
+        if source is None:
+            return
+        if kind == "delivered":
+            self._delivered(key, payload)
+        elif kind == "status":
+            source.on_status(payload)
+        elif kind == "failed":
+            source.on_failed(payload)
+        elif kind == "invalid":
+            source.on_invalid(payload)
+        elif kind == "exited":
+            source.on_exited(payload)
+
+    def _delivered(self, key: str, delivery: dict[str, Any]) -> None:
+        with self._lock:
+            self.last_delivery[key] = delivery
+            consumers = sorted(self.consumers.get(key, ()))
+        workers = self.channel_workers()
+        for name in consumers:
+            worker = workers.get(name)
+            if worker is None or worker.command_queue is None or key not in worker.shared_sources:
+                continue
+            with contextlib.suppress(Exception):
+                worker.command_queue.put(("source_delivery", key, delivery))
+
+    # -- keeping them right --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _keep(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.wait()
+            self._wake.clear()
+            if self._stopping.is_set():
+                return
+            try:
+                self.reconcile()
+            except Exception:
+                self.logger.exception("shared sources: reconcile failed")
+
+    def reconcile(self) -> None:
+        """Detach channels that no longer run; stop sources nobody uses; start those a
+        channel attached to while they stopped; tell consumers of failures; export states."""
+        with self._lock:
+            snapshot = {key: set(names) for key, names in self.consumers.items()}
+            seen = dict(self._attachments)
+        workers = self.channel_workers()
+        gone = {
+            name
+            for names in snapshot.values()
+            for name in names
+            if (worker := workers.get(name)) is None or not worker.runs_or_will_run
+        }
+        forward: list[tuple[str, dict[str, Any] | None, list[str]]] = []
+        with self._lock:
+            for key, names in self.consumers.items():
+                for name in names & gone:
+                    if self._attachments.get(name) == seen.get(name):
+                        names.discard(name)
+                        self.logger.info("channel detached from shared source", channel=name, source=key)
+            for key, source in self.workers.items():
+                if self._stopping.is_set():
+                    break
+                if not self.consumers.get(key):
+                    if source.wanted or source.alive:
+                        self.logger.info("shared source has no channel left: stopping it", source=key)
+                        source.stop()
+                        source.start_requested = False
+                elif source.start_requested and not source.alive:
+                    self._ensure_running(source, source.entry, source.channel_name)
+                failing = _failing(source)
+                if failing != self.failing.get(key):
+                    self.failing[key] = failing
+                    forward.append((key, failing, sorted(self.consumers.get(key, ()))))
+        for key, failing, names in forward:
+            for name in names:
+                worker = workers.get(name)
+                if worker is not None and worker.command_queue is not None and worker.alive:
+                    with contextlib.suppress(Exception):
+                        worker.command_queue.put(("source_failing", key, failing))
+        self._export(workers)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    def all_workers(self) -> list[SourceWorker]:
+        with self._lock:
+            return list(self.workers.values())
+
+    # -- what operators see --------------------------------------------------------------------------
+
+    def statuses(self) -> list[dict[str, Any]]:
+        """Every source of the server's channels: shared ones (their process) and private
+        ones (in their channel's process), each with its consumers, schedule, last acquire
+        time and state."""
+        workers = self.channel_workers()
+        rows: dict[str, dict[str, Any]] = {}
+        for name, worker in sorted(workers.items()):
+            for key, entry in worker.config.sources.items():
+                row = rows.setdefault(
+                    key,
+                    {
+                        "source": key,
+                        "shared": False,
+                        "channels": [],
+                        "consumers": [],
+                        "schedule": entry.schedule,
+                        "state": "OFFLINE",
+                        "last_acquire": None,
+                        "deliveries": 0,
+                        "missed_update_count": 0,
+                        "last_error": None,
+                        "pid": None,
+                    },
+                )
+                row["channels"].append(name)
+        with self._lock:
+            shared = dict(self.workers)
+            consumers = {key: sorted(names) for key, names in self.consumers.items()}
+        for key, row in rows.items():
+            source = shared.get(key)
+            if source is not None and (source.alive or source.wanted or len(row["channels"]) > 1):
+                status = source.status()
+                detail = status.get("source") or {}
+                row.update(
+                    shared=True,
+                    consumers=consumers.get(key, []),
+                    state=status.get("state"),
+                    last_acquire=detail.get("last_update"),
+                    deliveries=detail.get("deliveries", 0),
+                    missed_update_count=detail.get("missed_update_count", 0),
+                    last_error=detail.get("last_error") or status.get("server_reason"),
+                    pid=status.get("pid") if source.alive else None,
+                    restarts=status.get("restarts"),
+                    generation=status.get("generation"),
+                    taskmanager=source.taskmanager,
+                )
+                continue
+            row["shared"] = len(row["channels"]) > 1
+            for name in row["channels"]:
+                channel = workers[name].status()
+                detail = (channel.get("sources") or {}).get(key) or {}
+                if channel.get("process_alive"):
+                    row["consumers"].append(name)
+                    row["state"] = "ERROR" if detail.get("missed_update_count") else channel.get("state")
+                    row["pid"] = channel.get("pid")
+                elif channel.get("state") == State.ERROR.value and row["state"] == "OFFLINE":
+                    row["state"] = "ERROR"
+                if detail:
+                    row["last_acquire"] = detail.get("last_update")
+                    row["deliveries"] = detail.get("deliveries", 0)
+                    row["missed_update_count"] = detail.get("missed_update_count", 0)
+                    row["last_error"] = detail.get("last_error")
+        return [rows[key] for key in sorted(rows)]
+
+    def _export(self, workers: dict[str, ChannelWorker]) -> None:
+        """``de_source_status{source_name}`` (the reference's numbers), written by the server only."""
+        del workers
+        for row in self.statuses():
+            state = row["state"] or "OFFLINE"
+            if row["missed_update_count"] and state in ("ACTIVE", "STEADY"):
+                state = "ERROR"
+            number = metrics.REFERENCE_SOURCE_STATES.get(state, metrics.REFERENCE_SOURCE_STATES["OFFLINE"])
+            metrics.REF_SOURCE_STATUS.labels(row["source"]).set(number)
+
+
+def _failing(source: SourceWorker) -> dict[str, Any] | None:
+    """What consumers are told of a failing shared source (None: it is not failing)."""
+    status = source.status()
+    detail = status.get("source") or {}
+    if not source.alive and status.get("state") == State.ERROR.value:
+        failure = status.get("last_failure") or {}
+        reason = status.get("server_reason") or status.get("last_error") or failure.get("reason") or "process ended"
+        return {
+            "since": failure.get("at") or status.get("state_since") or 0.0,
+            "missed_update_count": max(1, int(detail.get("missed_update_count") or 0)),
+            "last_error": f"shared source process: {reason}",
+        }
+    if detail.get("missed_update_count"):
+        return {
+            "since": detail.get("failing_since"),
+            "missed_update_count": detail.get("missed_update_count"),
+            "last_error": detail.get("last_error"),
+        }
+    return None

@@ -1,0 +1,122 @@
+"""The entry point of a shared source's own process.
+
+A source that two or more channels name with the same configuration runs here, once,
+isolated as a channel is (forked from the fork server, its log lines and events over a
+pipe of its own, dead with the server, killed by the hang watchdog, restarted after a
+crash).  It validates its entry (import, parameters, construction), opens the DataSpace,
+and runs a :class:`~decisionengine.framework.taskmanager.shared_source.SourceRunner`:
+each delivery is written once, then reported as a ``delivered`` event that the server
+forwards to every consuming channel.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from decisionengine.framework.engine import supervision
+from decisionengine.framework.engine.channel_process import EXIT_ERROR, EXIT_OK, finish, open_dataspace
+from decisionengine.framework.util.logger import get_logger
+
+
+@dataclass(frozen=True)
+class SourceLaunch:
+    """Everything a shared source's process needs, picklable."""
+
+    name: str  # "source:<key>": how the server and the logs know the process
+    entry: Any  # the source's ModuleEntry, as the channels configure it
+    channel_name: str  # the channel_name its instance receives (the first consumer's)
+    taskmanager: str  # the DataSpace task manager its deliveries are stored under
+    module_timeout: float
+    data_lifetime: float
+    global_config: dict[str, Any]
+    link: Any
+    command_queue: Any
+    log_level: str
+    metrics_dir: str | None
+    json_logs: bool = False
+    module_log_levels: dict[str, str] = field(default_factory=dict)
+    connection_slots: tuple[str, int] | None = None
+
+
+def main(launch: SourceLaunch) -> None:
+    """Run one shared source until it is stopped; the exit code says how it ended."""
+    supervision.guard_forked_child()
+    name = launch.name
+    if launch.metrics_dir:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = launch.metrics_dir
+    from decisionengine.framework.config.validation import validate_source  # noqa: PLC0415
+    from decisionengine.framework.engine import logs  # noqa: PLC0415
+    from decisionengine.framework.engine.links import LinkSender, log_queue  # noqa: PLC0415
+    from decisionengine.framework.taskmanager.shared_source import SourceRunner  # noqa: PLC0415
+    from decisionengine.framework.taskmanager.states import State  # noqa: PLC0415
+
+    sender = LinkSender(launch.link)
+    logs.attach_to_queue(log_queue(sender), launch.log_level, channel=name, json_lines=launch.json_logs)
+    for key, level in launch.module_log_levels.items():
+        logs.set_module_level(key, level)
+    logger = get_logger().bind(module="source_process", channel=name)
+    runner: SourceRunner | None = None
+    stop_requested = threading.Event()
+
+    def request_stop(*_: Any) -> None:
+        stop_requested.set()
+        if runner is not None:
+            runner.stop()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+
+    def obey_commands() -> None:
+        while True:
+            try:
+                command, *args = launch.command_queue.get()
+            except (EOFError, OSError):
+                return
+            if command == "stop":
+                request_stop()
+                return
+            if command == "set_log_level":
+                logs.set_level(args[0])
+            elif command == "set_module_log_level":
+                logs.set_module_level(*args)
+
+    threading.Thread(target=obey_commands, name=f"{name}-commands", daemon=True).start()
+    try:
+        strict = bool(launch.global_config.get("strict_parameters"))
+        # the framework sets the instance's channel_name: the first consumer's name
+        spec = validate_source(launch.entry, launch.channel_name, strict_parameters=strict)
+    except Exception as exc:
+        reason = f"invalid configuration: {exc}"
+        logger.error("shared source configuration is invalid", reason=reason)
+        sender.event("invalid", name, reason)
+        sender.event("exited", name, State.ERROR.value)
+        finish(sender)
+        sys.exit(EXIT_ERROR)
+    final = None
+    try:
+        dataspace = open_dataspace(launch, name)
+        runner = SourceRunner(
+            spec,
+            dataspace,
+            name=name,
+            taskmanager=launch.taskmanager,
+            module_timeout=launch.module_timeout,
+            data_lifetime=launch.data_lifetime,
+            reporter=lambda snapshot: sender.event("status", name, {**snapshot, "link_backlog": sender.backlog()}),
+            on_delivery=lambda delivery: sender.event("delivered", name, delivery),
+        )
+        if stop_requested.is_set():
+            runner.stop()
+        final = runner.run()
+        dataspace.close()
+    except Exception as exc:
+        logger.exception("shared source process failed", error=f"{type(exc).__name__}: {exc}")
+        sender.event("failed", name, f"{type(exc).__name__}: {exc}")
+    sender.event("exited", name, final.value if final is not None else State.ERROR.value)
+    finish(sender)
+    sys.exit(EXIT_OK if final is State.SHUTDOWN else EXIT_ERROR)

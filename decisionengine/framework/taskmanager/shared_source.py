@@ -1,0 +1,267 @@
+"""SourceRunner: one source shared by several channels, acquiring once for all of them.
+
+A source that several channels name with the same configuration runs once, in a process
+of its own under the server (:mod:`decisionengine.framework.engine.source_process`).  This
+class is what runs there: the source on its schedule (APScheduler, the same retry policy
+as in a channel), each delivery checked with ``verify_products`` and written **once** to
+the DataSpace as a generation of a task manager of its own (``de-source:<key>``; its
+payloads are stored once by content hash, and the consuming channels' generations point
+at the same payloads).  After the write, ``on_delivery`` is told the generation, and the
+server forwards that to every consuming channel, which reads the products back with one
+query and treats them as a delivery of that source.
+
+Status snapshots (state, the source's :class:`SourceStatus`, the module busy) go to the
+``reporter`` as for a channel, so the server's hang watchdog, crash handling and restart
+policy apply to a shared source unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from decisionengine.framework.config.plan import ModuleSpec
+from decisionengine.framework.dataspace.datablock import STATE_END_CYCLE, Header, Metadata
+from decisionengine.framework.dataspace.dataspace import SHARED_SOURCE_PREFIX, DataSpace, DataSpaceConnectionError
+from decisionengine.framework.logicengine.facts import explain
+from decisionengine.framework.modules.Module import verify_products
+from decisionengine.framework.taskmanager import metrics
+from decisionengine.framework.taskmanager.states import State, StateMachine
+from decisionengine.framework.util import running_module
+from decisionengine.framework.util.logger import get_logger
+
+#: task managers of shared sources are named this, then the source's key
+SOURCE_TASKMANAGER_PREFIX = SHARED_SOURCE_PREFIX
+MAX_RETRY_DELAY = 3600.0
+
+
+def taskmanager_name(key: str, server: str | None = None) -> str:
+    """The DataSpace task manager holding a shared source's deliveries (one per server of a
+    cluster: each server runs the shared sources its own channels need)."""
+    return f"{SOURCE_TASKMANAGER_PREFIX}{key}" + (f"@{server}" if server else "")
+
+
+class SourceRunner:
+    """Runs one source on its schedule and stores each delivery once."""
+
+    def __init__(
+        self,
+        spec: ModuleSpec,
+        dataspace: DataSpace,
+        *,
+        name: str,
+        taskmanager: str,
+        module_timeout: float,
+        data_lifetime: float,
+        reporter: Callable[[dict[str, Any]], None] | None = None,
+        on_delivery: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        from decisionengine.framework.taskmanager.TaskManager import SourceStatus  # noqa: PLC0415 - one definition
+
+        self.spec = spec
+        self.key = spec.key
+        self.name = name
+        self.dataspace = dataspace
+        self.taskmanager = taskmanager
+        self.module_timeout = module_timeout
+        self.data_lifetime = data_lifetime
+        self.reporter = reporter
+        self.on_delivery = on_delivery
+        self.logger = get_logger().bind(module="SourceRunner", channel=name, source=spec.key)
+        self.state = StateMachine(State.BOOT, on_change=lambda old, new: self._state_changed(new))
+        self.source = SourceStatus(spec.schedule)
+        self.busy: dict[str, float] = {}
+        self.generation = 0
+        self.sequence_id: int | None = None
+        self.taskmanager_id: str | None = None
+        self.instance: Any = None
+        self._stop = threading.Event()
+        self._report_lock = threading.Lock()
+
+    # -- reporting ---------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "channel": self.name,
+            "state": self.state.state.value,
+            "state_since": self.state.since,
+            "pid": os.getpid(),
+            "generation": self.generation,
+            "taskmanager": self.taskmanager,
+            "source": asdict(self.source),
+            "busy": dict(self.busy),
+            "module_timeout": self.module_timeout,
+        }
+
+    def _report(self) -> None:
+        if self.reporter is None:
+            return
+        with self._report_lock:
+            try:
+                self.reporter(self.status())
+            except Exception:
+                self.logger.exception("could not report source status")
+
+    def _state_changed(self, new: State) -> None:
+        self.logger.info("shared source state changed", state=new.value)
+        self._report()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> State:
+        """Acquire on schedule until stopped; the final state."""
+        try:
+            self._boot()
+        except Exception as exc:
+            self.source.last_error = f"boot failed: {explain(exc)}"
+            self.logger.exception("shared source could not start", error=self.source.last_error)
+            self.state.set(State.ERROR)
+            return self.state.state
+        self.state.set(State.ACTIVE)
+        scheduler = BackgroundScheduler(
+            executors={"default": ThreadPoolExecutor(1)},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+            timezone="UTC",
+        )
+        import datetime  # noqa: PLC0415
+
+        scheduler.add_job(
+            self._acquire,
+            trigger=self.spec.trigger(),
+            id=self.key,
+            name=self.name,
+            next_run_time=datetime.datetime.now(datetime.UTC),
+        )
+        scheduler.start()
+        self._stop.wait()
+        self.state.set(State.SHUTTINGDOWN)
+        scheduler.shutdown(wait=False)
+        self.state.set(State.SHUTDOWN)
+        return self.state.state
+
+    def _boot(self) -> None:
+        self.instance = self._call(self.spec.create)
+        while True:
+            try:
+                try:
+                    registration = self.dataspace.get_taskmanager(self.taskmanager)
+                    self.taskmanager_id = registration["taskmanager_id"]
+                except KeyError:
+                    self.taskmanager_id = str(uuid.uuid4()).upper()
+                self.sequence_id = self.dataspace.store_taskmanager(self.taskmanager, self.taskmanager_id)
+                self.generation = self.dataspace.get_last_generation_id(self.taskmanager, self.taskmanager_id)
+                return
+            except DataSpaceConnectionError as exc:
+                self.logger.error("database unreachable; retrying", error=str(exc))
+                if self._stop.wait(1.0):
+                    raise
+
+    # -- acquiring ---------------------------------------------------------------------------
+
+    def _call(self, function: Callable[[], Any]) -> Any:
+        self.busy[self.key] = time.time()
+        self._report()
+        try:
+            with running_module.running(self.key):
+                return function()
+        finally:
+            self.busy.pop(self.key, None)
+            self._report()
+
+    def _acquire(self) -> None:
+        """One scheduled run, with the source's retry policy (as in a channel)."""
+        spec, status = self.spec, self.source
+        scheduled = time.time()
+        for attempt in range(spec.retries + 1):
+            if self._stop.is_set():
+                return
+            started = time.monotonic()
+            try:
+                products = self._call(self.instance.acquire)
+                verify_products(self.instance, products)
+            except Exception as exc:
+                reason = explain(exc)
+                metrics.SOURCE_ACQUIRES.labels(self.name, self.key, "failure").inc()
+                self.logger.error(
+                    "source failed", attempt=attempt + 1, attempts=spec.retries + 1, error=reason, exc_info=True
+                )
+                status.failures += 1
+                status.last_error = reason
+                if status.failing_since is None:
+                    status.failing_since = time.time()
+                if attempt < spec.retries:
+                    if self._stop.wait(min(spec.retry_interval * 2**attempt, MAX_RETRY_DELAY)):
+                        return
+                    continue
+                status.missed_update_count += 1
+                metrics.SOURCE_MISSED_UPDATES.labels(self.name, self.key).set(status.missed_update_count)
+                self._report()
+                return
+            finally:
+                elapsed = time.monotonic() - started
+                metrics.SOURCE_ACQUIRE_SECONDS.labels(self.name, self.key).observe(elapsed)
+                metrics.REF_SOURCE_ACQUIRE_SECONDS.labels(self.key).observe(elapsed)
+            now = time.time()
+            metrics.SOURCE_ACQUIRES.labels(self.name, self.key, "success").inc()
+            metrics.REF_SOURCE_LAST_ACQUIRE.labels(self.key).set(now)
+            if not self._store(dict(products), now, scheduled):
+                return
+            status.deliveries += 1
+            status.last_update = now
+            status.last_acquire_seconds = time.monotonic() - started
+            status.missed_update_count = 0
+            status.failing_since = None
+            metrics.SOURCE_MISSED_UPDATES.labels(self.name, self.key).set(0)
+            if self.state.state is State.ACTIVE:
+                self.state.set(State.STEADY)
+            if self.on_delivery is not None:
+                self.on_delivery(
+                    {
+                        "generation": self.generation,
+                        "taskmanager_seq": self.sequence_id,
+                        "create_time": now,
+                        "scheduled_time": scheduled,
+                        "acquire_seconds": status.last_acquire_seconds,
+                        "products": sorted(products),
+                    }
+                )
+            self._report()
+            return
+
+    def _store(self, products: dict[str, Any], now: float, scheduled: float) -> bool:
+        """Write the delivery as the next generation (waiting through database outages);
+        False when stopped first."""
+        generation = self.generation + 1
+        header = Header(
+            self.taskmanager_id,
+            create_time=now,
+            expiration_time=now + self.data_lifetime,
+            scheduled_create_time=scheduled,
+            creator=self.key,
+        )
+        metadata = Metadata(self.taskmanager_id, state=STATE_END_CYCLE, generation_id=generation, generation_time=now)
+        delay = 0.25
+        while True:
+            try:
+                self.dataspace.write_generation(
+                    self.sequence_id, generation, {k: (v, header, metadata) for k, v in products.items()}
+                )
+            except DataSpaceConnectionError as exc:
+                self.logger.error("database unreachable; delivery kept until it is back", error=str(exc))
+                if self._stop.wait(delay):
+                    return False
+                delay = min(delay * 2, 2.0)
+                continue
+            self.generation = generation
+            return True
