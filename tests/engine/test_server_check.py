@@ -57,14 +57,14 @@ def test_every_broken_channel_is_named_with_its_file_and_key(tmp_path):
     write_channel(
         channels,
         "graph",
-        {"sources": {"s": module("CountingSource")}, "publishers": {"p": module("RecordingPublisher", record="x")}},
+        {"sources": {"g": module("CountingSource")}, "publishers": {"p": module("RecordingPublisher", record="x")}},
     )
     write_channel(
         channels,
         "settings",
         {"sources": {"s": module("CountingSource", schedule=5)}, "task_manager": {"max_generations": "ten"}},
     )
-    write_channel(channels, "schedule", {"sources": {"s": module("CountingSource", schedule=-1)}})
+    write_channel(channels, "schedule", {"sources": {"t": module("CountingSource", schedule=-1)}})
 
     result = de_server("--check", "--config", str(root))
 
@@ -82,7 +82,7 @@ def test_every_broken_channel_is_named_with_its_file_and_key(tmp_path):
     )
     assert "publishers.p consumes product 'total', which no module of the channel produces" in lines["graph"]
     assert "task_manager.max_generations: expected an integer, got 'ten'" in lines["settings"]
-    assert f"{path}/schedule.jsonnet" in lines["schedule"] and "sources.s.schedule" in lines["schedule"]
+    assert f"{path}/schedule.jsonnet" in lines["schedule"] and "sources.t.schedule" in lines["schedule"]
     assert result.stdout.splitlines()[-1] == "configuration invalid: 6 of 7 channels cannot run"
     assert "Traceback" not in result.stdout + result.stderr
 
@@ -90,7 +90,7 @@ def test_every_broken_channel_is_named_with_its_file_and_key(tmp_path):
 def test_json_output_for_scripts(tmp_path):
     root = configuration(tmp_path, broker_url="redis://old")  # a key of older installations: a warning
     write_channel(root / "config.d", "good", {"sources": {"s": module("CountingSource", schedule=5)}})
-    write_channel(root / "config.d", "bad", {"sources": {"s": {"module": "no.such.module"}}})
+    write_channel(root / "config.d", "bad", {"sources": {"b": {"module": "no.such.module"}}})
 
     result = de_server("--check", "--json", "--config", str(root))
 
@@ -109,7 +109,7 @@ def test_json_output_for_scripts(tmp_path):
         "warnings": [],
     }
     assert by_name["bad"]["ok"] is False
-    assert "sources.s: cannot import module 'no.such.module'" in by_name["bad"]["error"]
+    assert "sources.b: cannot import module 'no.such.module'" in by_name["bad"]["error"]
 
 
 def test_a_broken_global_file_fails_the_check(tmp_path):
@@ -143,3 +143,17 @@ def test_the_systemd_unit_checks_before_it_starts():
     pre = [line for line in unit.splitlines() if line.startswith("ExecStartPre=")]
     start = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
     assert pre == [start.replace("ExecStart=", "ExecStartPre=").split(" --pidfile")[0] + " --check"]
+
+
+def test_a_source_configured_differently_by_two_channels_fails_the_later_one(tmp_path):
+    """As a start refuses it (sources are shared by name across the server)."""
+    root = configuration(tmp_path)
+    write_channel(root / "config.d", "first", {"sources": {"jobs": module("CountingSource", schedule=5)}})
+    write_channel(root / "config.d", "second", {"sources": {"jobs": module("CountingSource", schedule=7)}})
+
+    result = de_server("--check", "--config", str(root), "--state-dir", str(tmp_path / "state"))
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = {line.split()[0]: line for line in result.stdout.splitlines() if line.strip()}
+    assert lines["first"].split()[1] == "ok"
+    assert "error:" in lines["second"] and "'jobs'" in lines["second"] and "schedule" in lines["second"]

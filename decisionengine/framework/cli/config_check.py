@@ -23,6 +23,7 @@ from typing import Any
 from decisionengine.framework.cli.common import ServerPaths
 from decisionengine.framework.config.channels import read_channels
 from decisionengine.framework.config.errors import ConfigError
+from decisionengine.framework.config.shared_sources import split_conflicting
 from decisionengine.framework.taskmanager.prepare import prepare_channel
 from decisionengine.framework.web.credentials import Credentials
 
@@ -84,7 +85,11 @@ def check_configuration(resolve: Callable[[], ServerPaths]) -> CheckReport:
     report.verdicts.append(Verdict("global", paths.config_file, True, warnings=list(paths.warnings)))
     configs, failures = read_channels(paths.channel_dir)
     verdicts = [Verdict(f.name, f.path, False, one_line(RuntimeError(f.reason))) for f in failures.values()]
-    for name, config in configs.items():
+    # as a start: a channel naming a source another channel configures differently is refused
+    accepted, conflicting = split_conflicting(configs)
+    for name, conflicts in conflicting.items():
+        verdicts.append(Verdict(name, configs[name].path, False, "; ".join(str(c) for c in conflicts)))
+    for name, config in accepted.items():
         try:
             plan, settings = prepare_channel(config, paths.config)
         except (Exception, SystemExit) as exc:  # a module may call sys.exit() in its constructor
