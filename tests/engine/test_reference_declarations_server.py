@@ -73,7 +73,9 @@ def test_strict_parameters_in_the_global_file_reaches_the_channel_process(tmp_pa
     """The channel process validates with the server's global configuration (ChannelLaunch)."""
     root = tmp_path_factory.mktemp("de")
     complete = channel(entry("RecordCount", record=str(root / "counts.txt")))
-    complete["sources"]["lines"]["parameters"]["filename"] = str(root / "input.txt")
+    # a source of its own name: sources of one name are one source across the server
+    complete["sources"] = {"all_lines": complete["sources"]["lines"]}
+    complete["sources"]["all_lines"]["parameters"]["filename"] = str(root / "input.txt")
     (root / "input.txt").write_text("a\nb\n")
     server = DEServer(
         root,

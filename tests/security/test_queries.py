@@ -65,7 +65,7 @@ def rpc(server: DEServer, timeout: float = 30) -> xmlrpc.client.ServerProxy:
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("queries")
     channels = {
-        "small": {"sources": {"jobs": module("JobsSource", schedule=3600, rows=20)}, "publishers": {}},
+        "small": {"sources": {"small_jobs": module("JobsSource", schedule=3600, rows=20)}, "publishers": {}},
         "big": {"sources": {"jobs": module("JobsSource", schedule=3600, rows=BIG_ROWS)}, "publishers": {}},
     }
     server = DEServer(
