@@ -36,7 +36,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg_dialect
@@ -60,6 +60,7 @@ from decisionengine.framework.dataspace.datasource import (
 )
 from decisionengine.framework.dataspace.datasources import schema
 from decisionengine.framework.dataspace.datasources.sql_engine import (
+    SINGLE_READ,
     WRITE,
     create_engine,
     is_postgresql,
@@ -70,6 +71,7 @@ from decisionengine.framework.dataspace.datasources.sql_engine import (
 from decisionengine.framework.dataspace.errors import (
     CorruptPayloadError,
     DataSpaceConfigurationError,
+    DataSpaceConnectionError,
     DataSpaceError,
     DataSpaceExistsError,
     OwnershipLost,
@@ -84,12 +86,18 @@ payload_t = schema.payload
 dp_t = schema.dataproduct
 owner_t = schema.channel_owner
 
+_T = TypeVar("_T")
+
 # Keep statements well under SQLite's bound-parameter limit.
 IN_CHUNK = 500
 # PostgreSQL advisory lock key that serializes schema migrations between processes.
 MIGRATION_LOCK_KEY = 0x0DEC_15E0
 #: PostgreSQL NOTIFY channel announcing committed generations (see write_generation)
 GENERATIONS_CHANNEL = "decisionengine_generations"
+#: products per page when reading a history (``iter_products``): what memory holds of it
+HISTORY_PAGE_ROWS = 200
+#: and at most this many stored (compressed) payload bytes per page (at least one product)
+HISTORY_PAGE_BYTES = 32 << 20
 # New payloads up to this many pickled bytes are compressed inside a SQLite write transaction.
 INLINE_COMPRESS_BYTES = 4 << 20
 # A reaping batch should hold the SQLite write lock for about this long.
@@ -250,15 +258,62 @@ class SQLAlchemyDS(DataSource):
 
         ``write``: the transaction will write (SQLite: take the write lock up front).
         ``snapshot``: several reads that must see one state (PostgreSQL: REPEATABLE READ).
-        Otherwise a PostgreSQL read runs in autocommit: one statement, no BEGIN/COMMIT.
+        Otherwise a read is one statement, which is its own snapshot: PostgreSQL runs it in
+        autocommit and SQLite without BEGIN/COMMIT, so it costs one round trip.
+
+        On PostgreSQL the driver's session flags are set directly rather than through
+        SQLAlchemy's ``isolation_level`` option, which sends a ``SET
+        default_transaction_isolation`` when the connection leaves the pool and another
+        when it goes back: two round trips on every read.
         """
         with translate_errors(self.engine, action, self.url, passthrough), self.engine.connect() as conn:
             if write:
                 conn.execution_options(**{WRITE: True})
-            elif is_postgresql(self.engine):
-                conn.execution_options(isolation_level="REPEATABLE READ" if snapshot else "AUTOCOMMIT")
+            elif is_sqlite(self.engine):
+                if not snapshot:
+                    conn.execution_options(**{SINGLE_READ: True})
+            else:
+                with self._pg_session(conn, snapshot), conn.begin():
+                    yield conn
+                return
             with conn.begin():
                 yield conn
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _pg_session(conn: sa.Connection, snapshot: bool) -> Iterator[None]:
+        """psycopg2 flags for a read: autocommit (one statement) or a repeatable-read
+        snapshot (sent with the transaction's BEGIN), restored before the connection goes back."""
+        dbapi = conn.connection.dbapi_connection
+        if snapshot:
+            dbapi.isolation_level = "REPEATABLE READ"
+        else:
+            dbapi.autocommit = True
+        try:
+            yield
+        finally:
+            if not dbapi.closed:
+                with contextlib.suppress(Exception):
+                    if snapshot:
+                        dbapi.isolation_level = None
+                    else:
+                        dbapi.autocommit = False
+
+    def _read(self, action: str, work: Callable[[sa.Connection], _T], snapshot: bool = False) -> _T:
+        """``work(conn)`` in a read transaction, tried a second time if the database
+        dropped the pooled connection it ran on (pooled connections used recently are
+        not pinged: see ``sql_engine``); not when no connection could be made."""
+        for attempt in (1, 2):
+            connected = False
+            try:
+                with self._transaction(action, snapshot=snapshot) as conn:
+                    connected = True
+                    return work(conn)
+            except DataSpaceConnectionError:
+                if attempt == 2 or not connected:
+                    raise
+                self.logger.info("dataspace connection dropped: reading again on a new one", action=action)
+        raise AssertionError("unreachable")
 
     # -- task manager registry -------------------------------------------------------------
 
@@ -777,14 +832,16 @@ class SQLAlchemyDS(DataSource):
         return KeyError(f"{self._label(seq)} has no product {key!r} in generation {generation_id}")
 
     def _product_row(self, taskmanager_id: TaskManagerRef, generation_id: int, key: str, *columns: Any) -> tuple:
-        with self._transaction("read product") as conn:
+        def read(conn: sa.Connection) -> tuple[int, Any]:
             seq = self._seq(conn, taskmanager_id)
             query = sa.select(*columns).where(
                 dp_t.c.taskmanager_seq == seq, dp_t.c.generation_id == generation_id, dp_t.c.key == key
             )
             if any(getattr(c, "table", None) is payload_t for c in columns):
                 query = query.join_from(dp_t, payload_t, dp_t.c.payload_hash == payload_t.c.hash)
-            row = conn.execute(query).first()
+            return seq, conn.execute(query).first()
+
+        seq, row = self._read("read product", read)
         if row is None:
             raise self._missing(seq, generation_id, key)
         return (seq, *row)
@@ -810,7 +867,7 @@ class SQLAlchemyDS(DataSource):
         return MetadataRow(self._taskmanagers[seq][1], seq, generation_id, key, *values)
 
     def get_keys(self, taskmanager_id: TaskManagerRef, generation_id: int) -> list[str]:
-        with self._transaction("read keys") as conn:
+        def read(conn: sa.Connection) -> list[str]:
             seq = self._seq(conn, taskmanager_id)
             query = (
                 sa.select(dp_t.c.key)
@@ -819,23 +876,72 @@ class SQLAlchemyDS(DataSource):
             )
             return list(conn.execute(query).scalars())
 
+        return self._read("read keys", read)
+
+    @staticmethod
+    def _registration_condition(ref: TaskManagerRef) -> Any:
+        """The taskmanager row a reference names (sequence number, or id: unique in the registry)."""
+        if isinstance(ref, numbers.Integral) and not isinstance(ref, bool):
+            return tm_t.c.sequence_id == int(ref)
+        if isinstance(ref, str):
+            return tm_t.c.taskmanager_id == ref
+        raise TypeError(f"a task manager is named by sequence number or id string, not {type(ref).__name__}")
+
+    def read_generation(
+        self,
+        taskmanager_id: TaskManagerRef,
+        generation_id: int,
+        keys: Collection[str] | None = ALL_PRODUCTS,
+        headers: bool = False,
+    ) -> dict[str, Any]:
+        """The products of one generation, all of them or the ``keys`` given (keys it does
+        not hold are left out), in one statement: {key: value}, or with ``headers``
+        {key: (value, Header)}.  KeyError for an unknown task manager."""
+        if keys is not ALL_PRODUCTS:
+            keys = list(keys)
+        header_columns = [dp_t.c[c] for c in schema.HEADER_COLUMNS] if headers else []
+        query = (
+            sa.select(tm_t.c.sequence_id, tm_t.c.name, tm_t.c.taskmanager_id, dp_t.c.key, payload_t.c.data)
+            .add_columns(*header_columns)
+            .join_from(dp_t, payload_t, dp_t.c.payload_hash == payload_t.c.hash)
+            .join(tm_t, tm_t.c.sequence_id == dp_t.c.taskmanager_seq)
+            .where(self._registration_condition(taskmanager_id), dp_t.c.generation_id == int(generation_id))
+            .order_by(dp_t.c.key)
+        )
+        if keys is not ALL_PRODUCTS:
+            if not keys:
+                self._read("read task manager", lambda conn: self._seq(conn, taskmanager_id))
+                return {}
+            query = query.where(dp_t.c.key.in_(keys))
+
+        def read(conn: sa.Connection) -> list[Any]:
+            rows = conn.execute(query).all()
+            if not rows:
+                self._seq(conn, taskmanager_id)  # KeyError for an unknown task manager
+            return rows
+
+        rows = self._read("read generation", read)
+        if rows:
+            self._taskmanagers[rows[0].sequence_id] = (rows[0].name, rows[0].taskmanager_id)
+        return {row.key: self._product_of(row, generation_id, headers) for row in rows}
+
+    def _product_of(self, row: Any, generation_id: int, headers: bool) -> Any:
+        value = self._decode(row.sequence_id, generation_id, row.key, row.data)
+        if not headers:
+            return value
+        return value, Header(row.taskmanager_id, **{c: getattr(row, c) for c in schema.HEADER_COLUMNS})
+
     def get_datablock(self, taskmanager_id: TaskManagerRef, generation_id: int) -> dict[str, Any]:
-        """Every product of one generation, {key: value}."""
-        with self._transaction("read generation") as conn:
-            seq = self._seq(conn, taskmanager_id)
-            rows = conn.execute(
-                sa.select(dp_t.c.key, payload_t.c.data)
-                .join_from(dp_t, payload_t, dp_t.c.payload_hash == payload_t.c.hash)
-                .where(dp_t.c.taskmanager_seq == seq, dp_t.c.generation_id == generation_id)
-                .order_by(dp_t.c.key)
-            ).all()
-        return {key: self._decode(seq, generation_id, key, data) for key, data in rows}
+        """Every product of one generation, {key: value} (one statement)."""
+        return self.read_generation(taskmanager_id, generation_id)
 
     def get_latest_generation(
         self, taskmanager_name: str, keys: Collection[str] | None = ALL_PRODUCTS
     ) -> LatestGeneration | None:
-        """The newest generation of a channel and its products, read from one snapshot:
-        one statement for the registration and generation, one for the products."""
+        """The newest generation of a channel with its products and their headers, in one
+        statement (so one snapshot, and one round trip): the newest registration of the
+        name, its newest generation, and that generation's products (left-joined, so a
+        generation is found also when none of ``keys`` is in it)."""
         registrations = tm_t.alias("registrations")
         newest_registration = (
             sa.select(sa.func.max(registrations.c.sequence_id))
@@ -848,53 +954,74 @@ class SQLAlchemyDS(DataSource):
             .where(generations.c.taskmanager_seq == tm_t.c.sequence_id)
             .scalar_subquery()
         )
-        query = (
-            sa.select(tm_t.c.sequence_id, tm_t.c.taskmanager_id, gen_t.c.generation_id, gen_t.c.generation_time)
-            .join_from(
-                tm_t, gen_t, sa.and_(gen_t.c.taskmanager_seq == tm_t.c.sequence_id, gen_t.c.generation_id == latest_id)
-            )
-            .where(tm_t.c.sequence_id == newest_registration)
+        found = tm_t.join(
+            gen_t, sa.and_(gen_t.c.taskmanager_seq == tm_t.c.sequence_id, gen_t.c.generation_id == latest_id)
         )
-        with self._transaction("read latest generation", snapshot=True) as conn:
-            row = conn.execute(query).first()
-            if row is None:
-                return None
-            seq, generation_id = row.sequence_id, row.generation_id
-            self._taskmanagers[seq] = (taskmanager_name, row.taskmanager_id)
-            rows: list[Any] = []
-            if keys is ALL_PRODUCTS or keys:
-                products = (
-                    sa.select(dp_t.c.key, payload_t.c.data)
-                    .join_from(dp_t, payload_t, dp_t.c.payload_hash == payload_t.c.hash)
-                    .where(dp_t.c.taskmanager_seq == seq, dp_t.c.generation_id == generation_id)
-                    .order_by(dp_t.c.key)
-                )
-                if keys is not ALL_PRODUCTS:
-                    products = products.where(dp_t.c.key.in_(list(keys)))
-                rows = conn.execute(products).all()
+        columns: list[Any] = [tm_t.c.sequence_id, tm_t.c.taskmanager_id, gen_t.c.generation_id, gen_t.c.generation_time]
+        wanted = None if keys is ALL_PRODUCTS else list(keys)
+        if wanted is None or wanted:
+            on = [dp_t.c.taskmanager_seq == gen_t.c.taskmanager_seq, dp_t.c.generation_id == gen_t.c.generation_id]
+            if wanted is not None:
+                on.append(dp_t.c.key.in_(wanted))
+            found = found.outerjoin(dp_t, sa.and_(*on)).outerjoin(payload_t, dp_t.c.payload_hash == payload_t.c.hash)
+            columns += [dp_t.c.key, payload_t.c.data, *(dp_t.c[c] for c in schema.HEADER_COLUMNS)]
+        query = sa.select(*columns).select_from(found).where(tm_t.c.sequence_id == newest_registration)
+        if wanted is None or wanted:
+            query = query.order_by(dp_t.c.key)
+        rows = self._read("read latest generation", lambda conn: conn.execute(query).all())
+        if not rows:
+            return None
+        first = rows[0]
+        seq, generation_id = first.sequence_id, first.generation_id
+        self._taskmanagers[seq] = (taskmanager_name, first.taskmanager_id)
+        products: dict[str, Any] = {}
+        headers: dict[str, Header] = {}
+        for row in rows:
+            if getattr(row, "key", None) is None:
+                continue  # the generation row alone: none of the keys asked for is in it
+            products[row.key] = self._decode(seq, generation_id, row.key, row.data)
+            headers[row.key] = Header(first.taskmanager_id, **{c: getattr(row, c) for c in schema.HEADER_COLUMNS})
         return LatestGeneration(
             channel=taskmanager_name,
-            taskmanager_id=row.taskmanager_id,
+            taskmanager_id=first.taskmanager_id,
             sequence_id=seq,
             generation_id=generation_id,
-            generation_time=row.generation_time,
-            products={key: self._decode(seq, generation_id, key, data) for key, data in rows},
+            generation_time=first.generation_time,
+            products=products,
+            headers=headers,
         )
 
     def get_dataproducts(self, taskmanager_id: TaskManagerRef, key: str | None = None) -> list[dict[str, Any]]:
         """Every product (of one key, if given) of every generation of a task manager, as the
-        reference's rows: ``taskmanager_id`` (the *sequence id*, as there), ``generation_id``,
+        reference's rows: ``taskmanager_id`` (the *sequence id*, as in the reference), ``generation_id``,
         ``key``, ``value``; also ``taskmanager_uuid``, ``sequence_id``, ``generation_time``
         and ``header``.  Oldest generation first and, within one, in the order the products
         were created (header ``create_time``, then key).  ``[]`` for an unknown task manager.
+
+        The list is the answer the reference's API gives; it is filled from
+        :meth:`iter_dataproducts`, which reads one page at a time.
         """
         try:
-            products = list(self.iter_products(taskmanager_id, key))
+            return list(self.iter_dataproducts(taskmanager_id, key))
         except KeyError:
             return []
-        products.sort(key=lambda item: (item["generation_id"], item["header"]["create_time"], item["key"]))
-        return [
-            {
+
+    def iter_dataproducts(self, taskmanager_id: TaskManagerRef, key: str | None = None) -> Iterator[dict[str, Any]]:
+        """:meth:`get_dataproducts` as a stream: memory holds one page of
+        :meth:`iter_products` and one generation's products (to order them by creation)."""
+        generation: list[dict[str, Any]] = []
+        for item in self.iter_products(taskmanager_id, key):
+            if generation and item["generation_id"] != generation[0]["generation_id"]:
+                yield from self._reference_rows(generation)
+                generation = []
+            generation.append(item)
+        yield from self._reference_rows(generation)
+
+    @staticmethod
+    def _reference_rows(generation: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        generation.sort(key=lambda item: (item["header"]["create_time"], item["key"]))
+        for item in generation:
+            yield {
                 "taskmanager_id": item["sequence_id"],
                 "generation_id": item["generation_id"],
                 "key": item["key"],
@@ -904,8 +1031,6 @@ class SQLAlchemyDS(DataSource):
                 "generation_time": item["generation_time"],
                 "header": item["header"],
             }
-            for item in products
-        ]
 
     def iter_products(
         self,
@@ -913,58 +1038,134 @@ class SQLAlchemyDS(DataSource):
         key: str | None = None,
         since: float | None = None,
         until: float | None = None,
+        page_size: int = HISTORY_PAGE_ROWS,
+        page_bytes: int = HISTORY_PAGE_BYTES,
     ) -> Iterator[dict[str, Any]]:
-        """Products across generations, oldest generation first, optionally between two
-        generation times (epoch seconds).  A payload shared by several generations is
-        decoded once."""
-        with self._transaction("read product history", snapshot=True) as conn:
-            seq = self._seq(conn, taskmanager_id)
-            query = (
-                sa.select(
-                    dp_t.c.generation_id,
-                    dp_t.c.key,
-                    dp_t.c.payload_hash,
-                    gen_t.c.generation_time,
-                    *(dp_t.c[c] for c in schema.HEADER_COLUMNS),
-                )
-                .join_from(
-                    dp_t,
-                    gen_t,
-                    sa.and_(
-                        dp_t.c.taskmanager_seq == gen_t.c.taskmanager_seq,
-                        dp_t.c.generation_id == gen_t.c.generation_id,
-                    ),
-                )
-                .where(dp_t.c.taskmanager_seq == seq)
-                .order_by(dp_t.c.generation_id, dp_t.c.key)
-            )
-            if key is not None:
-                query = query.where(dp_t.c.key == key)
-            if since is not None:
-                query = query.where(gen_t.c.generation_time >= since)
-            if until is not None:
-                query = query.where(gen_t.c.generation_time <= until)
-            rows = conn.execute(query).all()
-            digests = sorted({bytes(r.payload_hash) for r in rows})
-            blobs: dict[bytes, bytes] = {}
-            for chunk in _chunks(digests):
-                query = sa.select(payload_t.c.hash, payload_t.c.data).where(payload_t.c.hash.in_(chunk))
-                blobs.update((bytes(h), d) for h, d in conn.execute(query))
+        """Products across generations, ordered by generation then key, optionally between
+        two generation times (epoch seconds), read one page at a time.
+
+        A page is at most ``page_size`` products whose stored payloads add up to at most
+        ``page_bytes`` (always at least one product), read in one short snapshot with
+        keyset pagination on the primary key (a page costs the same however deep into the
+        history it starts): its product rows, then the payloads it needs.  So memory holds
+        one page of compressed payloads and the decoded values of two generations, however
+        long the history, and no transaction stays open while the caller works.  A payload
+        the previous generation used too (a duplicated generation) is neither fetched nor
+        decoded again.  A generation the Reaper removes while this reads is left out.
+        """
+        if page_size < 1 or page_bytes < 1:
+            raise ValueError(f"page_size and page_bytes must be at least 1, got {page_size!r}, {page_bytes!r}")
+        seq = self._read("read task manager", lambda conn: self._seq(conn, taskmanager_id))
         tm_id = self._taskmanagers[seq][1]
-        values: dict[bytes, Any] = {}
-        for row in rows:
+        after: tuple[int, str] | None = None
+        generation_id = None
+        current: dict[bytes, Any] = {}  # digest -> value, this generation's
+        previous: dict[bytes, Any] = {}  # and the one before's
+        while True:
+            rows, more, blobs = self._read(
+                "read product history",
+                lambda conn, after=after, known=current.keys() | previous.keys(): self._history_page(
+                    conn, seq, key, since, until, after, page_size, page_bytes, known
+                ),
+                snapshot=True,
+            )
+            for row in rows:
+                if row.generation_id != generation_id:
+                    generation_id, previous, current = row.generation_id, current, {}
+                digest = bytes(row.payload_hash)
+                if digest in current:
+                    value = current[digest]
+                elif digest in previous:
+                    value = current[digest] = previous[digest]
+                else:
+                    blob = blobs.pop(digest, None)
+                    if blob is None:  # known at the page's start, dropped since (two generations back)
+                        blob = self._read("read payload", lambda conn, d=digest: self._payload(conn, d))
+                        if blob is None:
+                            continue  # reaped meanwhile with its generation
+                    value = current[digest] = self._decode(seq, row.generation_id, row.key, blob)
+                yield {
+                    "taskmanager_id": tm_id,
+                    "sequence_id": seq,
+                    "generation_id": row.generation_id,
+                    "generation_time": row.generation_time,
+                    "key": row.key,
+                    "value": value,
+                    "header": Header(tm_id, **{c: getattr(row, c) for c in schema.HEADER_COLUMNS}),
+                }
+            if not more:
+                return
+            after = (rows[-1].generation_id, rows[-1].key)
+
+    @staticmethod
+    def _payload(conn: sa.Connection, digest: bytes) -> bytes | None:
+        data = conn.execute(sa.select(payload_t.c.data).where(payload_t.c.hash == digest)).scalar_one_or_none()
+        return None if data is None else bytes(data)
+
+    @staticmethod
+    def _history_page(
+        conn: sa.Connection,
+        seq: int,
+        key: str | None,
+        since: float | None,
+        until: float | None,
+        after: tuple[int, str] | None,
+        page_size: int,
+        page_bytes: int,
+        known: Collection[bytes],
+    ) -> tuple[list[Any], bool, dict[bytes, bytes]]:
+        """One page of :meth:`iter_products`: the product rows after ``after`` (generation,
+        key) that fit the page, whether more follow, and the payloads among them not ``known``."""
+        query = (
+            sa.select(
+                dp_t.c.generation_id,
+                dp_t.c.key,
+                dp_t.c.payload_hash,
+                payload_t.c.size,
+                gen_t.c.generation_time,
+                *(dp_t.c[c] for c in schema.HEADER_COLUMNS),
+            )
+            .join_from(
+                dp_t,
+                gen_t,
+                sa.and_(
+                    dp_t.c.taskmanager_seq == gen_t.c.taskmanager_seq,
+                    dp_t.c.generation_id == gen_t.c.generation_id,
+                ),
+            )
+            .join(payload_t, payload_t.c.hash == dp_t.c.payload_hash)
+            .where(dp_t.c.taskmanager_seq == seq)
+            .order_by(dp_t.c.generation_id, dp_t.c.key)
+            .limit(page_size)
+        )
+        if key is not None:
+            query = query.where(dp_t.c.key == key)  # walks ix_dataproduct_key_history
+            if after is not None:
+                query = query.where(dp_t.c.generation_id > after[0])
+        elif after is not None:
+            query = query.where(sa.tuple_(dp_t.c.generation_id, dp_t.c.key) > sa.tuple_(*after))
+        if since is not None:
+            query = query.where(gen_t.c.generation_time >= since)
+        if until is not None:
+            query = query.where(gen_t.c.generation_time <= until)
+        rows = conn.execute(query).all()
+        more = len(rows) == page_size
+        needed: set[bytes] = set()
+        held = 0
+        for count, row in enumerate(rows):
             digest = bytes(row.payload_hash)
-            if digest not in values:
-                values[digest] = self._decode(seq, row.generation_id, row.key, blobs[digest])
-            yield {
-                "taskmanager_id": tm_id,
-                "sequence_id": seq,
-                "generation_id": row.generation_id,
-                "generation_time": row.generation_time,
-                "key": row.key,
-                "value": values[digest],
-                "header": Header(tm_id, **{c: getattr(row, c) for c in schema.HEADER_COLUMNS}),
-            }
+            if digest in known or digest in needed:
+                continue
+            if held and held + row.size > page_bytes:
+                rows, more = rows[:count], True  # the rest starts the next page
+                break
+            needed.add(digest)
+            held += row.size
+        blobs: dict[bytes, bytes] = {}
+        for chunk in _chunks(sorted(needed)):
+            found = conn.execute(sa.select(payload_t.c.hash, payload_t.c.data).where(payload_t.c.hash.in_(chunk)))
+            blobs.update((bytes(h), bytes(d)) for h, d in found)
+        return rows, more, blobs
 
     def get_generations(self, taskmanager_id: TaskManagerRef, since: float | None = None) -> list[dict[str, Any]]:
         """Generations of a task manager with their time and product count, oldest first."""
