@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import hashlib
 import json
 import numbers
@@ -160,6 +161,11 @@ class SQLAlchemyDS(DataSource):
 
     #: the configured database URL, password masked: what messages and logs show
     url: str
+    #: a page of a product history (``iter_products``, ``iter_dataproducts``,
+    #: ``get_dataproducts``): at most this many products ...
+    history_page_rows: int = HISTORY_PAGE_ROWS
+    #: ... and this many stored payload bytes (always at least one product)
+    history_page_bytes: int = HISTORY_PAGE_BYTES
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         super().__init__(config)
@@ -1038,14 +1044,15 @@ class SQLAlchemyDS(DataSource):
         key: str | None = None,
         since: float | None = None,
         until: float | None = None,
-        page_size: int = HISTORY_PAGE_ROWS,
-        page_bytes: int = HISTORY_PAGE_BYTES,
+        page_size: int | None = None,
+        page_bytes: int | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Products across generations, ordered by generation then key, optionally between
         two generation times (epoch seconds), read one page at a time.
 
-        A page is at most ``page_size`` products whose stored payloads add up to at most
-        ``page_bytes`` (always at least one product), read in one short snapshot with
+        A page is at most ``page_size`` products (default :attr:`history_page_rows`) whose
+        stored payloads add up to at most ``page_bytes`` (default
+        :attr:`history_page_bytes`; always at least one product), read in one short snapshot with
         keyset pagination on the primary key (a page costs the same however deep into the
         history it starts): its product rows, then the payloads it needs.  So memory holds
         one page of compressed payloads and the decoded values of two generations, however
@@ -1053,6 +1060,8 @@ class SQLAlchemyDS(DataSource):
         the previous generation used too (a duplicated generation) is neither fetched nor
         decoded again.  A generation the Reaper removes while this reads is left out.
         """
+        page_size = self.history_page_rows if page_size is None else page_size
+        page_bytes = self.history_page_bytes if page_bytes is None else page_bytes
         if page_size < 1 or page_bytes < 1:
             raise ValueError(f"page_size and page_bytes must be at least 1, got {page_size!r}, {page_bytes!r}")
         seq = self._read("read task manager", lambda conn: self._seq(conn, taskmanager_id))
@@ -1062,13 +1071,18 @@ class SQLAlchemyDS(DataSource):
         current: dict[bytes, Any] = {}  # digest -> value, this generation's
         previous: dict[bytes, Any] = {}  # and the one before's
         while True:
-            rows, more, blobs = self._read(
-                "read product history",
-                lambda conn, after=after, known=current.keys() | previous.keys(): self._history_page(
-                    conn, seq, key, since, until, after, page_size, page_bytes, known
-                ),
-                snapshot=True,
+            page = functools.partial(
+                self._history_page,
+                seq=seq,
+                key=key,
+                since=since,
+                until=until,
+                after=after,
+                page_size=page_size,
+                page_bytes=page_bytes,
+                known=current.keys() | previous.keys(),
             )
+            rows, more, blobs = self._read("read product history", page, snapshot=True)
             for row in rows:
                 if row.generation_id != generation_id:
                     generation_id, previous, current = row.generation_id, current, {}
