@@ -59,7 +59,7 @@ from decisionengine.framework.dataspace.datasource import (
     ReapReport,
     TaskManagerRef,
 )
-from decisionengine.framework.dataspace.datasources import schema
+from decisionengine.framework.dataspace.datasources import statements, schema
 from decisionengine.framework.dataspace.datasources.sql_engine import (
     SINGLE_READ,
     WRITE,
@@ -521,8 +521,7 @@ class SQLAlchemyDS(DataSource):
     def _existing_payloads(conn: sa.Connection, digests: Sequence[bytes]) -> set[bytes]:
         found: set[bytes] = set()
         for chunk in _chunks(sorted(set(digests))):
-            query = sa.select(payload_t.c.hash).where(payload_t.c.hash.in_(chunk))
-            found.update(bytes(h) for (h,) in conn.execute(query))
+            found.update(bytes(h) for (h,) in conn.execute(statements.stored_payloads(), {"hashes": list(chunk)}))
         return found
 
     def write_generation(
@@ -624,14 +623,14 @@ class SQLAlchemyDS(DataSource):
                 missing = sorted(set(keys) - present)
                 raise KeyError(f"{self._label(seq)} has no {missing} in generation {generation_id} to update")
 
+        dialect = self.engine.dialect.name
         conn.execute(
-            self._insert(gen_t)
-            .values(
-                taskmanager_seq=seq,
-                generation_id=generation_id,
-                generation_time=min(p.generation_time for p in prepared),
-            )
-            .on_conflict_do_nothing()
+            statements.insert_generation(dialect),
+            {
+                "taskmanager_seq": seq,
+                "generation_id": generation_id,
+                "generation_time": min(p.generation_time for p in prepared),
+            },
         )
         new_payloads: dict[bytes, dict[str, Any]] = {}
         for p in prepared:
@@ -645,7 +644,7 @@ class SQLAlchemyDS(DataSource):
                 "data": data,
             }
         if new_payloads:
-            conn.execute(self._insert(payload_t).on_conflict_do_nothing(), list(new_payloads.values()))
+            conn.execute(statements.insert_payloads(dialect), list(new_payloads.values()))
         rows = [
             {
                 "taskmanager_seq": seq,
@@ -656,15 +655,7 @@ class SQLAlchemyDS(DataSource):
             }
             for p in prepared
         ]
-        upsert = self._insert(dp_t)
-        upsert = upsert.on_conflict_do_update(
-            index_elements=[dp_t.c.taskmanager_seq, dp_t.c.generation_id, dp_t.c.key],
-            set_={
-                name: upsert.excluded[name]
-                for name in ("payload_hash", *schema.HEADER_COLUMNS, *schema.METADATA_COLUMNS)
-            },
-        )
-        conn.execute(upsert, rows)
+        conn.execute(statements.upsert_products(dialect), rows)
 
     def write_generations(
         self,
@@ -837,15 +828,13 @@ class SQLAlchemyDS(DataSource):
     def _missing(self, seq: int, generation_id: int, key: str) -> KeyError:
         return KeyError(f"{self._label(seq)} has no product {key!r} in generation {generation_id}")
 
-    def _product_row(self, taskmanager_id: TaskManagerRef, generation_id: int, key: str, *columns: Any) -> tuple:
+    def _product_row(self, taskmanager_id: TaskManagerRef, generation_id: int, key: str, part: str) -> tuple:
+        """One product's ``data``, ``header`` or ``metadata`` columns (one statement)."""
+
         def read(conn: sa.Connection) -> tuple[int, Any]:
             seq = self._seq(conn, taskmanager_id)
-            query = sa.select(*columns).where(
-                dp_t.c.taskmanager_seq == seq, dp_t.c.generation_id == generation_id, dp_t.c.key == key
-            )
-            if any(getattr(c, "table", None) is payload_t for c in columns):
-                query = query.join_from(dp_t, payload_t, dp_t.c.payload_hash == payload_t.c.hash)
-            return seq, conn.execute(query).first()
+            params = {"seq": seq, "generation": int(generation_id), "key": key}
+            return seq, conn.execute(statements.product(part), params).first()
 
         seq, row = self._read("read product", read)
         if row is None:
@@ -853,23 +842,19 @@ class SQLAlchemyDS(DataSource):
         return (seq, *row)
 
     def get_dataproduct(self, taskmanager_id: TaskManagerRef, generation_id: int, key: str) -> Any:
-        seq, data = self._product_row(taskmanager_id, generation_id, key, payload_t.c.data)
+        seq, data = self._product_row(taskmanager_id, generation_id, key, "data")
         return self._decode(seq, generation_id, key, data)
 
     def get_header(self, taskmanager_id: TaskManagerRef, generation_id: int, key: str) -> HeaderRow:
         """The reference's header row: (task manager UUID, sequence id, generation id, key,
         create_time, expiration_time, scheduled_create_time, creator, schema_id)."""
-        seq, *values = self._product_row(
-            taskmanager_id, generation_id, key, *(dp_t.c[c] for c in schema.HEADER_COLUMNS)
-        )
+        seq, *values = self._product_row(taskmanager_id, generation_id, key, "header")
         return HeaderRow(self._taskmanagers[seq][1], seq, generation_id, key, *values)
 
     def get_metadata(self, taskmanager_id: TaskManagerRef, generation_id: int, key: str) -> MetadataRow:
         """The reference's metadata row: (task manager UUID, sequence id, generation id, key,
         state, generation_time, missed_update_count)."""
-        seq, *values = self._product_row(
-            taskmanager_id, generation_id, key, *(dp_t.c[c] for c in schema.METADATA_COLUMNS)
-        )
+        seq, *values = self._product_row(taskmanager_id, generation_id, key, "metadata")
         return MetadataRow(self._taskmanagers[seq][1], seq, generation_id, key, *values)
 
     def get_keys(self, taskmanager_id: TaskManagerRef, generation_id: int) -> list[str]:
@@ -884,15 +869,6 @@ class SQLAlchemyDS(DataSource):
 
         return self._read("read keys", read)
 
-    @staticmethod
-    def _registration_condition(ref: TaskManagerRef) -> Any:
-        """The taskmanager row a reference names (sequence number, or id: unique in the registry)."""
-        if isinstance(ref, numbers.Integral) and not isinstance(ref, bool):
-            return tm_t.c.sequence_id == int(ref)
-        if isinstance(ref, str):
-            return tm_t.c.taskmanager_id == ref
-        raise TypeError(f"a task manager is named by sequence number or id string, not {type(ref).__name__}")
-
     def read_generation(
         self,
         taskmanager_id: TaskManagerRef,
@@ -903,25 +879,24 @@ class SQLAlchemyDS(DataSource):
         """The products of one generation, all of them or the ``keys`` given (keys it does
         not hold are left out), in one statement: {key: value}, or with ``headers``
         {key: (value, Header)}.  KeyError for an unknown task manager."""
+        if isinstance(taskmanager_id, bool) or not isinstance(taskmanager_id, numbers.Integral | str):
+            raise TypeError(
+                f"a task manager is named by sequence number or id string, not {type(taskmanager_id).__name__}"
+            )
+        by_id = isinstance(taskmanager_id, str)
+        params: dict[str, Any] = {
+            "tm": taskmanager_id if by_id else int(taskmanager_id),
+            "generation": int(generation_id),
+        }
         if keys is not ALL_PRODUCTS:
-            keys = list(keys)
-        header_columns = [dp_t.c[c] for c in schema.HEADER_COLUMNS] if headers else []
-        query = (
-            sa.select(tm_t.c.sequence_id, tm_t.c.name, tm_t.c.taskmanager_id, dp_t.c.key, payload_t.c.data)
-            .add_columns(*header_columns)
-            .join_from(dp_t, payload_t, dp_t.c.payload_hash == payload_t.c.hash)
-            .join(tm_t, tm_t.c.sequence_id == dp_t.c.taskmanager_seq)
-            .where(self._registration_condition(taskmanager_id), dp_t.c.generation_id == int(generation_id))
-            .order_by(dp_t.c.key)
-        )
-        if keys is not ALL_PRODUCTS:
-            if not keys:
+            params["keys"] = list(keys)
+            if not params["keys"]:
                 self._read("read task manager", lambda conn: self._seq(conn, taskmanager_id))
                 return {}
-            query = query.where(dp_t.c.key.in_(keys))
+        query = statements.generation(by_id, keys is not ALL_PRODUCTS)
 
         def read(conn: sa.Connection) -> list[Any]:
-            rows = conn.execute(query).all()
+            rows = conn.execute(query, params).all()
             if not rows:
                 self._seq(conn, taskmanager_id)  # KeyError for an unknown task manager
             return rows
@@ -948,33 +923,14 @@ class SQLAlchemyDS(DataSource):
         statement (so one snapshot, and one round trip): the newest registration of the
         name, its newest generation, and that generation's products (left-joined, so a
         generation is found also when none of ``keys`` is in it)."""
-        registrations = tm_t.alias("registrations")
-        newest_registration = (
-            sa.select(sa.func.max(registrations.c.sequence_id))
-            .where(registrations.c.name == taskmanager_name)
-            .scalar_subquery()
-        )
-        generations = gen_t.alias("generations")
-        latest_id = (
-            sa.select(sa.func.max(generations.c.generation_id))
-            .where(generations.c.taskmanager_seq == tm_t.c.sequence_id)
-            .scalar_subquery()
-        )
-        found = tm_t.join(
-            gen_t, sa.and_(gen_t.c.taskmanager_seq == tm_t.c.sequence_id, gen_t.c.generation_id == latest_id)
-        )
-        columns: list[Any] = [tm_t.c.sequence_id, tm_t.c.taskmanager_id, gen_t.c.generation_id, gen_t.c.generation_time]
-        wanted = None if keys is ALL_PRODUCTS else list(keys)
-        if wanted is None or wanted:
-            on = [dp_t.c.taskmanager_seq == gen_t.c.taskmanager_seq, dp_t.c.generation_id == gen_t.c.generation_id]
-            if wanted is not None:
-                on.append(dp_t.c.key.in_(wanted))
-            found = found.outerjoin(dp_t, sa.and_(*on)).outerjoin(payload_t, dp_t.c.payload_hash == payload_t.c.hash)
-            columns += [dp_t.c.key, payload_t.c.data, *(dp_t.c[c] for c in schema.HEADER_COLUMNS)]
-        query = sa.select(*columns).select_from(found).where(tm_t.c.sequence_id == newest_registration)
-        if wanted is None or wanted:
-            query = query.order_by(dp_t.c.key)
-        rows = self._read("read latest generation", lambda conn: conn.execute(query).all())
+        params: dict[str, Any] = {"name": taskmanager_name}
+        if keys is ALL_PRODUCTS:
+            query = statements.latest("all")
+        elif keys:
+            query, params["keys"] = statements.latest("subset"), list(keys)
+        else:
+            query = statements.latest("none")
+        rows = self._read("read latest generation", lambda conn: conn.execute(query, params).all())
         if not rows:
             return None
         first = rows[0]
