@@ -623,26 +623,25 @@ class SQLAlchemyDS(DataSource):
                 missing = sorted(set(keys) - present)
                 raise KeyError(f"{self._label(seq)} has no {missing} in generation {generation_id} to update")
 
+        generation_time = min(p.generation_time for p in prepared)
+        new_payloads: dict[bytes, dict[str, Any]] = {}
+        for p in prepared:
+            if p.digest in known or p.digest in new_payloads:
+                continue
+            data = compressed[p.digest]
+            new_payloads[p.digest] = {"hash": p.digest, "size": len(data), "raw_size": len(p.raw), "data": data}
+        if is_postgresql(self.engine):
+            self._write_postgresql(conn, seq, generation_id, generation_time, prepared, list(new_payloads.values()))
+            return
         dialect = self.engine.dialect.name
         conn.execute(
             statements.insert_generation(dialect),
             {
                 "taskmanager_seq": seq,
                 "generation_id": generation_id,
-                "generation_time": min(p.generation_time for p in prepared),
+                "generation_time": generation_time,
             },
         )
-        new_payloads: dict[bytes, dict[str, Any]] = {}
-        for p in prepared:
-            if p.digest in known or p.digest in new_payloads:
-                continue
-            data = compressed[p.digest]
-            new_payloads[p.digest] = {
-                "hash": p.digest,
-                "size": len(data),
-                "raw_size": len(p.raw),
-                "data": data,
-            }
         if new_payloads:
             conn.execute(statements.insert_payloads(dialect), list(new_payloads.values()))
         rows = [
@@ -656,6 +655,31 @@ class SQLAlchemyDS(DataSource):
             for p in prepared
         ]
         conn.execute(statements.upsert_products(dialect), rows)
+
+    @staticmethod
+    def _write_postgresql(
+        conn: sa.Connection,
+        seq: int,
+        generation_id: int,
+        generation_time: float,
+        prepared: list[_Prepared],
+        payloads: list[dict[str, Any]],
+    ) -> None:
+        """The generation row, new payloads and product rows in one statement (one round trip)."""
+        params: dict[str, Any] = {
+            "seq": seq,
+            "generation": generation_id,
+            "generation_time": generation_time,
+            "hashes": [p["hash"] for p in payloads],
+            "sizes": [p["size"] for p in payloads],
+            "raw_sizes": [p["raw_size"] for p in payloads],
+            "datas": [p["data"] for p in payloads],
+            "keys": [p.key for p in prepared],
+            "payload_hashs": [p.digest for p in prepared],
+        }
+        for column in (*schema.HEADER_COLUMNS, *schema.METADATA_COLUMNS):
+            params[f"{column}s"] = [p.row[column] for p in prepared]
+        conn.execute(statements.write_generation_postgresql(), params)
 
     def write_generations(
         self,

@@ -122,3 +122,41 @@ def upsert_products(dialect: str) -> sa.Insert:
             name: upsert.excluded[name] for name in ("payload_hash", *schema.HEADER_COLUMNS, *schema.METADATA_COLUMNS)
         },
     )
+
+
+@functools.cache
+def write_generation_postgresql() -> sa.TextClause:
+    """PostgreSQL: a generation's row, its new payloads and its product rows (replacing
+    those of the same keys) in one statement, so one round trip: data-modifying CTEs, the
+    rows passed as arrays (``unnest``), so the statement text is the same for any number
+    of products.  The foreign keys of the product rows are checked at the statement's end,
+    where the generation and payload rows of the CTEs are visible."""
+    product_columns = ("key", "payload_hash", *schema.HEADER_COLUMNS, *schema.METADATA_COLUMNS)
+    types = {
+        "key": "text",
+        "payload_hash": "bytea",
+        "create_time": "double precision",
+        "expiration_time": "double precision",
+        "scheduled_create_time": "double precision",
+        "creator": "text",
+        "schema_id": "bigint",
+        "state": "text",
+        "generation_time": "double precision",
+        "missed_update_count": "integer",
+    }
+    arrays = ", ".join(f"CAST(:{c}s AS {types[c]}[])" for c in product_columns)
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in product_columns if c != "key")
+    return sa.text(
+        "WITH generation_row AS ("
+        " INSERT INTO generation (taskmanager_seq, generation_id, generation_time)"
+        " VALUES (:seq, :generation, :generation_time) ON CONFLICT DO NOTHING"
+        "), payload_rows AS ("
+        " INSERT INTO payload (hash, size, raw_size, data)"
+        " SELECT * FROM unnest(CAST(:hashes AS bytea[]), CAST(:sizes AS bigint[]),"
+        " CAST(:raw_sizes AS bigint[]), CAST(:datas AS bytea[]))"
+        " ON CONFLICT DO NOTHING"
+        ")"
+        f" INSERT INTO dataproduct (taskmanager_seq, generation_id, {', '.join(product_columns)})"
+        f" SELECT CAST(:seq AS bigint), CAST(:generation AS bigint), * FROM unnest({arrays})"
+        f" ON CONFLICT (taskmanager_seq, generation_id, key) DO UPDATE SET {updates}"
+    )
