@@ -59,7 +59,7 @@ from decisionengine.framework.dataspace.datasource import (
     ReapReport,
     TaskManagerRef,
 )
-from decisionengine.framework.dataspace.datasources import statements, schema
+from decisionengine.framework.dataspace.datasources import schema, statements
 from decisionengine.framework.dataspace.datasources.sql_engine import (
     SINGLE_READ,
     WRITE,
