@@ -4,12 +4,24 @@ Run:  .venv/bin/python benchmarks/dataspace.py [--quick] [--backend sqlite|postg
 
 Everything is measured in one run on this machine and printed as ratios:
 
-* write one generation of 10 DataFrame products (1k, 10k, 100k rows x 10 mixed
-  float/int columns) through ``DataBlock.transaction()`` vs. the floor: pickle +
-  compress with the same codec + one executemany into a bare table.  The reference
-  codec (pickle + zlib level 9, what older data is stored as) is a second baseline;
-* read the latest full generation vs. the floor for reads (select the 10 blobs,
-  decompress, unpickle);
+* one generation of 10 DataFrame products (1k, 10k, 100k rows x 10 mixed float/int
+  columns), ours against the floor (``BareFloor``: a bare table on connections held
+  open, no pool checkout, no ping; the same codec, pickle + zstandard; plain
+  ``pickle.loads``, so the restricted unpickler's cost is ours to carry, and its share
+  is shown in the last column):
+
+  - the whole-generation read (``DataSpace.latest_generation``: what the server, the
+    JSON API and ``de-query-tool`` read) vs. one select of the 10 blobs.  Target 1.2x;
+  - the per-product API path (``get_dataproduct`` for each product) vs. one select per
+    product (target 1.5x), and, for scale, vs. the one select of the whole generation;
+  - the transactional write (``DataBlock.transaction()`` with 10 puts) vs. one
+    executemany in one transaction.  Target 1.2x.  Zlib level 9 (the reference's codec)
+    writing the same generation on the bare table is shown for scale;
+  - ``put`` outside a transaction (10 puts, a commit each) vs. ten one-row commits;
+
+  each pair timed in alternation, the ratio the median of the per-round ratios (other
+  load on the machine hits both sides alike), every write with content never stored
+  before.  ``--part floors`` runs this part alone;
 * 100 ``duplicate()`` generations of a 10k-row block: database bytes added per
   generation, as a share of one generation's payload size;
 * the Reaper deleting 1,000 expired generations while a writer process keeps writing:
@@ -34,7 +46,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -73,41 +85,15 @@ def make_generation(rows: int, seed: int) -> dict[str, pd.DataFrame]:
     return {f"product_{p}": make_frame(rows, seed * 100 + p) for p in range(PRODUCTS)}
 
 
-floor_meta = sa.MetaData()
-floor_table = sa.Table(
-    "bench_floor",
-    floor_meta,
-    sa.Column("generation", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("key", sa.Text, primary_key=True),
-    sa.Column("data", sa.LargeBinary, nullable=False),
-)
-
-
-class Floor:
-    """The bare-table baseline: pickle, compress, one executemany; select, decompress, unpickle."""
-
-    def __init__(self, engine: sa.Engine, codec: str) -> None:
-        self.engine = engine
-        self.codec = codecs.get(codec)
-        floor_meta.drop_all(engine)
-        floor_meta.create_all(engine)
-        self.generation = 0
-
-    def write(self, products: dict[str, Any]) -> None:
-        self.generation += 1
-        rows = [
-            {"generation": self.generation, "key": k, "data": self.codec.encode(codecs.pickle_bytes(v))}
-            for k, v in products.items()
-        ]
-        with self.engine.begin() as conn:
-            conn.execute(floor_table.insert(), rows)
-
-    def read_latest(self) -> dict[str, Any]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(floor_table.c.key, floor_table.c.data).where(floor_table.c.generation == self.generation)
-            ).all()
-        return {k: pickle.loads(self.codec.decode(bytes(d))) for k, d in rows}
+def floor_table(name: str) -> sa.Table:
+    """A bare table for one floor: (generation, key) -> compressed pickle."""
+    return sa.Table(
+        name,
+        sa.MetaData(),
+        sa.Column("generation", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("key", sa.Text, primary_key=True),
+        sa.Column("data", sa.LargeBinary, nullable=False),
+    )
 
 
 def timed(fn: Callable[[], Any], repeat: int) -> float:
@@ -120,70 +106,209 @@ def timed(fn: Callable[[], Any], repeat: int) -> float:
     return statistics.median(samples)
 
 
-def bench_write_read(space: DataSpace, sizes: list[tuple[int, int]]) -> list[list[Any]]:
-    engine = space.datasource.engine
-    rows = []
-    for size, repeat in sizes:
-        block = DataBlock(space, f"bench_{size}")
-        tm = block.taskmanager_id
-        generations = iter(range(1, 10_000))
-        # distinct data for each write: no path may profit from deduplication here
-        inputs = [make_generation(size, seed) for seed in range(repeat + 1)]
+class BareFloor:
+    """The floor every DataSpace path is measured against: a bare table on connections of
+    a plain engine held open for the whole run (no pool checkout, no ping), the same codec
+    (pickle + zstandard) and plain ``pickle.loads`` (not the restricted unpickler our reads
+    go through: its share is shown separately).  Reads run in autocommit (one statement,
+    one round trip), writes in one transaction each."""
 
-        def ours(
-            inputs_iter: Iterator[dict[str, Any]],
-            block: DataBlock = block,
-            tm: str = tm,
-            generations: Iterator[int] = generations,
-        ) -> None:
-            products = next(inputs_iter)
-            block.generation_id = next(generations)
-            with block.transaction():
-                for key, value in products.items():
-                    block.put(key, value, Header(tm), Metadata(tm))
+    def __init__(self, url: str, codec: str = "zstd") -> None:
+        bare = sa.make_url(url)
+        if bare.drivername == "postgresql":
+            bare = bare.set(drivername="postgresql+psycopg2")  # the driver the DataSpace uses
+        self.engine = sa.create_engine(bare)
+        if self.engine.dialect.name == "sqlite":
 
-        ours_inputs = iter(inputs)
-        ours(ours_inputs)  # warm-up
-        t_ours = timed(lambda it=ours_inputs: ours(it), repeat)
+            @sa.event.listens_for(self.engine, "connect")
+            def _as_ours(dbapi_connection: Any, _record: Any) -> None:
+                dbapi_connection.execute("PRAGMA synchronous=NORMAL")  # what the DataSpace uses with WAL
 
-        floors = {}
-        for codec in ("zstd", "zlib"):
-            floor = Floor(engine, codec)
-            floor_inputs = iter(inputs)
-            floor.write(next(floor_inputs))
-            floors[codec] = (floor, timed(lambda f=floor, it=floor_inputs: f.write(next(it)), repeat))
-        zstd_floor, t_floor = floors["zstd"]
-        _, t_zlib = floors["zlib"]
+        self.codec = codecs.get(codec)
+        self.table = floor_table(f"bench_floor_{codec}")
+        self.table.drop(self.engine, checkfirst=True)
+        self.table.create(self.engine)
+        self.reader = self.engine.connect()
+        self.writer = self.engine.connect()
+        if self.engine.dialect.name == "postgresql":
+            self.reader.connection.dbapi_connection.autocommit = True
+        self.generation = 0
 
-        # reads: the latest full generation
-        def read_ours(b: DataBlock = block) -> dict[str, Any]:
-            last = space.get_last_generation_id(b.name, b.taskmanager_id)
-            return space.get_datablock(b.sequence_id, last)
+    def close(self) -> None:
+        self.reader.close()
+        self.writer.close()
+        self.table.drop(self.engine)
+        self.engine.dispose()
 
-        # same content on both sides
-        floor_latest = Floor(engine, "zstd")
-        floor_latest.write(inputs[-1])
-        assert set(read_ours()) == set(floor_latest.read_latest())
-        t_read = timed(read_ours, max(repeat, 5))
-        t_read_floor = timed(floor_latest.read_latest, max(repeat, 5))
-        payload = sum(len(codecs.encode(v)) for v in inputs[0].values())
-        rows.append(
-            [
-                f"{size:,} rows",
-                f"{payload / 1e6:.2f}",
-                f"{t_ours * 1e3:.1f}",
-                f"{t_floor * 1e3:.1f}",
-                f"{t_ours / t_floor:.2f}x",
-                f"{t_zlib * 1e3:.1f}",
-                f"{t_zlib / t_ours:.1f}x",
-                f"{t_read * 1e3:.1f}",
-                f"{t_read_floor * 1e3:.1f}",
-                f"{t_read / t_read_floor:.2f}x",
-            ]
-        )
-        del zstd_floor
-    floor_meta.drop_all(engine)
-    return rows
+    def _rows(self, products: dict[str, Any]) -> list[dict[str, Any]]:
+        self.generation += 1
+        return [
+            {"generation": self.generation, "key": k, "data": self.codec.encode(codecs.pickle_bytes(v))}
+            for k, v in products.items()
+        ]
+
+    def write(self, products: dict[str, Any]) -> None:
+        """One generation: pickle + compress, one executemany, one commit."""
+        rows = self._rows(products)
+        with self.writer.begin():
+            self.writer.execute(self.table.insert(), rows)
+
+    def put_each(self, products: dict[str, Any]) -> None:
+        """The fair floor of ``put`` outside a transaction: one commit per product."""
+        self.generation += 1
+        for k, v in products.items():
+            row = {"generation": self.generation, "key": k, "data": self.codec.encode(codecs.pickle_bytes(v))}
+            with self.writer.begin():
+                self.writer.execute(self.table.insert(), [row])
+
+    def read(self, generation: int) -> dict[str, Any]:
+        """One select of the generation's blobs, decompressed and unpickled."""
+        rows = self.reader.execute(
+            sa.select(self.table.c.key, self.table.c.data).where(self.table.c.generation == generation)
+        ).all()
+        self.reader.rollback()
+        return {k: pickle.loads(self.codec.decode(bytes(d))) for k, d in rows}
+
+    def read_each(self, generation: int, keys: list[str]) -> dict[str, Any]:
+        """One select per product (the fair floor of reading products one at a time)."""
+        out = {}
+        for key in keys:
+            data = self.reader.execute(
+                sa.select(self.table.c.data).where(self.table.c.generation == generation, self.table.c.key == key)
+            ).scalar_one()
+            self.reader.rollback()
+            out[key] = pickle.loads(self.codec.decode(bytes(data)))
+        return out
+
+
+def paired_rounds(
+    floor: Callable[[Any], Any], ours: Callable[[Any], Any], make: Callable[[], Any], rounds: int
+) -> tuple[float, float, float]:
+    """:func:`paired`, each call given a fresh input from ``make()`` (made untimed)."""
+    floor_times, our_times, ratios = [], [], []
+    for round_ in range(rounds):
+        order = (("floor", floor), ("ours", ours)) if round_ % 2 == 0 else (("ours", ours), ("floor", floor))
+        pair = {}
+        for name, fn in order:
+            data = make()
+            gc.collect()
+            started = time.perf_counter()
+            fn(data)
+            pair[name] = time.perf_counter() - started
+        floor_times.append(pair["floor"])
+        our_times.append(pair["ours"])
+        ratios.append(pair["ours"] / pair["floor"])
+    return statistics.median(floor_times), statistics.median(our_times), statistics.median(ratios)
+
+
+def _cell(floor: float, ours: float, ratio: float) -> str:
+    return f"{ratio:.2f}x ({ours * 1e3:.1f}/{floor * 1e3:.1f})"
+
+
+def bench_floors(space: DataSpace, url: str, sizes: list[tuple[int, int, int]]) -> list[list[Any]]:
+    """Per size: the whole-generation read, the per-product read, the transactional write
+    and ``put`` outside a transaction, each against its floor, timed in alternation."""
+    floor = BareFloor(url)
+    try:
+        return [floor_row(space, floor, url, *size) for size in sizes]
+    finally:
+        floor.close()
+
+
+def floor_row(
+    space: DataSpace, floor: BareFloor, url: str, size: int, write_rounds: int, read_rounds: int
+) -> list[Any]:
+    block = DataBlock(space, f"floor_{size}")
+    tm = block.taskmanager_id
+    base = make_generation(size, seed=size)
+    made = iter(range(1, 1_000_000))
+
+    def fresh() -> dict[str, Any]:
+        # distinct content every call: no path may profit from deduplication here
+        n = next(made)
+        return {k: v.assign(call=n) for k, v in base.items()}
+
+    def write_ours(products: dict[str, Any]) -> None:
+        block.generation_id += 1
+        with block.transaction():
+            for key, value in products.items():
+                block.put(key, value, Header(tm), Metadata(tm))
+
+    def put_ours(products: dict[str, Any]) -> None:
+        block.generation_id += 1
+        for key, value in products.items():
+            block.put(key, value, Header(tm), Metadata(tm))
+
+    write_ours(fresh())  # warm-up, both sides
+    floor.write(fresh())
+    write = paired_rounds(floor.write, write_ours, fresh, write_rounds)
+    zlib_floor = BareFloor(url, "zlib")  # the reference's codec (zdumps), for scale
+    try:
+        products = fresh()  # once: zlib level 9 takes seconds at 100k rows
+        t_zlib = timed(lambda: zlib_floor.write(products), 1)
+    finally:
+        zlib_floor.close()
+    put = paired_rounds(floor.put_each, put_ours, fresh, write_rounds)
+
+    # reads: the same content on both sides, as the newest generation
+    latest = fresh()
+    write_ours(latest)
+    floor.write(latest)
+    generation, keys = floor.generation, sorted(latest)
+    got = space.latest_generation(block.name)
+    assert got is not None and set(got.products) == set(keys) == set(floor.read(generation))
+    seq, ours_generation = block.sequence_id, block.generation_id
+
+    def nothing() -> None:
+        return None
+
+    whole = paired_rounds(
+        lambda _: floor.read(generation), lambda _: space.latest_generation(block.name), nothing, read_rounds
+    )
+
+    def each_ours(_: Any) -> dict[str, Any]:
+        return {key: space.get_dataproduct(seq, ours_generation, key) for key in keys}
+
+    each = paired_rounds(lambda _: floor.read_each(generation, keys), each_ours, nothing, read_rounds)
+    each_vs_one = paired_rounds(lambda _: floor.read(generation), each_ours, nothing, read_rounds)
+    # what the restricted unpickler adds to a read (the same blobs, decoded only)
+    blobs = [codecs.encode(v) for v in latest.values()]
+    zstd = codecs.get("zstd")
+    decode = paired(
+        lambda: [pickle.loads(zstd.decode(b)) for b in blobs],
+        lambda: [codecs.decode(b) for b in blobs],
+        read_rounds,
+    )
+    return [
+        f"{size:,}",
+        _cell(*whole),
+        _cell(*each),
+        _cell(*each_vs_one),
+        _cell(*write),
+        _cell(*put),
+        f"{t_zlib / write[1]:.0f}x",
+        f"{decode[2]:.2f}x ({(decode[1] - decode[0]) * 1e3:+.2f} ms)",
+    ]
+
+
+FLOOR_HEADERS = [
+    "rows/product",
+    "generation read (<=1.2x)",
+    "per-product reads (<=1.5x)",
+    "per-product vs 1 select",
+    "transaction write (<=1.2x)",
+    "put, no transaction",
+    "zlib-9 write/ours",
+    "decode: restricted/plain",
+]
+
+
+def print_floors(backend: str, rows: list[list[Any]]) -> None:
+    print(
+        f"\n== {backend}: {PRODUCTS} DataFrame products x 10 columns, ours vs the floor "
+        "(median of per-round ratios; median ms ours/floor)"
+    )
+    print(tabulate(rows, headers=FLOOR_HEADERS))
 
 
 def bench_duplicate(space: DataSpace, generations: int) -> list[Any]:
@@ -365,14 +490,18 @@ def print_unpickling(rows: list[list[Any]]) -> None:
     )
 
 
-def run_backend(name: str, url: str, quick: bool) -> dict[str, Any]:
+def run_backend(url: str, quick: bool, part: str) -> dict[str, Any]:
     space = DataSpace(config_for(url))
-    sizes = [(1_000, 10), (10_000, 5), (100_000, 2)] if quick else [(1_000, 30), (10_000, 10), (100_000, 4)]
-    results = {
-        "write_read": bench_write_read(space, sizes),
-        "duplicate": bench_duplicate(space, 100),
-        "reaper": bench_reaper(space, url, 1_000),
-    }
+    # (rows per product, write rounds, read rounds)
+    sizes = (
+        [(1_000, 10, 30), (10_000, 5, 10), (100_000, 3, 4)]
+        if quick
+        else [(1_000, 30, 100), (10_000, 12, 30), (100_000, 5, 8)]
+    )
+    results: dict[str, Any] = {"floors": bench_floors(space, url, sizes)}
+    if part != "floors":
+        results["duplicate"] = bench_duplicate(space, 100)
+        results["reaper"] = bench_reaper(space, url, 1_000)
     space.close()
     return results
 
@@ -381,7 +510,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
-    parser.add_argument("--part", choices=["all", "storage", "unpickling"], default="all")
+    parser.add_argument("--part", choices=["all", "storage", "floors", "unpickling"], default="all")
     args = parser.parse_args()
 
     if args.part in ("all", "unpickling"):
@@ -396,31 +525,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="de-bench-") as tmp:
         if args.backend in ("sqlite", "both"):
             print("benchmarking SQLite ...", file=sys.stderr, flush=True)
-            results["SQLite"] = run_backend("sqlite", f"sqlite:///{tmp}/bench.sqlite", args.quick)
+            results["SQLite"] = run_backend(f"sqlite:///{tmp}/bench.sqlite", args.quick, args.part)
         if args.backend in ("postgresql", "both"):
             print("benchmarking PostgreSQL ...", file=sys.stderr, flush=True)
             with running_server() as server:
-                results["PostgreSQL"] = run_backend("postgresql", server.create_database("bench"), args.quick)
+                results["PostgreSQL"] = run_backend(server.create_database("bench"), args.quick, args.part)
 
     for backend, result in results.items():
-        print(f"\n== {backend}: one generation of {PRODUCTS} DataFrames x 10 columns (median ms)")
-        print(
-            tabulate(
-                result["write_read"],
-                headers=[
-                    "size",
-                    "payload MB (zstd)",
-                    "write ours",
-                    "write floor",
-                    "ours/floor (<=1.5x)",
-                    "write zlib-9 ref",
-                    "ref/ours",
-                    "read ours",
-                    "read floor",
-                    "ours/floor (<=1.5x)",
-                ],
-            )
-        )
+        print_floors(backend, result["floors"])
+        if "duplicate" not in result:
+            continue
         print(f"\n== {backend}: duplicate() of a 10k-row block")
         print(tabulate([result["duplicate"]], headers=["generations", "payload", "added/generation", "share (<2%)"]))
         print(f"\n== {backend}: Reaper deleting expired generations while a writer writes")

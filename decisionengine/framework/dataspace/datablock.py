@@ -20,7 +20,7 @@ import time
 import uuid
 import zlib
 from collections import UserDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from typing import Any, ClassVar, Self
 
 from decisionengine.framework.dataspace import codecs
@@ -559,6 +559,24 @@ class DataBlock:
         if buffered is not None:
             return buffered[0]
         return self.dataspace.get_dataproduct(self.sequence_id, self.generation_id, key)
+
+    def read(self, keys: Collection[str] | None = None) -> dict[str, Any]:
+        """Several products at once, {key: value}: every product of the block, or the
+        ``keys`` given (those it does not hold are left out).  What this block holds in
+        memory comes from there, the rest from the DataSpace in one round trip (reading
+        ``block[key]`` one key after the other costs a statement each)."""
+        with self.lock:
+            memory = {**self._attached, **self._committed, **(self._pending or {})}
+        wanted = None if keys is None else list(dict.fromkeys(keys))
+        stored_keys = None if wanted is None else [k for k in wanted if k not in memory]
+        stored = (
+            self.dataspace.read_generation(self.sequence_id, self.generation_id, stored_keys)
+            if (stored_keys is None or stored_keys)
+            else {}
+        )
+        found = {**stored, **{k: v[0] for k, v in memory.items()}}
+        order = wanted if wanted is not None else [*stored, *(k for k in memory if k not in stored)]
+        return {k: found[k] for k in order if k in found}
 
     def get(self, key: str, default: Any = None) -> Any:
         """Return the value associated with the key in the database"""

@@ -48,6 +48,9 @@ class LatestGeneration:
     generation_id: int
     generation_time: float | None
     products: dict[str, Any] = field(default_factory=dict)
+    #: the :class:`~.datablock.Header` of each product read (who created it, when), from
+    #: the same read: empty when the data source cannot give them at no extra cost
+    headers: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -232,6 +235,33 @@ class DataSource(abc.ABC):
         """
         for generation_id, products in generations:
             self.write_generation(taskmanager_id, generation_id, products)
+
+    def read_generation(
+        self,
+        taskmanager_id: TaskManagerRef,
+        generation_id: int,
+        keys: Collection[str] | None = ALL_PRODUCTS,
+        headers: bool = False,
+    ) -> dict[str, Any]:
+        """The products of one generation, all of them or the ``keys`` given (keys it does
+        not hold are left out): {key: value}, or with ``headers`` {key: (value, Header)}.
+
+        The read every caller wanting several products of a generation uses: backends
+        should answer it with one statement.  This default asks the reference methods.
+        """
+        products = self.get_datablock(taskmanager_id, generation_id)
+        if keys is not ALL_PRODUCTS:
+            products = {key: products[key] for key in keys if key in products}
+        if not headers:
+            return dict(products)
+        return {
+            key: (value, header_from_record(self.get_header(taskmanager_id, generation_id, key)))
+            for key, value in products.items()
+        }
+
+    def iter_dataproducts(self, taskmanager_id: TaskManagerRef, key: str | None = None) -> Iterator[dict[str, Any]]:
+        """:meth:`get_dataproducts` as a stream (backends that can read it a page at a time)."""
+        return iter(self.get_dataproducts(taskmanager_id, key))
 
     def get_keys(self, taskmanager_id: TaskManagerRef, generation_id: int) -> list[str]:
         """Keys of the products of one generation."""

@@ -194,6 +194,24 @@ class DataSpace:
     def get_dataproducts(self, taskmanager_id: TaskManagerRef, key: str | None = None) -> list[dict[str, Any]]:
         return self.datasource.get_dataproducts(taskmanager_id, key)
 
+    def iter_dataproducts(self, taskmanager_id: TaskManagerRef, key: str | None = None) -> Iterator[dict[str, Any]]:
+        """:meth:`get_dataproducts` as a stream: the same rows in the same order, read one
+        page at a time, so that a long history never sits in memory whole."""
+        return self.datasource.iter_dataproducts(taskmanager_id, key)
+
+    def read_generation(
+        self,
+        taskmanager_id: TaskManagerRef,
+        generation_id: int,
+        keys: Collection[str] | None = ALL_PRODUCTS,
+        headers: bool = False,
+    ) -> dict[str, Any]:
+        """Several products of one generation in one round trip: all of them, or the
+        ``keys`` given (keys it does not hold are left out); {key: value}, or with
+        ``headers`` {key: (value, Header)}.  Reading products one ``get_dataproduct`` at a
+        time costs a statement each."""
+        return self.datasource.read_generation(taskmanager_id, generation_id, keys, headers)
+
     def iter_products(
         self,
         taskmanager_id: TaskManagerRef,

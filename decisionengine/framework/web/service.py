@@ -603,13 +603,12 @@ class ControlService:
             }
         return {"channels": chosen, "stopped": stopped}
 
-    def _producer(self, latest: LatestGeneration, key: str, plan: Mapping[str, Any] | None) -> str | None:
+    @staticmethod
+    def _producer(latest: LatestGeneration, key: str, plan: Mapping[str, Any] | None) -> str | None:
         """The module that produced ``key``: its header's creator (what the generation
-        recorded), else the channel's validated plan."""
-        try:
-            creator = self.engine.dataspace.get_header(latest.taskmanager_id, latest.generation_id, key)["creator"]
-        except Exception:  # an imported or damaged row: fall back on the plan
-            creator = None
+        recorded, read with the products), else the channel's validated plan."""
+        header = latest.headers.get(key)
+        creator = header.get("creator") if header is not None else None
         if creator:
             return str(creator)
         return (plan or {}).get("producers", {}).get(key)

@@ -7,7 +7,12 @@ transaction takes the write lock when it begins (``BEGIN IMMEDIATE``) rather tha
 failing half-way when it tries to upgrade a read lock.
 
 PostgreSQL connections get a connect timeout, so that an unreachable server is
-reported in seconds, and pre-ping, so that a restarted server is reconnected to.
+reported in seconds.  A connection is pinged (``SELECT 1``) when it leaves the pool only
+if it sat there idle for more than :data:`PING_AFTER_IDLE_SECONDS`: one used a moment ago
+is known good, and pinging it would add a round trip to every one-statement read (the
+cost that matters at small sizes).  A connection the server dropped is then found by
+the statement itself: SQLAlchemy invalidates the pool, and the data source retries a
+read once (see ``SQLAlchemyDS._transaction``).  ``pool_pre_ping: false`` turns pinging off.
 
 Readers that must not change anything (``de-query-tool``, ``de-reaper --dry-run``) set
 ``read_only``: SQLite opens the file read-only (a mistyped path is an error naming it,
@@ -20,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import pathlib
 import re
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -39,8 +45,13 @@ DEFAULT_BUSY_TIMEOUT = 30.0
 DEFAULT_CONNECT_TIMEOUT = 10
 DEFAULT_PG_POOL_SIZE = 4
 DEFAULT_PG_MAX_OVERFLOW = 4
+#: a pooled connection idle for longer than this is pinged before use
+PING_AFTER_IDLE_SECONDS = 2.0
 
 WRITE = "de_write"  # execution option: this connection's transactions will write
+#: execution option: this connection reads with one statement (SQLite: no BEGIN/COMMIT,
+#: the statement is its own snapshot)
+SINGLE_READ = "de_single_read"
 
 
 def mask_url(url: str | sa.URL) -> str:
@@ -86,7 +97,7 @@ def create_engine(config: Mapping[str, Any]) -> sa.Engine:
         # SQLAlchemy 2.1 defaults to psycopg 3; existing configs mean psycopg2, which we ship.
         url = url.set(drivername="postgresql+psycopg2")
     options = {k: v for k, v in config.items() if k not in OWN_KEYS}
-    options.setdefault("pool_pre_ping", True)
+    ping = bool(options.pop("pool_pre_ping", True))
     connect_args = dict(options.pop("connect_args", {}) or {})
     backend = url.get_backend_name()
     if backend == "sqlite":
@@ -114,7 +125,39 @@ def create_engine(config: Mapping[str, Any]) -> sa.Engine:
         raise DataSpaceConfigurationError(f"dataspace datasource 'url' {mask_url(url)!r}: {exc}") from exc
     if backend == "sqlite":
         _configure_sqlite(engine, read_only)
+    if ping:
+        _ping_idle_connections(engine)
     return engine
+
+
+def _ping_idle_connections(engine: sa.Engine, idle: float = PING_AFTER_IDLE_SECONDS) -> None:
+    """Ping a pooled connection at checkout when it was idle for longer than ``idle``
+    seconds (SQLAlchemy's "pessimistic disconnect handling", made lazy)."""
+
+    @event.listens_for(engine, "connect")
+    def _fresh(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_LAST_USED] = time.monotonic()
+
+    @event.listens_for(engine, "checkin")
+    def _used(_dbapi_connection: Any, record: Any) -> None:
+        if record is not None:
+            record.info[_LAST_USED] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        if time.monotonic() - record.info.get(_LAST_USED, 0.0) <= idle:
+            return
+        try:
+            alive = engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            # the pool drops this connection and checks out (or opens) another
+            raise sa.exc.DisconnectionError(f"pooled connection is gone: {exc}") from exc
+        if alive is False:
+            raise sa.exc.DisconnectionError("pooled connection did not answer a ping")
+        record.info[_LAST_USED] = time.monotonic()
+
+
+_LAST_USED = "de_last_used"
 
 
 def _configure_sqlite(engine: sa.Engine, read_only: bool = False) -> None:
@@ -136,7 +179,10 @@ def _configure_sqlite(engine: sa.Engine, read_only: bool = False) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: sa.Connection) -> None:
-        write = connection.get_execution_options().get(WRITE, False) and not read_only
+        options = connection.get_execution_options()
+        if options.get(SINGLE_READ, False):
+            return  # sqlite3 runs the statement in its own implicit transaction
+        write = options.get(WRITE, False) and not read_only
         connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 

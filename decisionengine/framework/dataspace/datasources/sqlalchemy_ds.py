@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import hashlib
 import json
 import numbers
@@ -36,7 +37,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg_dialect
@@ -58,8 +59,9 @@ from decisionengine.framework.dataspace.datasource import (
     ReapReport,
     TaskManagerRef,
 )
-from decisionengine.framework.dataspace.datasources import schema
+from decisionengine.framework.dataspace.datasources import schema, statements
 from decisionengine.framework.dataspace.datasources.sql_engine import (
+    SINGLE_READ,
     WRITE,
     create_engine,
     is_postgresql,
@@ -70,6 +72,7 @@ from decisionengine.framework.dataspace.datasources.sql_engine import (
 from decisionengine.framework.dataspace.errors import (
     CorruptPayloadError,
     DataSpaceConfigurationError,
+    DataSpaceConnectionError,
     DataSpaceError,
     DataSpaceExistsError,
     OwnershipLost,
@@ -85,12 +88,18 @@ dp_t = schema.dataproduct
 owner_t = schema.channel_owner
 member_t = schema.server_member
 
+_T = TypeVar("_T")
+
 # Keep statements well under SQLite's bound-parameter limit.
 IN_CHUNK = 500
 # PostgreSQL advisory lock key that serializes schema migrations between processes.
 MIGRATION_LOCK_KEY = 0x0DEC_15E0
 #: PostgreSQL NOTIFY channel announcing committed generations (see write_generation)
 GENERATIONS_CHANNEL = "decisionengine_generations"
+#: products per page when reading a history (``iter_products``): what memory holds of it
+HISTORY_PAGE_ROWS = 200
+#: and at most this many stored (compressed) payload bytes per page (at least one product)
+HISTORY_PAGE_BYTES = 32 << 20
 # New payloads up to this many pickled bytes are compressed inside a SQLite write transaction.
 INLINE_COMPRESS_BYTES = 4 << 20
 # A reaping batch should hold the SQLite write lock for about this long.
@@ -153,6 +162,11 @@ class SQLAlchemyDS(DataSource):
 
     #: the configured database URL, password masked: what messages and logs show
     url: str
+    #: a page of a product history (``iter_products``, ``iter_dataproducts``,
+    #: ``get_dataproducts``): at most this many products ...
+    history_page_rows: int = HISTORY_PAGE_ROWS
+    #: ... and this many stored payload bytes (always at least one product)
+    history_page_bytes: int = HISTORY_PAGE_BYTES
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         super().__init__(config)
@@ -251,15 +265,62 @@ class SQLAlchemyDS(DataSource):
 
         ``write``: the transaction will write (SQLite: take the write lock up front).
         ``snapshot``: several reads that must see one state (PostgreSQL: REPEATABLE READ).
-        Otherwise a PostgreSQL read runs in autocommit: one statement, no BEGIN/COMMIT.
+        Otherwise a read is one statement, which is its own snapshot: PostgreSQL runs it in
+        autocommit and SQLite without BEGIN/COMMIT, so it costs one round trip.
+
+        On PostgreSQL the driver's session flags are set directly rather than through
+        SQLAlchemy's ``isolation_level`` option, which sends a ``SET
+        default_transaction_isolation`` when the connection leaves the pool and another
+        when it goes back: two round trips on every read.
         """
         with translate_errors(self.engine, action, self.url, passthrough), self.engine.connect() as conn:
             if write:
                 conn.execution_options(**{WRITE: True})
-            elif is_postgresql(self.engine):
-                conn.execution_options(isolation_level="REPEATABLE READ" if snapshot else "AUTOCOMMIT")
+            elif is_sqlite(self.engine):
+                if not snapshot:
+                    conn.execution_options(**{SINGLE_READ: True})
+            else:
+                with self._pg_session(conn, snapshot), conn.begin():
+                    yield conn
+                return
             with conn.begin():
                 yield conn
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _pg_session(conn: sa.Connection, snapshot: bool) -> Iterator[None]:
+        """psycopg2 flags for a read: autocommit (one statement) or a repeatable-read
+        snapshot (sent with the transaction's BEGIN), restored before the connection goes back."""
+        dbapi = conn.connection.dbapi_connection
+        if snapshot:
+            dbapi.isolation_level = "REPEATABLE READ"
+        else:
+            dbapi.autocommit = True
+        try:
+            yield
+        finally:
+            if not dbapi.closed:
+                with contextlib.suppress(Exception):
+                    if snapshot:
+                        dbapi.isolation_level = None
+                    else:
+                        dbapi.autocommit = False
+
+    def _read(self, action: str, work: Callable[[sa.Connection], _T], snapshot: bool = False) -> _T:
+        """``work(conn)`` in a read transaction, tried a second time if the database
+        dropped the pooled connection it ran on (pooled connections used recently are
+        not pinged: see ``sql_engine``); not when no connection could be made."""
+        for attempt in (1, 2):
+            connected = False
+            try:
+                with self._transaction(action, snapshot=snapshot) as conn:
+                    connected = True
+                    return work(conn)
+            except DataSpaceConnectionError:
+                if attempt == 2 or not connected:
+                    raise
+                self.logger.info("dataspace connection dropped: reading again on a new one", action=action)
+        raise AssertionError("unreachable")
 
     # -- task manager registry -------------------------------------------------------------
 
@@ -481,8 +542,7 @@ class SQLAlchemyDS(DataSource):
     def _existing_payloads(conn: sa.Connection, digests: Sequence[bytes]) -> set[bytes]:
         found: set[bytes] = set()
         for chunk in _chunks(sorted(set(digests))):
-            query = sa.select(payload_t.c.hash).where(payload_t.c.hash.in_(chunk))
-            found.update(bytes(h) for (h,) in conn.execute(query))
+            found.update(bytes(h) for (h,) in conn.execute(statements.stored_payloads(), {"hashes": list(chunk)}))
         return found
 
     def write_generation(
@@ -584,28 +644,27 @@ class SQLAlchemyDS(DataSource):
                 missing = sorted(set(keys) - present)
                 raise KeyError(f"{self._label(seq)} has no {missing} in generation {generation_id} to update")
 
-        conn.execute(
-            self._insert(gen_t)
-            .values(
-                taskmanager_seq=seq,
-                generation_id=generation_id,
-                generation_time=min(p.generation_time for p in prepared),
-            )
-            .on_conflict_do_nothing()
-        )
+        generation_time = min(p.generation_time for p in prepared)
         new_payloads: dict[bytes, dict[str, Any]] = {}
         for p in prepared:
             if p.digest in known or p.digest in new_payloads:
                 continue
             data = compressed[p.digest]
-            new_payloads[p.digest] = {
-                "hash": p.digest,
-                "size": len(data),
-                "raw_size": len(p.raw),
-                "data": data,
-            }
+            new_payloads[p.digest] = {"hash": p.digest, "size": len(data), "raw_size": len(p.raw), "data": data}
+        if is_postgresql(self.engine):
+            self._write_postgresql(conn, seq, generation_id, generation_time, prepared, list(new_payloads.values()))
+            return
+        dialect = self.engine.dialect.name
+        conn.execute(
+            statements.insert_generation(dialect),
+            {
+                "taskmanager_seq": seq,
+                "generation_id": generation_id,
+                "generation_time": generation_time,
+            },
+        )
         if new_payloads:
-            conn.execute(self._insert(payload_t).on_conflict_do_nothing(), list(new_payloads.values()))
+            conn.execute(statements.insert_payloads(dialect), list(new_payloads.values()))
         rows = [
             {
                 "taskmanager_seq": seq,
@@ -616,15 +675,32 @@ class SQLAlchemyDS(DataSource):
             }
             for p in prepared
         ]
-        upsert = self._insert(dp_t)
-        upsert = upsert.on_conflict_do_update(
-            index_elements=[dp_t.c.taskmanager_seq, dp_t.c.generation_id, dp_t.c.key],
-            set_={
-                name: upsert.excluded[name]
-                for name in ("payload_hash", *schema.HEADER_COLUMNS, *schema.METADATA_COLUMNS)
-            },
-        )
-        conn.execute(upsert, rows)
+        conn.execute(statements.upsert_products(dialect), rows)
+
+    @staticmethod
+    def _write_postgresql(
+        conn: sa.Connection,
+        seq: int,
+        generation_id: int,
+        generation_time: float,
+        prepared: list[_Prepared],
+        payloads: list[dict[str, Any]],
+    ) -> None:
+        """The generation row, new payloads and product rows in one statement (one round trip)."""
+        params: dict[str, Any] = {
+            "seq": seq,
+            "generation": generation_id,
+            "generation_time": generation_time,
+            "hashes": [p["hash"] for p in payloads],
+            "sizes": [p["size"] for p in payloads],
+            "raw_sizes": [p["raw_size"] for p in payloads],
+            "datas": [p["data"] for p in payloads],
+            "keys": [p.key for p in prepared],
+            "payload_hashs": [p.digest for p in prepared],
+        }
+        for column in (*schema.HEADER_COLUMNS, *schema.METADATA_COLUMNS):
+            params[f"{column}s"] = [p.row[column] for p in prepared]
+        conn.execute(statements.write_generation_postgresql(), params)
 
     def write_generations(
         self,
@@ -797,41 +873,37 @@ class SQLAlchemyDS(DataSource):
     def _missing(self, seq: int, generation_id: int, key: str) -> KeyError:
         return KeyError(f"{self._label(seq)} has no product {key!r} in generation {generation_id}")
 
-    def _product_row(self, taskmanager_id: TaskManagerRef, generation_id: int, key: str, *columns: Any) -> tuple:
-        with self._transaction("read product") as conn:
+    def _product_row(self, taskmanager_id: TaskManagerRef, generation_id: int, key: str, part: str) -> tuple:
+        """One product's ``data``, ``header`` or ``metadata`` columns (one statement)."""
+
+        def read(conn: sa.Connection) -> tuple[int, Any]:
             seq = self._seq(conn, taskmanager_id)
-            query = sa.select(*columns).where(
-                dp_t.c.taskmanager_seq == seq, dp_t.c.generation_id == generation_id, dp_t.c.key == key
-            )
-            if any(getattr(c, "table", None) is payload_t for c in columns):
-                query = query.join_from(dp_t, payload_t, dp_t.c.payload_hash == payload_t.c.hash)
-            row = conn.execute(query).first()
+            params = {"seq": seq, "generation": int(generation_id), "key": key}
+            return seq, conn.execute(statements.product(part), params).first()
+
+        seq, row = self._read("read product", read)
         if row is None:
             raise self._missing(seq, generation_id, key)
         return (seq, *row)
 
     def get_dataproduct(self, taskmanager_id: TaskManagerRef, generation_id: int, key: str) -> Any:
-        seq, data = self._product_row(taskmanager_id, generation_id, key, payload_t.c.data)
+        seq, data = self._product_row(taskmanager_id, generation_id, key, "data")
         return self._decode(seq, generation_id, key, data)
 
     def get_header(self, taskmanager_id: TaskManagerRef, generation_id: int, key: str) -> HeaderRow:
         """The reference's header row: (task manager UUID, sequence id, generation id, key,
         create_time, expiration_time, scheduled_create_time, creator, schema_id)."""
-        seq, *values = self._product_row(
-            taskmanager_id, generation_id, key, *(dp_t.c[c] for c in schema.HEADER_COLUMNS)
-        )
+        seq, *values = self._product_row(taskmanager_id, generation_id, key, "header")
         return HeaderRow(self._taskmanagers[seq][1], seq, generation_id, key, *values)
 
     def get_metadata(self, taskmanager_id: TaskManagerRef, generation_id: int, key: str) -> MetadataRow:
         """The reference's metadata row: (task manager UUID, sequence id, generation id, key,
         state, generation_time, missed_update_count)."""
-        seq, *values = self._product_row(
-            taskmanager_id, generation_id, key, *(dp_t.c[c] for c in schema.METADATA_COLUMNS)
-        )
+        seq, *values = self._product_row(taskmanager_id, generation_id, key, "metadata")
         return MetadataRow(self._taskmanagers[seq][1], seq, generation_id, key, *values)
 
     def get_keys(self, taskmanager_id: TaskManagerRef, generation_id: int) -> list[str]:
-        with self._transaction("read keys") as conn:
+        def read(conn: sa.Connection) -> list[str]:
             seq = self._seq(conn, taskmanager_id)
             query = (
                 sa.select(dp_t.c.key)
@@ -840,82 +912,123 @@ class SQLAlchemyDS(DataSource):
             )
             return list(conn.execute(query).scalars())
 
+        return self._read("read keys", read)
+
+    def read_generation(
+        self,
+        taskmanager_id: TaskManagerRef,
+        generation_id: int,
+        keys: Collection[str] | None = ALL_PRODUCTS,
+        headers: bool = False,
+    ) -> dict[str, Any]:
+        """The products of one generation, all of them or the ``keys`` given (keys it does
+        not hold are left out), in one statement: {key: value}, or with ``headers``
+        {key: (value, Header)}.  KeyError for an unknown task manager."""
+        if isinstance(taskmanager_id, bool) or not isinstance(taskmanager_id, numbers.Integral | str):
+            raise TypeError(
+                f"a task manager is named by sequence number or id string, not {type(taskmanager_id).__name__}"
+            )
+        by_id = isinstance(taskmanager_id, str)
+        params: dict[str, Any] = {
+            "tm": taskmanager_id if by_id else int(taskmanager_id),
+            "generation": int(generation_id),
+        }
+        if keys is not ALL_PRODUCTS:
+            params["keys"] = list(keys)
+            if not params["keys"]:
+                self._read("read task manager", lambda conn: self._seq(conn, taskmanager_id))
+                return {}
+        query = statements.generation(by_id, keys is not ALL_PRODUCTS)
+
+        def read(conn: sa.Connection) -> list[Any]:
+            rows = conn.execute(query, params).all()
+            if not rows:
+                self._seq(conn, taskmanager_id)  # KeyError for an unknown task manager
+            return rows
+
+        rows = self._read("read generation", read)
+        if rows:
+            self._taskmanagers[rows[0].sequence_id] = (rows[0].name, rows[0].taskmanager_id)
+        return {row.key: self._product_of(row, generation_id, headers) for row in rows}
+
+    def _product_of(self, row: Any, generation_id: int, headers: bool) -> Any:
+        value = self._decode(row.sequence_id, generation_id, row.key, row.data)
+        if not headers:
+            return value
+        return value, Header(row.taskmanager_id, **{c: getattr(row, c) for c in schema.HEADER_COLUMNS})
+
     def get_datablock(self, taskmanager_id: TaskManagerRef, generation_id: int) -> dict[str, Any]:
-        """Every product of one generation, {key: value}."""
-        with self._transaction("read generation") as conn:
-            seq = self._seq(conn, taskmanager_id)
-            rows = conn.execute(
-                sa.select(dp_t.c.key, payload_t.c.data)
-                .join_from(dp_t, payload_t, dp_t.c.payload_hash == payload_t.c.hash)
-                .where(dp_t.c.taskmanager_seq == seq, dp_t.c.generation_id == generation_id)
-                .order_by(dp_t.c.key)
-            ).all()
-        return {key: self._decode(seq, generation_id, key, data) for key, data in rows}
+        """Every product of one generation, {key: value} (one statement)."""
+        return self.read_generation(taskmanager_id, generation_id)
 
     def get_latest_generation(
         self, taskmanager_name: str, keys: Collection[str] | None = ALL_PRODUCTS
     ) -> LatestGeneration | None:
-        """The newest generation of a channel and its products, read from one snapshot:
-        one statement for the registration and generation, one for the products."""
-        registrations = tm_t.alias("registrations")
-        newest_registration = (
-            sa.select(sa.func.max(registrations.c.sequence_id))
-            .where(registrations.c.name == taskmanager_name)
-            .scalar_subquery()
-        )
-        generations = gen_t.alias("generations")
-        latest_id = (
-            sa.select(sa.func.max(generations.c.generation_id))
-            .where(generations.c.taskmanager_seq == tm_t.c.sequence_id)
-            .scalar_subquery()
-        )
-        query = (
-            sa.select(tm_t.c.sequence_id, tm_t.c.taskmanager_id, gen_t.c.generation_id, gen_t.c.generation_time)
-            .join_from(
-                tm_t, gen_t, sa.and_(gen_t.c.taskmanager_seq == tm_t.c.sequence_id, gen_t.c.generation_id == latest_id)
-            )
-            .where(tm_t.c.sequence_id == newest_registration)
-        )
-        with self._transaction("read latest generation", snapshot=True) as conn:
-            row = conn.execute(query).first()
-            if row is None:
-                return None
-            seq, generation_id = row.sequence_id, row.generation_id
-            self._taskmanagers[seq] = (taskmanager_name, row.taskmanager_id)
-            rows: list[Any] = []
-            if keys is ALL_PRODUCTS or keys:
-                products = (
-                    sa.select(dp_t.c.key, payload_t.c.data)
-                    .join_from(dp_t, payload_t, dp_t.c.payload_hash == payload_t.c.hash)
-                    .where(dp_t.c.taskmanager_seq == seq, dp_t.c.generation_id == generation_id)
-                    .order_by(dp_t.c.key)
-                )
-                if keys is not ALL_PRODUCTS:
-                    products = products.where(dp_t.c.key.in_(list(keys)))
-                rows = conn.execute(products).all()
+        """The newest generation of a channel with its products and their headers, in one
+        statement (so one snapshot, and one round trip): the newest registration of the
+        name, its newest generation, and that generation's products (left-joined, so a
+        generation is found also when none of ``keys`` is in it)."""
+        params: dict[str, Any] = {"name": taskmanager_name}
+        if keys is ALL_PRODUCTS:
+            query = statements.latest("all")
+        elif keys:
+            query, params["keys"] = statements.latest("subset"), list(keys)
+        else:
+            query = statements.latest("none")
+        rows = self._read("read latest generation", lambda conn: conn.execute(query, params).all())
+        if not rows:
+            return None
+        first = rows[0]
+        seq, generation_id = first.sequence_id, first.generation_id
+        self._taskmanagers[seq] = (taskmanager_name, first.taskmanager_id)
+        products: dict[str, Any] = {}
+        headers: dict[str, Header] = {}
+        for row in rows:
+            if getattr(row, "key", None) is None:
+                continue  # the generation row alone: none of the keys asked for is in it
+            products[row.key] = self._decode(seq, generation_id, row.key, row.data)
+            headers[row.key] = Header(first.taskmanager_id, **{c: getattr(row, c) for c in schema.HEADER_COLUMNS})
         return LatestGeneration(
             channel=taskmanager_name,
-            taskmanager_id=row.taskmanager_id,
+            taskmanager_id=first.taskmanager_id,
             sequence_id=seq,
             generation_id=generation_id,
-            generation_time=row.generation_time,
-            products={key: self._decode(seq, generation_id, key, data) for key, data in rows},
+            generation_time=first.generation_time,
+            products=products,
+            headers=headers,
         )
 
     def get_dataproducts(self, taskmanager_id: TaskManagerRef, key: str | None = None) -> list[dict[str, Any]]:
         """Every product (of one key, if given) of every generation of a task manager, as the
-        reference's rows: ``taskmanager_id`` (the *sequence id*, as there), ``generation_id``,
+        reference's rows: ``taskmanager_id`` (the *sequence id*, as in the reference), ``generation_id``,
         ``key``, ``value``; also ``taskmanager_uuid``, ``sequence_id``, ``generation_time``
         and ``header``.  Oldest generation first and, within one, in the order the products
         were created (header ``create_time``, then key).  ``[]`` for an unknown task manager.
+
+        The list is the answer the reference's API gives; it is filled from
+        :meth:`iter_dataproducts`, which reads one page at a time.
         """
         try:
-            products = list(self.iter_products(taskmanager_id, key))
+            return list(self.iter_dataproducts(taskmanager_id, key))
         except KeyError:
             return []
-        products.sort(key=lambda item: (item["generation_id"], item["header"]["create_time"], item["key"]))
-        return [
-            {
+
+    def iter_dataproducts(self, taskmanager_id: TaskManagerRef, key: str | None = None) -> Iterator[dict[str, Any]]:
+        """:meth:`get_dataproducts` as a stream: memory holds one page of
+        :meth:`iter_products` and one generation's products (to order them by creation)."""
+        generation: list[dict[str, Any]] = []
+        for item in self.iter_products(taskmanager_id, key):
+            if generation and item["generation_id"] != generation[0]["generation_id"]:
+                yield from self._reference_rows(generation)
+                generation = []
+            generation.append(item)
+        yield from self._reference_rows(generation)
+
+    @staticmethod
+    def _reference_rows(generation: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        generation.sort(key=lambda item: (item["header"]["create_time"], item["key"]))
+        for item in generation:
+            yield {
                 "taskmanager_id": item["sequence_id"],
                 "generation_id": item["generation_id"],
                 "key": item["key"],
@@ -925,8 +1038,6 @@ class SQLAlchemyDS(DataSource):
                 "generation_time": item["generation_time"],
                 "header": item["header"],
             }
-            for item in products
-        ]
 
     def iter_products(
         self,
@@ -934,58 +1045,142 @@ class SQLAlchemyDS(DataSource):
         key: str | None = None,
         since: float | None = None,
         until: float | None = None,
+        page_size: int | None = None,
+        page_bytes: int | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """Products across generations, oldest generation first, optionally between two
-        generation times (epoch seconds).  A payload shared by several generations is
-        decoded once."""
-        with self._transaction("read product history", snapshot=True) as conn:
-            seq = self._seq(conn, taskmanager_id)
-            query = (
-                sa.select(
-                    dp_t.c.generation_id,
-                    dp_t.c.key,
-                    dp_t.c.payload_hash,
-                    gen_t.c.generation_time,
-                    *(dp_t.c[c] for c in schema.HEADER_COLUMNS),
-                )
-                .join_from(
-                    dp_t,
-                    gen_t,
-                    sa.and_(
-                        dp_t.c.taskmanager_seq == gen_t.c.taskmanager_seq,
-                        dp_t.c.generation_id == gen_t.c.generation_id,
-                    ),
-                )
-                .where(dp_t.c.taskmanager_seq == seq)
-                .order_by(dp_t.c.generation_id, dp_t.c.key)
-            )
-            if key is not None:
-                query = query.where(dp_t.c.key == key)
-            if since is not None:
-                query = query.where(gen_t.c.generation_time >= since)
-            if until is not None:
-                query = query.where(gen_t.c.generation_time <= until)
-            rows = conn.execute(query).all()
-            digests = sorted({bytes(r.payload_hash) for r in rows})
-            blobs: dict[bytes, bytes] = {}
-            for chunk in _chunks(digests):
-                query = sa.select(payload_t.c.hash, payload_t.c.data).where(payload_t.c.hash.in_(chunk))
-                blobs.update((bytes(h), d) for h, d in conn.execute(query))
+        """Products across generations, ordered by generation then key, optionally between
+        two generation times (epoch seconds), read one page at a time.
+
+        A page is at most ``page_size`` products (default :attr:`history_page_rows`) whose
+        stored payloads add up to at most ``page_bytes`` (default
+        :attr:`history_page_bytes`; always at least one product), read in one short snapshot with
+        keyset pagination on the primary key (a page costs the same however deep into the
+        history it starts): its product rows, then the payloads it needs.  So memory holds
+        one page of compressed payloads and the decoded values of two generations, however
+        long the history, and no transaction stays open while the caller works.  A payload
+        the previous generation used too (a duplicated generation) is neither fetched nor
+        decoded again.  A generation the Reaper removes while this reads is left out.
+        """
+        page_size = self.history_page_rows if page_size is None else page_size
+        page_bytes = self.history_page_bytes if page_bytes is None else page_bytes
+        if page_size < 1 or page_bytes < 1:
+            raise ValueError(f"page_size and page_bytes must be at least 1, got {page_size!r}, {page_bytes!r}")
+        seq = self._read("read task manager", lambda conn: self._seq(conn, taskmanager_id))
         tm_id = self._taskmanagers[seq][1]
-        values: dict[bytes, Any] = {}
-        for row in rows:
+        after: tuple[int, str] | None = None
+        generation_id = None
+        current: dict[bytes, Any] = {}  # digest -> value, this generation's
+        previous: dict[bytes, Any] = {}  # and the one before's
+        while True:
+            page = functools.partial(
+                self._history_page,
+                seq=seq,
+                key=key,
+                since=since,
+                until=until,
+                after=after,
+                page_size=page_size,
+                page_bytes=page_bytes,
+                known=current.keys() | previous.keys(),
+            )
+            rows, more, blobs = self._read("read product history", page, snapshot=True)
+            for row in rows:
+                if row.generation_id != generation_id:
+                    generation_id, previous, current = row.generation_id, current, {}
+                digest = bytes(row.payload_hash)
+                if digest in current:
+                    value = current[digest]
+                elif digest in previous:
+                    value = current[digest] = previous[digest]
+                else:
+                    blob = blobs.pop(digest, None)
+                    if blob is None:  # known at the page's start, dropped since (two generations back)
+                        blob = self._read("read payload", lambda conn, d=digest: self._payload(conn, d))
+                        if blob is None:
+                            continue  # reaped meanwhile with its generation
+                    value = current[digest] = self._decode(seq, row.generation_id, row.key, blob)
+                yield {
+                    "taskmanager_id": tm_id,
+                    "sequence_id": seq,
+                    "generation_id": row.generation_id,
+                    "generation_time": row.generation_time,
+                    "key": row.key,
+                    "value": value,
+                    "header": Header(tm_id, **{c: getattr(row, c) for c in schema.HEADER_COLUMNS}),
+                }
+            if not more:
+                return
+            after = (rows[-1].generation_id, rows[-1].key)
+
+    @staticmethod
+    def _payload(conn: sa.Connection, digest: bytes) -> bytes | None:
+        data = conn.execute(sa.select(payload_t.c.data).where(payload_t.c.hash == digest)).scalar_one_or_none()
+        return None if data is None else bytes(data)
+
+    @staticmethod
+    def _history_page(
+        conn: sa.Connection,
+        seq: int,
+        key: str | None,
+        since: float | None,
+        until: float | None,
+        after: tuple[int, str] | None,
+        page_size: int,
+        page_bytes: int,
+        known: Collection[bytes],
+    ) -> tuple[list[Any], bool, dict[bytes, bytes]]:
+        """One page of :meth:`iter_products`: the product rows after ``after`` (generation,
+        key) that fit the page, whether more follow, and the payloads among them not ``known``."""
+        query = (
+            sa.select(
+                dp_t.c.generation_id,
+                dp_t.c.key,
+                dp_t.c.payload_hash,
+                payload_t.c.size,
+                gen_t.c.generation_time,
+                *(dp_t.c[c] for c in schema.HEADER_COLUMNS),
+            )
+            .join_from(
+                dp_t,
+                gen_t,
+                sa.and_(
+                    dp_t.c.taskmanager_seq == gen_t.c.taskmanager_seq,
+                    dp_t.c.generation_id == gen_t.c.generation_id,
+                ),
+            )
+            .join(payload_t, payload_t.c.hash == dp_t.c.payload_hash)
+            .where(dp_t.c.taskmanager_seq == seq)
+            .order_by(dp_t.c.generation_id, dp_t.c.key)
+            .limit(page_size)
+        )
+        if key is not None:
+            query = query.where(dp_t.c.key == key)  # walks ix_dataproduct_key_history
+            if after is not None:
+                query = query.where(dp_t.c.generation_id > after[0])
+        elif after is not None:
+            query = query.where(sa.tuple_(dp_t.c.generation_id, dp_t.c.key) > sa.tuple_(*after))
+        if since is not None:
+            query = query.where(gen_t.c.generation_time >= since)
+        if until is not None:
+            query = query.where(gen_t.c.generation_time <= until)
+        rows = conn.execute(query).all()
+        more = len(rows) == page_size
+        needed: set[bytes] = set()
+        held = 0
+        for count, row in enumerate(rows):
             digest = bytes(row.payload_hash)
-            if digest not in values:
-                values[digest] = self._decode(seq, row.generation_id, row.key, blobs[digest])
-            yield {
-                "taskmanager_id": tm_id,
-                "sequence_id": seq,
-                "generation_id": row.generation_id,
-                "generation_time": row.generation_time,
-                "key": row.key,
-                "value": values[digest],
-                "header": Header(tm_id, **{c: getattr(row, c) for c in schema.HEADER_COLUMNS}),
-            }
+            if digest in known or digest in needed:
+                continue
+            if held and held + row.size > page_bytes:
+                rows, more = rows[:count], True  # the rest starts the next page
+                break
+            needed.add(digest)
+            held += row.size
+        blobs: dict[bytes, bytes] = {}
+        for chunk in _chunks(sorted(needed)):
+            found = conn.execute(sa.select(payload_t.c.hash, payload_t.c.data).where(payload_t.c.hash.in_(chunk)))
+            blobs.update((bytes(h), bytes(d)) for h, d in found)
+        return rows, more, blobs
 
     def get_generations(self, taskmanager_id: TaskManagerRef, since: float | None = None) -> list[dict[str, Any]]:
         """Generations of a task manager with their time and product count, oldest first."""
