@@ -140,6 +140,9 @@ def test_an_outage_longer_than_member_timeout_moves_no_channel(tmp_path_factory,
             return seen if sorted(map(len, seen.values())) == [2, 2] else None
 
         before = eventually(balanced, 60, what="two channels on each server")
+        for server in servers:  # each running its two (booted and committing) before the outage
+            for channel in before[server.status()["cluster"]["server_name"]]:
+                server.wait_for_generation(channel, 1, 60)
         database.stop("fast")
         time.sleep(cluster["member_timeout"] * 2)  # the outage itself: longer than member_timeout
         database.start()

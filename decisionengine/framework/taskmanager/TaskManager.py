@@ -413,12 +413,17 @@ class TaskManager:
 
     def _run_owned(self) -> State:
         try:
-            self._boot()
+            booted = self._boot()
         except Exception as exc:
             self.last_error = f"boot failed: {type(exc).__name__}: {exc}"
             self.logger.exception("channel could not start", error=self.last_error)
             self._close_modules()
             self.state.set(State.ERROR)
+            return self.state.state
+        if not booted:
+            self.state.set(State.SHUTTINGDOWN)
+            self._close_modules()
+            self.state.set(State.SHUTDOWN)
             return self.state.state
         self.state.set(State.ACTIVE)
         final = State.SHUTDOWN
@@ -450,11 +455,9 @@ class TaskManager:
         with self._cond:
             self._cond.notify_all()
 
-    def _boot(self) -> None:
-        for spec in self.plan.modules():
-            if spec.key in self.shared_sources:
-                continue  # runs in its own process; its deliveries arrive through deliver_shared
-            self.instances[spec.key] = self._call(spec.key, spec.create)
+    def _register(self) -> None:
+        """Everything boot reads from or writes to the DataSpace (repeated whole if the
+        database goes away half-way)."""
         try:
             registration = self.dataspace.get_taskmanager(self.name)
             self.taskmanager_id = registration["taskmanager_id"]
@@ -462,14 +465,30 @@ class TaskManager:
             self.taskmanager_id = str(uuid.uuid4()).upper()
         self.sequence_id = self.dataspace.store_taskmanager(self.name, self.taskmanager_id)
         self.generation_id = self.dataspace.get_last_generation_id(self.name, self.taskmanager_id)
+        self.board = self._stored_board()
+        self._recover_unpublished()
+
+    def _boot(self) -> bool:
+        """Build the modules, register in the DataSpace; False if stopped before it could."""
+        for spec in self.plan.modules():
+            if spec.key in self.shared_sources:
+                continue  # runs in its own process; its deliveries arrive through deliver_shared
+            self.instances[spec.key] = self._call(spec.key, spec.create)
+        while True:  # the database may be away: wait for it as a generation does, do not fail
+            try:
+                self._register()
+                break
+            except DataSpaceConnectionError as exc:
+                self._database_unreachable(exc)
+                if self._stop.wait(self._db_retry()):
+                    return False  # stopped while waiting for the database
+        self._database_reachable()
         metrics.LAST_GENERATION.labels(self.name).set(self.generation_id)
         metrics.LAST_GENERATION_TIME.labels(self.name).set(time.time())  # until it commits one
         metrics.initialize_channel(self.name, self.plan.sources, self.plan.publishers)
         if self.plan.sources:
             metrics.SCHEDULE.labels(self.name).set(min(spec.period() for spec in self.plan.sources.values()))
-        self.board = self._stored_board()
         self._export_board()
-        self._recover_unpublished()
         if not self.plan.sources:
             self.logger.warning("channel has no sources: nothing will start a generation")
         self.logger.info(
@@ -480,6 +499,7 @@ class TaskManager:
             transforms=[spec.key for spec in self.plan.transforms],
             publishers=list(self.plan.publishers),
         )
+        return True
 
     def _start_sources(self) -> None:
         self._scheduler = BackgroundScheduler(
