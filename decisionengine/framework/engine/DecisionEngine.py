@@ -27,7 +27,7 @@ from decisionengine.framework.config.shared_sources import conflicts_of, split_c
 from decisionengine.framework.dataspace.connection_gate import create_slots
 from decisionengine.framework.dataspace.dataspace import DataSpace
 from decisionengine.framework.dataspace.maintain import Reaper
-from decisionengine.framework.engine import server_metrics
+from decisionengine.framework.engine import server_metrics, supervision
 from decisionengine.framework.engine.balance import Placement
 from decisionengine.framework.engine.cluster import Cluster, ClusterSettings, View
 from decisionengine.framework.engine.database_probe import DatabaseProbe
@@ -191,6 +191,20 @@ class DecisionEngine:
         except Exception:  # the worker reports ERROR with the reason; the others start
             return
 
+    def _warm_fork_server(self) -> None:
+        """Start the fork server now, in the background, even if no channel runs here yet: a
+        server standing by must not pay for importing the framework when it takes over."""
+        if self.context.get_start_method() != "forkserver":
+            return
+
+        def warm() -> None:
+            try:
+                supervision.ensure_fork_server()
+            except Exception:  # the first channel start tries again and reports it
+                self.logger.exception("could not start the fork server ahead of the channels")
+
+        threading.Thread(target=warm, name="warm-fork-server", daemon=True).start()
+
     # -- the cluster ------------------------------------------------------------------------------
 
     def _offer(self) -> tuple[list[str], dict[str, Placement]]:
@@ -324,6 +338,7 @@ class DecisionEngine:
         if self.cluster is not None:
             for worker in self.workers.values():
                 worker.want()
+            self._warm_fork_server()
             self.cluster.start()  # its first beat starts the channels this server is given
         else:
             for worker in self.workers.values():  # spawning returns at once; channels boot in parallel
