@@ -226,9 +226,14 @@ class DecisionEngine:
         if self.stopping.is_set() or self.cluster is None:
             return
         me = self.cluster.server_id
-        for name, worker in list(self.workers.items()):
+        workers = list(self.workers.items())
+        # at most max_starting channel processes boot at once: a cold start of hundreds of
+        # channels (or a takeover of another server's) goes in waves, one per heartbeat
+        room = self.cluster.settings.max_starting - sum(worker.booting for _, worker in workers)
+        for name, worker in workers:
             target = view.assignment.get(name)
-            worker.assign(target == me, self.cluster.member_name(target))
+            if worker.assign(target == me, self.cluster.member_name(target), may_start=room > 0) == "started":
+                room -= 1
 
     def drain(self) -> dict[str, Any]:
         """Hand every channel of this server to the others (before maintenance)."""
@@ -303,6 +308,8 @@ class DecisionEngine:
             previous = worker.snapshot
             worker.on_status(payload)
             self._announce(name, previous, payload)
+            if previous.get("state") == State.BOOT.value and payload.get("state") != State.BOOT.value:
+                self._poke_cluster()  # done booting: the next channels waiting for a start may go
         elif kind == "plan":
             worker.on_plan(payload)
         elif kind == "failed":

@@ -329,7 +329,13 @@ class ChannelWorker:
             return False
         return not (self.state is State.ERROR and not self.alive and self._restart_timer is None)
 
-    def assign(self, here: bool, runs_on: str | None) -> str | None:
+    @property
+    def booting(self) -> bool:
+        """Its process runs and boots (imports, builds modules, registers): it uses CPU."""
+        with self._lock:
+            return self.alive and self.state is State.BOOT and not self.snapshot.get("standby")
+
+    def assign(self, here: bool, runs_on: str | None, may_start: bool = True) -> str | None:
         """The cluster's assignment: run the channel here, or hand it over (the process
         finishes its generation, releases the channel and exits; the worker stands by).
         Returns what was done ("started", "handed over") or None."""
@@ -343,6 +349,8 @@ class ChannelWorker:
                     self.command_queue.put(("claim_now",))
                 return None
             if here and self.parked and not self.alive:
+                if not may_start:
+                    return None  # at a later beat: this server starts a few channels at a time
                 self.parked = False
                 action = "started"
             elif not here and not self.parked:
