@@ -165,12 +165,13 @@ class ConnectionSampler(threading.Thread):
 
 
 def holdings(servers: list[Server]) -> dict[str, int]:
-    """{server name: channels it holds}, from the first server that answers."""
+    """{server name: channels it holds}, from the first server that answers (its ``cluster``
+    method: the whole status of hundreds of channels, asked twice a second, would load it)."""
     for server in servers:
         if server.process is None or server.process.poll() is not None:
             continue
         try:
-            cluster = server.status()["cluster"]
+            cluster = json.loads(server.rpc().cluster("json"))
         except OSError:
             continue
         return {member["name"]: len(member["holding"]) for member in cluster["members"]}
@@ -187,7 +188,7 @@ def wait_balanced(servers: list[Server], live: list[Server], channels: int, limi
         last = holdings(servers)
         if sorted(last.get(server.name, 0) for server in live) == want and sum(last.values()) == channels:
             return time.monotonic() - started
-        time.sleep(0.5)
+        time.sleep(1.0)
     raise TimeoutError(f"not balanced within {limit:g} s: {last}")
 
 

@@ -220,7 +220,7 @@ class TaskManager:
             "owner": self.owner if not self.standby and self.fence is not None else None,
             "database_unreachable_since": self.database_unreachable_since,
             "module_timeout": self.settings.module_timeout,
-            "history": [asdict(record) for record in self.history],
+            "history": [asdict(record) for record in list(self.history)],  # a copy: generations append
         }
 
     def failing_sources(self) -> dict[str, dict[str, Any]]:
