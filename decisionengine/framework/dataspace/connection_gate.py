@@ -2,11 +2,13 @@
 
 PostgreSQL serves a fixed number of connections (``max_connections``, 100 by default), and
 a server may run hundreds of channels.  So a channel process under de-server opens a
-connection only for the transaction at hand (no pool kept between them: SQLAlchemy's
-``NullPool``), and only after taking one of the server's N *connection slots*; the slot
-is given back when the connection closes.  The server's connections then number at most
-N, however many channels it runs: they scale with the work done at once, not with the
-channels.
+connection only when it has work for the database, and only after taking one of the
+server's N *connection slots*; the slot is given back when the connection closes.  The
+connection is kept for the transactions that follow at once (a generation makes several)
+and closed once the pool has been idle for :data:`IDLE_CLOSE` seconds, so that a channel
+waiting for its next generation holds no connection.  The server's channel connections
+then number at most N, however many channels it runs: they scale with the work done at
+once, not with the channels.
 
 A slot is a ``flock`` on one of N files in a directory private to the server.  The
 kernel releases the ``flock`` of a process that dies, so a channel killed while holding
@@ -31,6 +33,8 @@ from decisionengine.framework.dataspace.errors import DataSpaceConnectionError
 SLOT_FILE = "slot-{}.lock"
 #: how long a connection waits for a free slot before the attempt fails like a lost database
 DEFAULT_WAIT = 30.0
+#: seconds a channel process's pool may sit idle before its connections are closed
+IDLE_CLOSE = 0.5
 
 
 def create_slots(directory: str, slots: int) -> str:
@@ -50,6 +54,7 @@ class ConnectionGate:
         self.wait = wait
         self._held: dict[int, int] = {}  # id(DBAPI connection) -> fd of its slot
         self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
 
     def take(self) -> int:
         """A slot's file descriptor, holding its lock; waits up to ``wait`` seconds."""
@@ -78,7 +83,7 @@ class ConnectionGate:
             os.close(fd)  # drops the flock
 
     def install(self, engine: sa.Engine) -> None:
-        """Gate every new connection of ``engine`` (which should keep no idle ones: NullPool)."""
+        """Gate every new connection of ``engine``, and close its idle ones soon."""
 
         @event.listens_for(engine, "do_connect")
         def _connect(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
@@ -100,6 +105,32 @@ class ConnectionGate:
 
         event.listen(engine.pool, "close", _closed)
         event.listen(engine.pool, "close_detached", _closed)
+        event.listen(engine.pool, "checkin", lambda *_: self._idle_soon(engine.pool))
+
+    def _idle_soon(self, pool: Any) -> None:
+        """A connection came back: close the pool's idle connections if none is used again
+        within IDLE_CLOSE seconds (one timer, restarted by every check-in)."""
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = threading.Timer(IDLE_CLOSE, self._close_idle, args=(pool,))
+            self._timer.daemon = True
+            self._timer.start()
+
+    def close_idle(self, pool: Any) -> None:
+        """Close the pool's idle connections now (their slots go back); the pool stays usable.
+        A channel calls it after each generation (``DataSpace.idle``): a busy channel must
+        not keep a slot from the others between its generations."""
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+        self._close_idle(pool)
+
+    @staticmethod
+    def _close_idle(pool: Any) -> None:
+        if pool.checkedout() == 0:
+            pool.dispose()  # closes the idle connections only
 
     def in_use(self) -> int:
         """Slots this process holds now (for tests and status)."""
@@ -108,14 +139,19 @@ class ConnectionGate:
 
 
 def gated_config(datasource_config: dict[str, Any], channel: str) -> dict[str, Any]:
-    """The datasource config of a gated channel process: no pool kept (so no idle connection
-    holds a slot; the pool size options of the server's own pool do not apply), and
-    connections named after the channel (``application_name`` in ``pg_stat_activity``)."""
+    """The datasource config of a gated channel process: a pool of exactly one connection,
+    emptied when idle (the server's own pool sizes do not apply), and connections named after
+    the channel (``application_name`` in ``pg_stat_activity``).
+
+    One, not more: a process that held a slot with one connection while waiting for a slot
+    for a second could wait on another doing the same (every slot held, nobody able to
+    finish).  With one, a thread needing the database while another uses it waits for that
+    connection, which is always given back."""
     config = {
         key: value
         for key, value in datasource_config.items()
-        if key not in ("pool_size", "max_overflow", "pool_timeout", "pool_use_lifo")
+        if key not in ("pool_size", "max_overflow", "pool_timeout", "pool_use_lifo", "poolclass")
     }
-    config["poolclass"] = sa.pool.NullPool
+    config.update(pool_size=1, max_overflow=0, pool_timeout=DEFAULT_WAIT)
     config["connect_args"] = {"application_name": f"de-channel:{channel}"[:63], **(config.get("connect_args") or {})}
     return config

@@ -135,6 +135,15 @@ class DataSpace:
     def close(self) -> None:
         self.datasource.close()
 
+    #: called by :meth:`idle` (a channel process under a server sets it: see connection_gate)
+    idle_hook: Callable[[], None] | None = None
+
+    def idle(self) -> None:
+        """The caller has no database work for a while (a channel between generations): a
+        process whose connections are rationed closes its idle ones now."""
+        if self.idle_hook is not None:
+            self.idle_hook()
+
     def __enter__(self) -> DataSpace:
         return self
 

@@ -96,6 +96,8 @@ class DecisionEngine:
         self.database_probe = DatabaseProbe(self.dataspace)
         self.start_reaper = start_reaper
         self.workers: dict[str, ChannelWorker] = {}
+        #: the state last exported for each channel not running here (None: its process exports it)
+        self._exported_states: dict[str, State | None] = {}
         self.config_failures: dict[str, ChannelFailure] = {}
         self.events = EventHub()
         self.listener: GenerationListener | None = None
@@ -282,15 +284,22 @@ class DecisionEngine:
         return self.cluster.status() if self.cluster is not None else None
 
     def _export_channel_states(self) -> None:
-        """Channels whose process is not running are exported by the server itself."""
+        """Channels whose process is not running are exported by the server itself.
+
+        Called on every change any channel reports: only what changed since the last call is
+        written (a gauge write is a write to a shared file, and hundreds of channels report
+        several times a generation)."""
+        wanted: dict[str, State | None] = {}
         for name, worker in list(self.workers.items()):
-            current = worker.state
-            for state in State:
-                value = 1 if (not worker.alive and state is current) else 0
-                channel_metrics.CHANNEL_STATE.labels(name, state.value).set(value)
+            wanted[name] = None if worker.alive else worker.state
         for name in list(self.config_failures):
+            wanted[name] = State.ERROR
+        for name, shown in wanted.items():
+            if name in self._exported_states and self._exported_states[name] == shown:
+                continue
+            self._exported_states[name] = shown
             for state in State:
-                channel_metrics.CHANNEL_STATE.labels(name, state.value).set(1 if state is State.ERROR else 0)
+                channel_metrics.CHANNEL_STATE.labels(name, state.value).set(1 if state is shown else 0)
 
     def _on_log(self, record: Any) -> None:
         if self.log_service is not None:

@@ -128,12 +128,35 @@ def main(launch: ChannelLaunch) -> None:
                 logs.set_level(args[0])
                 logger.info("channel log level changed", level=args[0])
             elif command in ("source_delivery", "source_failing"):
-                shared_source_news(command, *args)
+                with news_ready:  # handled by the news thread: reading a delivery waits on the database
+                    news[(command, args[0])] = args[1]  # only the latest of each counts
+                    news_ready.notify()
             elif command == "set_module_log_level":
                 key, level = args
                 logs.set_module_level(key, level)
                 logger.info("module log level changed", module=key, level=level)
 
+    news: dict[tuple[str, str], Any] = {}
+    news_ready = threading.Condition()
+
+    def pass_news_on() -> None:
+        """Shared sources' deliveries and failures, newest first, off the command thread: a
+        channel busy with a generation reads the next delivery when it can, and the server's
+        command queue never fills up behind it (deliveries it missed meanwhile are replaced
+        by the newest, which is the one a generation uses)."""
+        while True:
+            with news_ready:
+                while not news:
+                    news_ready.wait()
+                items = list(news.items())
+                news.clear()
+            for (kind, key), payload in items:
+                try:
+                    shared_source_news(kind, key, payload)
+                except Exception:
+                    logger.exception("could not take a shared source's news", source=key, kind=kind)
+
+    threading.Thread(target=pass_news_on, name=f"{name}-source-news", daemon=True).start()
     threading.Thread(target=obey_commands, name=f"{name}-commands", daemon=True).start()
 
     try:
@@ -192,7 +215,9 @@ def open_dataspace(launch: Any, name: str | None = None) -> Any:
     dataspace_config["datasource"] = datasource
     gate = ConnectionGate(directory, count)
     dataspace = DataSpace({**launch.global_config, "dataspace": dataspace_config})
-    gate.install(dataspace.datasource.engine)
+    engine = dataspace.datasource.engine
+    gate.install(engine)
+    dataspace.idle_hook = lambda: gate.close_idle(engine.pool)
     return dataspace
 
 

@@ -256,6 +256,9 @@ class ChannelWorker:
         with self._lock:
             if process is not self.process:
                 return
+            if self.command_queue is not None:  # nobody reads it now: never wait at exit to flush it
+                with contextlib.suppress(Exception):
+                    self.command_queue.cancel_join_thread()
             self.exit_code = process.exitcode
             state = self.state
             if self.parked and self.wanted:

@@ -425,6 +425,7 @@ class TaskManager:
             self._close_modules()
             self.state.set(State.SHUTDOWN)
             return self.state.state
+        self.dataspace.idle()
         self.state.set(State.ACTIVE)
         final = State.SHUTDOWN
         try:
@@ -672,6 +673,8 @@ class TaskManager:
                 if not self._yield_ownership(str(exc)):
                     return State.SHUTDOWN
                 continue
+            finally:
+                self.dataspace.idle()  # between generations this channel holds no connection
             if self.consecutive_failures >= self.settings.max_consecutive_failures:
                 last = self.history[-1]
                 module = last.module or "framework"

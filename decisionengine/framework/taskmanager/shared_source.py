@@ -263,5 +263,7 @@ class SourceRunner:
                     return False
                 delay = min(delay * 2, 2.0)
                 continue
+            finally:
+                self.dataspace.idle()  # between deliveries the source holds no connection
             self.generation = generation
             return True
