@@ -188,7 +188,7 @@ GLOBAL_SCHEMA = Obj(
                 "server_name": Str(None, nullable=True),
                 "heartbeat_interval": Number(1, minimum=0.1, maximum=60),
                 "member_timeout": Number(10, minimum=1, maximum=3600),
-                "max_starting": Int(8, minimum=1, maximum=1000),
+                "max_starting": Int(16, minimum=1, maximum=1000),
             },
             default={},
         ),

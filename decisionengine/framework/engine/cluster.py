@@ -34,7 +34,7 @@ class ClusterSettings:
     heartbeat_interval: float = 1.0
     member_timeout: float = 10.0
     #: channel processes booting at once on this server (the rest start at later beats)
-    max_starting: int = 8
+    max_starting: int = 16
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> ClusterSettings:
@@ -43,7 +43,7 @@ class ClusterSettings:
             name=block.get("server_name") or socket.gethostname(),
             heartbeat_interval=float(block.get("heartbeat_interval", 1.0)),
             member_timeout=float(block.get("member_timeout", 10.0)),
-            max_starting=int(block.get("max_starting", 8)),
+            max_starting=int(block.get("max_starting", 16)),
         )
 
 
