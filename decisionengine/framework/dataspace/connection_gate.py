@@ -82,10 +82,15 @@ class ConnectionGate:
         with contextlib.suppress(OSError):
             os.close(fd)  # drops the flock
 
-    def install(self, engine: sa.Engine) -> None:
-        """Gate every new connection of ``engine``, and close its idle ones soon."""
+    def install(self, engine: sa.Engine | None = None) -> None:
+        """Gate every new connection of ``engine``, and close its idle ones soon.
 
-        @event.listens_for(engine, "do_connect")
+        Without an engine, every engine of this process, from now on: installed before the
+        DataSpace is opened, so that even the connections its start makes take a slot."""
+        target: Any = engine if engine is not None else sa.Engine
+        pools: Any = engine.pool if engine is not None else sa.pool.Pool
+
+        @event.listens_for(target, "do_connect")
         def _connect(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
             fd = self.take()
             try:
@@ -103,8 +108,13 @@ class ConnectionGate:
             if fd is not None:
                 self.give_back(fd)
 
-        event.listen(engine.pool, "close", _closed)
-        event.listen(engine.pool, "close_detached", _closed)
+        event.listen(pools, "close", _closed)
+        event.listen(pools, "close_detached", _closed)
+        if engine is not None:
+            self.close_when_idle(engine)
+
+    def close_when_idle(self, engine: sa.Engine) -> None:
+        """Close ``engine``'s idle connections IDLE_CLOSE seconds after the last check-in."""
         event.listen(engine.pool, "checkin", lambda *_: self._idle_soon(engine.pool))
 
     def _idle_soon(self, pool: Any) -> None:

@@ -214,10 +214,12 @@ def open_dataspace(launch: Any, name: str | None = None) -> Any:
     datasource["config"] = gated_config(dict(datasource.get("config") or {}), name or launch.config.name)
     dataspace_config["datasource"] = datasource
     gate = ConnectionGate(directory, count)
+    gate.install()  # every engine of this process, before the DataSpace's first connection
     dataspace = DataSpace({**launch.global_config, "dataspace": dataspace_config})
     engine = dataspace.datasource.engine
-    gate.install(engine)
+    gate.close_when_idle(engine)
     dataspace.idle_hook = lambda: gate.close_idle(engine.pool)
+    dataspace.idle()  # what opening it left in the pool
     return dataspace
 
 
