@@ -195,7 +195,7 @@ def test_channel_connections_stay_within_the_servers_slots(tmp_path_factory, pg_
         for name in names:
             one.wait_for_generation(name, 1, 60)
         start = {c["channel"]: c["generation"] for c in one.status()["channels"]}
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 3
         # busy: a connection in a statement or a transaction; all: also one whose client has closed
         # it while its backend is still exiting (a few milliseconds), which PostgreSQL still counts
         query = sa.text(
@@ -208,12 +208,12 @@ def test_channel_connections_stay_within_the_servers_slots(tmp_path_factory, pg_
                 busy, every = conn.execute(query).one()
                 most, most_backends = max(most, busy), max(most_backends, every)
                 samples += 1
-        for name in names:
-            one.wait_for_generation(name, start[name] + 5, 60)
+        for name in names:  # every channel keeps committing through the two slots
+            one.wait_for_generation(name, start[name] + 2, 60)
     finally:
         one.stop()
         engine.dispose()
     assert 1 <= most <= 2, f"{most} channel connections busy at once with 2 slots"
     # each slot: its connection, and at most the one closed just before it, still exiting
     assert most_backends <= 2 * 2, f"{most_backends} channel backends at once with 2 slots"
-    assert samples > 100  # sampled often enough to see them
+    assert samples > 50  # sampled often enough to see them

@@ -122,7 +122,7 @@ def test_an_outage_longer_than_member_timeout_moves_no_channel(tmp_path_factory,
         channel = counting_channel(str(root / f"{name}.jsonl"))
         channel["sources"]["counter"]["schedule"] = 0.3
         channels[name] = channel
-    cluster = {"heartbeat_interval": 0.5, "member_timeout": 3}
+    cluster = {"heartbeat_interval": 0.3, "member_timeout": 2}
     servers = [
         DEServer(tmp_path_factory.mktemp(name), url, channels, cluster={"server_name": name, **cluster})
         for name in ("a", "b")
