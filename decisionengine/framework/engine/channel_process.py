@@ -64,16 +64,11 @@ def main(launch: ChannelLaunch) -> None:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = launch.metrics_dir
     # Imports after the environment is set: prometheus_client reads it when first imported.
     from decisionengine.framework.engine import logs  # noqa: PLC0415
-    from decisionengine.framework.engine.links import LinkSender, log_queue  # noqa: PLC0415
     from decisionengine.framework.taskmanager.prepare import prepare_channel  # noqa: PLC0415
     from decisionengine.framework.taskmanager.states import State  # noqa: PLC0415
     from decisionengine.framework.taskmanager.TaskManager import TaskManager  # noqa: PLC0415
 
-    sender = LinkSender(launch.link)
-    logs.attach_to_queue(log_queue(sender), launch.log_level, channel=name, json_lines=launch.json_logs)
-    for key, level in launch.module_log_levels.items():
-        logs.set_module_level(key, level)
-
+    sender = open_link(launch, name)
     logger = get_logger().bind(module="channel_process", channel=name)
     if parent_death_armed is False:
         logger.warning(
@@ -197,6 +192,20 @@ def main(launch: ChannelLaunch) -> None:
     sender.event("exited", name, final.value if final is not None else State.ERROR.value)
     finish(sender)
     sys.exit(EXIT_OK if final is State.SHUTDOWN else EXIT_ERROR)
+
+
+def open_link(launch: Any, name: str) -> Any:
+    """The process's link to the server (a ``LinkSender``), with its log lines going over
+    it at the launch's levels: what a channel process and a shared source process both do
+    first (after the metrics directory is in the environment)."""
+    from decisionengine.framework.engine import logs  # noqa: PLC0415
+    from decisionengine.framework.engine.links import LinkSender, log_queue  # noqa: PLC0415
+
+    sender = LinkSender(launch.link)
+    logs.attach_to_queue(log_queue(sender), launch.log_level, channel=name, json_lines=launch.json_logs)
+    for key, level in launch.module_log_levels.items():
+        logs.set_module_level(key, level)
+    return sender
 
 
 def open_dataspace(launch: Any, name: str | None = None) -> Any:

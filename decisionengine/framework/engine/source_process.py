@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from decisionengine.framework.engine import supervision
-from decisionengine.framework.engine.channel_process import EXIT_ERROR, EXIT_OK, finish, open_dataspace
+from decisionengine.framework.engine.channel_process import EXIT_ERROR, EXIT_OK, finish, open_dataspace, open_link
 from decisionengine.framework.util.logger import get_logger
 
 
@@ -51,14 +51,10 @@ def main(launch: SourceLaunch) -> None:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = launch.metrics_dir
     from decisionengine.framework.config.validation import validate_source  # noqa: PLC0415
     from decisionengine.framework.engine import logs  # noqa: PLC0415
-    from decisionengine.framework.engine.links import LinkSender, log_queue  # noqa: PLC0415
     from decisionengine.framework.taskmanager.shared_source import SourceRunner  # noqa: PLC0415
     from decisionengine.framework.taskmanager.states import State  # noqa: PLC0415
 
-    sender = LinkSender(launch.link)
-    logs.attach_to_queue(log_queue(sender), launch.log_level, channel=name, json_lines=launch.json_logs)
-    for key, level in launch.module_log_levels.items():
-        logs.set_module_level(key, level)
+    sender = open_link(launch, name)
     logger = get_logger().bind(module="source_process", channel=name)
     runner: SourceRunner | None = None
     stop_requested = threading.Event()
