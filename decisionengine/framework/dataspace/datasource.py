@@ -357,6 +357,11 @@ class DataSource(abc.ABC):
         """
         return False
 
+    def announce(self, message: Mapping[str, Any]) -> bool:
+        """Tell every listener of :meth:`watch_generations` (other servers included) ``message``
+        (JSON), outside any generation; False when the backend cannot notify."""
+        return False
+
     def delete(self, taskmanager_id: TaskManagerRef, all_generations: bool = False) -> int:
         """Delete the latest generation of a task manager (or all of them); returns generations removed."""
         raise NotImplementedError(f"{type(self).__name__} cannot delete generations")

@@ -347,6 +347,11 @@ class DataSpace:
     def database_bytes(self) -> int | None:
         return self.datasource.database_bytes()
 
+    def announce(self, message: Mapping[str, Any]) -> bool:
+        """Tell every server listening to the DataSpace ``message`` (PostgreSQL NOTIFY);
+        False when the data source cannot notify (see :meth:`DataSource.announce`)."""
+        return self.datasource.announce(message)
+
     def watch_generations(
         self,
         on_generation: Callable[[dict[str, Any]], None],

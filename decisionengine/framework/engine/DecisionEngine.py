@@ -117,7 +117,8 @@ class DecisionEngine:
         if metrics_dir and engine is not None and engine.dialect.name == "postgresql":
             count = int(global_config["dataspace"].get("channel_connections", 8))
             self._connection_slots = (create_slots(os.path.join(metrics_dir, "connection-slots"), count), count)
-        #: sources several channels name: one process each (see engine.shared_sources)
+        #: sources several channels name: one process each (see engine.shared_sources); once
+        #: for the whole cluster where servers can tell each other of deliveries (PostgreSQL)
         self.sources = SharedSources(
             lambda: dict(self.workers),
             self._launch_args,
@@ -126,6 +127,10 @@ class DecisionEngine:
             self.links,
             lambda: RestartPolicy.from_config(self.global_config),
             server_name=self.cluster.settings.name if self.cluster is not None else None,
+            cluster_wide=self.cluster is not None and engine is not None and engine.dialect.name == "postgresql",
+            server_id=self.cluster.server_id if self.cluster is not None else None,
+            announce=self.dataspace.announce,
+            poke=self._poke_cluster,
         )
         configs, failures = read_channels(channel_dir)
         for failure in failures.values():
@@ -221,6 +226,8 @@ class DecisionEngine:
             except ValueError:  # the channel process reports it; no preference meanwhile
                 continue
             placements[name] = Placement(settings.prefer, settings.avoid)
+        if not self.stopping.is_set():
+            offered.extend(self.sources.offered())
         return offered, placements
 
     def _apply_view(self, view: View) -> None:
@@ -236,6 +243,7 @@ class DecisionEngine:
             target = view.assignment.get(name)
             if worker.assign(target == me, self.cluster.member_name(target), may_start=room > 0) == "started":
                 room -= 1
+        self.sources.apply(view.assignment, me, self.cluster.member_name)
 
     def drain(self) -> dict[str, Any]:
         """Hand every channel of this server to the others (before maintenance)."""
@@ -359,7 +367,9 @@ class DecisionEngine:
         else:
             for worker in self.workers.values():  # spawning returns at once; channels boot in parallel
                 self._start_worker(worker)
-        self.listener = GenerationListener(self.dataspace, self.events, on_cluster=self._cluster_announced)
+        self.listener = GenerationListener(
+            self.dataspace, self.events, on_cluster=self._cluster_announced, on_source=self.sources.on_announcement
+        )
         self.listener.start()
         self.database_probe.start()
         if self.start_reaper:

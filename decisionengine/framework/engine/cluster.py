@@ -7,6 +7,11 @@ engine to apply it: start the channels given to this server, hand over the other
 channel process finishes its generation, releases the channel and exits; the new owner
 claims it with the next epoch and numbers generations on).
 
+Shared sources acquired once for the cluster (:mod:`.shared_sources`) are offered and
+assigned the same way, under their task manager names (``de-source:<key>``), balanced
+among the servers that offer them apart from the channels (a source does not take a
+channel's place in a server's share).
+
 While the database cannot be reached nothing is rebalanced: the channels keep running
 where they are (each retries the database on its own), and the server tells the
 operator.  A lone server is a cluster of one: every channel is its own.
@@ -21,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from decisionengine.framework.dataspace.dataspace import SHARED_SOURCE_PREFIX
 from decisionengine.framework.dataspace.membership import Member, Membership
 from decisionengine.framework.engine.balance import Placement, Server, assign
 from decisionengine.framework.util.logger import get_logger
@@ -129,12 +135,10 @@ class Cluster:
             self._reachable()
             known = sorted({name for member in members for name in member.channels} | set(channels))
             servers = [Server(m.server_id, m.name, frozenset(m.channels), m.draining) for m in members]
-            view = View(
-                members=tuple(members),
-                holders=holders,
-                assignment=assign(known, servers, holders, placements),
-                at=time.time(),
-            )
+            sources = [name for name in known if is_source(name)]
+            assignment = assign([name for name in known if not is_source(name)], servers, holders, placements)
+            assignment.update(assign(sources, servers, holders, {}))
+            view = View(members=tuple(members), holders=holders, assignment=assignment, at=time.time())
             previous, self.view = self.view, view
             if previous is None or _summary(previous) != _summary(view):
                 mine = sorted(name for name, server in view.assignment.items() if server == self.server_id)
@@ -189,8 +193,18 @@ class Cluster:
                 {
                     **member.as_dict(),
                     "this_server": member.server_id == self.server_id,
-                    "assigned": sorted(name for name, sid in assignment.items() if sid == member.server_id),
-                    "holding": sorted(name for name, sid in holders.items() if sid == member.server_id),
+                    "channels": [name for name in member.channels if not is_source(name)],
+                    "assigned": sorted(
+                        name for name, sid in assignment.items() if sid == member.server_id and not is_source(name)
+                    ),
+                    "holding": sorted(
+                        name for name, sid in holders.items() if sid == member.server_id and not is_source(name)
+                    ),
+                    "sources": sorted(
+                        name[len(SHARED_SOURCE_PREFIX) :]
+                        for name, sid in holders.items()
+                        if sid == member.server_id and is_source(name)
+                    ),
                 }
             )
         return {
@@ -204,6 +218,11 @@ class Cluster:
             "last_error": self.last_error,
             "members": members,
         }
+
+
+def is_source(name: str) -> bool:
+    """Whether a name the cluster balances is a shared source's (not a channel's)."""
+    return name.startswith(SHARED_SOURCE_PREFIX)
 
 
 def _summary(view: View) -> tuple[Any, ...]:

@@ -161,12 +161,18 @@ class GenerationListener:
     (PostgreSQL ``LISTEN``/``NOTIFY``), and keeps listening across database outages."""
 
     def __init__(
-        self, dataspace: Any, hub: EventHub, on_cluster: Callable[[dict[str, Any]], None] | None = None
+        self,
+        dataspace: Any,
+        hub: EventHub,
+        on_cluster: Callable[[dict[str, Any]], None] | None = None,
+        on_source: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.dataspace = dataspace
         self.hub = hub
         #: told of announcements about the cluster (a server joined or left), not generations
         self.on_cluster = on_cluster
+        #: told of what shared sources announce (a delivery, a failure), not generations
+        self.on_source = on_source
         self.logger = get_logger().bind(module="events")
         self._stop = threading.Event()
         #: set while a database connection listens (every commit from then on is heard)
@@ -190,6 +196,10 @@ class GenerationListener:
         if "cluster" in announcement:
             if self.on_cluster is not None:
                 self.on_cluster(announcement)
+            return
+        if "source" in announcement:
+            if self.on_source is not None:
+                self.on_source(announcement)
             return
         self.hub.generation(announcement)
 

@@ -20,6 +20,19 @@ is failing:
 * a source failing (its acquire keeps failing, its process died or hung) is forwarded
   as ``source_failing`` to every consumer, whose status then shows it as a failing source;
 * a source with no channel left stops (:meth:`SharedSources.reconcile`).
+
+In a cluster of servers on one PostgreSQL (``cluster_wide``) a shared source is acquired
+once for the whole cluster, not once per server.  Each server *offers* the shared sources
+its running channels consume (:meth:`SharedSources.offered`, under the source's task
+manager name, ``de-source:<key>``); the cluster balances sources among the servers that
+offer them as it balances channels, and :meth:`SharedSources.apply` starts a source here
+or hands it over, exactly as a channel (the process claims the source with a new fencing
+epoch; a server thought dead cannot write for it any more).  The owner's process announces
+every delivery in its commit (NOTIFY): the other servers hear it through their generation
+listener and forward it to their own consumers (:meth:`SharedSources.on_announcement`),
+and the owner announces failures the same way.  When the owner dies, the cluster gives
+the source to another server that offers it.  Servers sharing one SQLite file cannot
+notify each other: there each server runs the shared sources its own channels need.
 """
 
 from __future__ import annotations
@@ -86,6 +99,7 @@ class SourceWorker(ChannelWorker):
             json_logs=bool(args.get("json_logs")),
             module_log_levels=dict(self.source_log_levels),
             connection_slots=args.get("connection_slots"),
+            server_id=args.get("server_id") if self.taskmanager == taskmanager_name(self.key) else None,
         )
         return source_main, launch, f"de-source-{self.key}"
 
@@ -102,6 +116,11 @@ class SharedSources:
         router: Any,
         restart_policy: Callable[[], Any],
         server_name: str | None = None,
+        *,
+        cluster_wide: bool = False,
+        server_id: str | None = None,
+        announce: Callable[[dict[str, Any]], Any] | None = None,
+        poke: Callable[[], None] | None = None,
     ) -> None:
         self.channel_workers = channel_workers
         self.launch_args = launch_args
@@ -110,6 +129,19 @@ class SharedSources:
         self.router = router
         self.restart_policy = restart_policy
         self.server_name = server_name
+        #: one source process per cluster (servers on one PostgreSQL), not per server
+        self.cluster_wide = cluster_wide
+        self.server_id = server_id
+        #: tells the other servers of the cluster (the owner's failures)
+        self.announce = announce
+        #: asks the cluster to look again now (what this server offers changed)
+        self.poke = poke or (lambda: None)
+        #: key -> the name of the server the cluster runs the source on, when not this one
+        self.runs_on: dict[str, str | None] = {}
+        #: key -> whether the cluster's last assignment gives the source to this server
+        self.assigned_here: dict[str, bool] = {}
+        #: key -> deliveries heard from the source running on another server
+        self.heard: dict[str, int] = {}
         self.logger = get_logger().bind(module="shared_sources")
         self.workers: dict[str, SourceWorker] = {}
         #: key -> channels attached (their process runs, starts, or will restart, with it)
@@ -170,7 +202,7 @@ class SharedSources:
                         key,
                         entry,
                         channel.name,
-                        taskmanager_name(key, self.server_name),
+                        taskmanager_name(key, None if self.cluster_wide else self.server_name),
                         self._settings(key),
                         self.launch_args(),
                         self.context,
@@ -189,7 +221,11 @@ class SharedSources:
                 channel.command_queue.put(item)
 
     def _ensure_running(self, source: SourceWorker, entry: Any, channel: str) -> None:
-        """Start the source unless it runs (lock held)."""
+        """Start the source unless it runs (lock held); in a cluster, offer it and start it
+        if the cluster gives it to this server."""
+        if self.cluster_wide:
+            self._want(source, entry, channel)
+            return
         if source.alive and source.wanted:
             return
         if source.alive:  # stopping: start it again once it has ended
@@ -203,6 +239,101 @@ class SharedSources:
             source.start(automatic=True)
         except Exception as exc:  # reported as ERROR by the worker; the consumers see it failing
             self.logger.error("shared source could not start", source=source.key, error=str(exc))
+
+    # -- once per cluster -------------------------------------------------------------------------
+
+    def _want(self, source: SourceWorker, entry: Any, channel: str) -> None:
+        """A channel here consumes the source: offer it to the cluster; run it at once if the
+        last assignment already gives it to this server (lock held)."""
+        if not source.wanted:
+            source.entry = entry
+            source.channel_name = channel
+            source.settings = self._settings(source.key)
+            source.want()
+            self.poke()
+        if self.assigned_here.get(source.key):
+            self._run_here(source)
+
+    def _run_here(self, source: SourceWorker) -> None:
+        """The cluster gives the source to this server: run it (lock held)."""
+        if source.parked or source.alive:
+            source.assign(True, None)
+        elif source.wanted and source.state in (State.SHUTDOWN, State.OFFLINE):
+            # it stopped of its own accord (another server took it over while this one was
+            # thought dead), and now it is this server's again
+            source.parked = True
+            source.assign(True, None)
+
+    def offered(self) -> list[str]:
+        """The shared sources this server offers to run for the cluster: those its running
+        channels consume, under their task manager names."""
+        if not self.cluster_wide:
+            return []
+        with self._lock:
+            return sorted(
+                taskmanager_name(key)
+                for key, source in self.workers.items()
+                if self.consumers.get(key) and source.offered
+            )
+
+    def apply(
+        self, assignment: dict[str, str | None], me: str, member_name: Callable[[str | None], str | None]
+    ) -> None:
+        """The cluster's assignment of sources: run here those given to this server, hand
+        the others over (the process finishes its acquisition, releases, exits)."""
+        if not self.cluster_wide:
+            return
+        with self._lock:
+            for key, source in self.workers.items():
+                target = assignment.get(taskmanager_name(key))
+                here = target == me
+                self.assigned_here[key] = here
+                self.runs_on[key] = None if here else member_name(target)
+                if not source.offered:
+                    continue
+                if here:
+                    self._run_here(source)
+                else:
+                    source.assign(False, self.runs_on[key])
+
+    def on_announcement(self, message: dict[str, Any]) -> None:
+        """What another server's shared source announced (a delivery, a failure), heard by
+        this server's generation listener.  The database is shared, so the message is
+        checked as hostile: only a known shared source's key, only well-formed fields."""
+        key, origin = message.get("source"), message.get("server_id")
+        if not self.cluster_wide or not isinstance(key, str) or origin == self.server_id:
+            return  # this server's own sources report over their pipes
+        with self._lock:
+            if key not in self.workers:
+                return
+        if "delivery" in message:
+            delivery = _checked_delivery(message["delivery"])
+            if delivery is None:
+                self.logger.warning("ignored a malformed shared source announcement", source=key)
+                return
+            if self._delivered(key, delivery):
+                with self._lock:
+                    self.heard[key] = self.heard.get(key, 0) + 1
+        elif "failing" in message:
+            failing = _checked_failing(message["failing"]) if message["failing"] is not None else None
+            if message["failing"] is not None and failing is None:
+                self.logger.warning("ignored a malformed shared source announcement", source=key)
+                return
+            self._tell_failing(key, failing)
+
+    def _tell_failing(self, key: str, failing: dict[str, Any] | None) -> None:
+        """Tell this server's consumers of ``key`` that it fails (or no longer does)."""
+        with self._lock:
+            if failing == self.failing.get(key):
+                return
+            self.failing[key] = failing
+            names = sorted(self.consumers.get(key, ()))
+        workers = self.channel_workers()
+        for name in names:
+            worker = workers.get(name)
+            if worker is not None and worker.command_queue is not None and worker.alive:
+                with contextlib.suppress(Exception):
+                    worker.command_queue.put(("source_failing", key, failing))
 
     # -- what the source processes report ----------------------------------------------------------
 
@@ -225,8 +356,17 @@ class SharedSources:
         elif kind == "exited":
             source.on_exited(payload)
 
-    def _delivered(self, key: str, delivery: dict[str, Any]) -> None:
+    def _delivered(self, key: str, delivery: dict[str, Any]) -> bool:
+        """Forward a delivery to the consumers; False if it is not newer than the last one
+        (heard twice: over the source's pipe and announced by the database)."""
         with self._lock:
+            last = self.last_delivery.get(key)
+            if (
+                last is not None
+                and last.get("taskmanager_seq") == delivery.get("taskmanager_seq")
+                and last.get("generation", 0) >= delivery.get("generation", 0)
+            ):
+                return False
             self.last_delivery[key] = delivery
             consumers = sorted(self.consumers.get(key, ()))
         workers = self.channel_workers()
@@ -236,6 +376,7 @@ class SharedSources:
                 continue
             with contextlib.suppress(Exception):
                 worker.command_queue.put(("source_delivery", key, delivery))
+        return True
 
     # -- keeping them right --------------------------------------------------------------------------
 
@@ -270,6 +411,7 @@ class SharedSources:
             if (worker := workers.get(name)) is None or not worker.runs_or_will_run
         }
         forward: list[tuple[str, dict[str, Any] | None, list[str]]] = []
+        offer_changed = False
         with self._lock:
             for key, names in self.consumers.items():
                 for name in names & gone:
@@ -284,13 +426,25 @@ class SharedSources:
                         self.logger.info("shared source has no channel left: stopping it", source=key)
                         source.stop()
                         source.start_requested = False
+                        offer_changed = True
                 elif source.start_requested and not source.alive:
                     self._ensure_running(source, source.entry, source.channel_name)
+                elif self.cluster_wide and self.assigned_here.get(key) and not source.alive:
+                    self._run_here(source)
+                if self.cluster_wide and not (source.alive or self.assigned_here.get(key)):
+                    continue  # runs on another server, which announces its failures
                 failing = _failing(source)
                 if failing != self.failing.get(key):
                     self.failing[key] = failing
                     forward.append((key, failing, sorted(self.consumers.get(key, ()))))
+        if offer_changed:
+            self.poke()
         for key, failing, names in forward:
+            if self.cluster_wide and self.announce is not None:
+                try:
+                    self.announce({"source": key, "server_id": self.server_id, "failing": failing})
+                except Exception as exc:  # the database is away: the consumers here are told anyway
+                    self.logger.warning("could not announce a shared source's failure", source=key, error=str(exc))
             for name in names:
                 worker = workers.get(name)
                 if worker is not None and worker.command_queue is not None and worker.alive:
@@ -330,14 +484,34 @@ class SharedSources:
                         "missed_update_count": 0,
                         "last_error": None,
                         "pid": None,
+                        "runs_on": None,
                     },
                 )
                 row["channels"].append(name)
         with self._lock:
             shared = dict(self.workers)
             consumers = {key: sorted(names) for key, names in self.consumers.items()}
+            elsewhere = {
+                key: (name, self.last_delivery.get(key), self.failing.get(key), self.heard.get(key, 0))
+                for key, name in self.runs_on.items()
+                if name is not None and key in shared and not shared[key].alive
+            }
         for key, row in rows.items():
             source = shared.get(key)
+            if key in elsewhere and self.cluster_wide:
+                runs_on, delivery, failing, heard = elsewhere[key]
+                row.update(
+                    shared=True,
+                    consumers=consumers.get(key, []),
+                    runs_on=runs_on,
+                    state="ERROR" if failing else ("STEADY" if delivery else "BOOT"),
+                    last_acquire=delivery.get("create_time") if delivery else None,
+                    deliveries=heard,
+                    missed_update_count=(failing or {}).get("missed_update_count", 0),
+                    last_error=(failing or {}).get("last_error"),
+                    taskmanager=taskmanager_name(key),
+                )
+                continue
             if source is not None and (source.alive or source.wanted or len(row["channels"]) > 1):
                 status = source.status()
                 detail = status.get("source") or {}
@@ -381,6 +555,46 @@ class SharedSources:
                 state = "ERROR"
             number = metrics.REFERENCE_SOURCE_STATES.get(state, metrics.REFERENCE_SOURCE_STATES["OFFLINE"])
             metrics.REF_SOURCE_STATUS.labels(row["source"]).set(number)
+
+
+def _checked_delivery(value: Any) -> dict[str, Any] | None:
+    """A delivery another server announced, with only the fields a channel reads, each of
+    the right type; None when anything is off."""
+    if not isinstance(value, dict):
+        return None
+    try:
+        generation, seq = value["generation"], value["taskmanager_seq"]
+        if type(generation) is not int or type(seq) is not int or generation < 1:
+            return None
+        products = value.get("products") or []
+        if not isinstance(products, list) or not all(isinstance(name, str) for name in products):
+            return None
+        acquire = value.get("acquire_seconds")
+        return {
+            "generation": generation,
+            "taskmanager_seq": seq,
+            "create_time": float(value["create_time"]),
+            "scheduled_time": float(value.get("scheduled_time") or 0.0),
+            "acquire_seconds": float(acquire) if acquire is not None else None,
+            "products": list(products),
+        }
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _checked_failing(value: Any) -> dict[str, Any] | None:
+    """A failure another server announced for a source, checked; None when malformed."""
+    if not isinstance(value, dict):
+        return None
+    error = value.get("last_error")
+    try:
+        return {
+            "since": float(value["since"]) if value.get("since") is not None else None,
+            "missed_update_count": max(1, int(value.get("missed_update_count") or 1)),
+            "last_error": str(error)[:2000] if error is not None else "shared source failing on another server",
+        }
+    except (TypeError, ValueError):
+        return None
 
 
 def _failing(source: SourceWorker) -> dict[str, Any] | None:

@@ -41,6 +41,8 @@ class SourceLaunch:
     json_logs: bool = False
     module_log_levels: dict[str, str] = field(default_factory=dict)
     connection_slots: tuple[str, int] | None = None
+    #: acquired once for the cluster, claimed for this server (None: for this server's channels only)
+    server_id: str | None = None
 
 
 def main(launch: SourceLaunch) -> None:
@@ -76,7 +78,10 @@ def main(launch: SourceLaunch) -> None:
             if command == "stop":
                 request_stop()
                 return
-            if command == "set_log_level":
+            if command == "claim_now":
+                if runner is not None:
+                    runner.claim_now()
+            elif command == "set_log_level":
                 logs.set_level(args[0])
             elif command == "set_module_log_level":
                 logs.set_module_level(*args)
@@ -105,6 +110,7 @@ def main(launch: SourceLaunch) -> None:
             data_lifetime=launch.data_lifetime,
             reporter=lambda snapshot: sender.event("status", name, {**snapshot, "link_backlog": sender.backlog()}),
             on_delivery=lambda delivery: sender.event("delivered", name, delivery),
+            server_id=launch.server_id,
         )
         if stop_requested.is_set():
             runner.stop()

@@ -175,6 +175,8 @@ class TaskManager:
         self._stop = threading.Event()
         #: set to try claiming the channel now rather than after standby_retry (see claim_now)
         self._claim_now = threading.Event()
+        #: (task manager seq, generation) of the last delivery taken from each shared source
+        self._shared_taken: dict[str, tuple[int, int]] = {}
         self._latest: dict[str, _Delivery] = {}
         self._fresh: set[str] = set()
         self._scheduler: BackgroundScheduler | None = None
@@ -601,6 +603,10 @@ class TaskManager:
         of source ``key``, as an in-process one.  False if it could not be read."""
         if key not in self.shared_sources:
             return False
+        taken = (delivery["taskmanager_seq"], delivery["generation"])
+        last = self._shared_taken.get(key)
+        if last is not None and last[0] == taken[0] and last[1] >= taken[1]:
+            return False  # heard twice, or out of order: a generation uses the newest only
         products: dict[str, Any] | None = None
         delay = DB_RETRY_FIRST
         while products is None:
@@ -614,6 +620,7 @@ class TaskManager:
             except Exception as exc:  # reaped meanwhile, or unreadable: the next delivery comes on schedule
                 self.logger.error("shared source delivery unreadable", source=key, error=_describe(exc))
                 return False
+        self._shared_taken[key] = taken
         wanted = self.plan.sources[key].produces
         products = {name: value for name, value in products.items() if not wanted or name in wanted}
         status = self.sources[key]

@@ -13,11 +13,19 @@ query and treats them as a delivery of that source.
 Status snapshots (state, the source's :class:`SourceStatus`, the module busy) go to the
 ``reporter`` as for a channel, so the server's hang watchdog, crash handling and restart
 policy apply to a shared source unchanged.
+
+In a cluster of servers on one PostgreSQL (``server_id`` given) a shared source is acquired
+once per cluster: its task manager is named by the key alone, and the runner claims it as
+a channel is claimed (``channel_owner``, a new fencing epoch, refused while another live
+server holds it), writes every delivery fenced by that epoch, and announces it (NOTIFY)
+so that consuming channels on every server hear of it.  A runner whose claim was taken
+over (its server was thought dead) writes nothing more and stops.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import threading
 import time
 import uuid
@@ -30,7 +38,12 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from decisionengine.framework.config.plan import ModuleSpec
 from decisionengine.framework.dataspace.datablock import STATE_END_CYCLE, Header, Metadata
-from decisionengine.framework.dataspace.dataspace import SHARED_SOURCE_PREFIX, DataSpace, DataSpaceConnectionError
+from decisionengine.framework.dataspace.dataspace import (
+    SHARED_SOURCE_PREFIX,
+    DataSpace,
+    DataSpaceConnectionError,
+    OwnershipLost,
+)
 from decisionengine.framework.logicengine.facts import explain
 from decisionengine.framework.modules.Module import verify_products
 from decisionengine.framework.taskmanager import metrics
@@ -44,8 +57,10 @@ MAX_RETRY_DELAY = 3600.0
 
 
 def taskmanager_name(key: str, server: str | None = None) -> str:
-    """The DataSpace task manager holding a shared source's deliveries (one per server of a
-    cluster: each server runs the shared sources its own channels need)."""
+    """The DataSpace task manager holding a shared source's deliveries: the key alone when
+    the source is acquired once for the whole cluster (and so also the name it is claimed
+    under), the key and the server's name when each server acquires it for its own channels
+    (servers on one SQLite file, which cannot tell each other of deliveries)."""
     return f"{SOURCE_TASKMANAGER_PREFIX}{key}" + (f"@{server}" if server else "")
 
 
@@ -63,6 +78,7 @@ class SourceRunner:
         data_lifetime: float,
         reporter: Callable[[dict[str, Any]], None] | None = None,
         on_delivery: Callable[[dict[str, Any]], None] | None = None,
+        server_id: str | None = None,
     ) -> None:
         from decisionengine.framework.taskmanager.TaskManager import SourceStatus  # noqa: PLC0415 - one definition
 
@@ -75,6 +91,14 @@ class SourceRunner:
         self.data_lifetime = data_lifetime
         self.reporter = reporter
         self.on_delivery = on_delivery
+        #: the server of a cluster this source is acquired for, once for the whole cluster
+        self.server_id = server_id
+        self.owner = f"{socket.gethostname()}:{os.getpid()}"
+        #: the right to write the source's deliveries (cluster only)
+        self.fence: Any = None
+        #: waiting for another server to let the source go
+        self.standby = False
+        self._claim_now = threading.Event()
         self.logger = get_logger().bind(module="SourceRunner", channel=name, source=spec.key)
         self.state = StateMachine(State.BOOT, on_change=lambda old, new: self._state_changed(new))
         self.source = SourceStatus(spec.schedule)
@@ -99,6 +123,8 @@ class SourceRunner:
             "source": asdict(self.source),
             "busy": dict(self.busy),
             "module_timeout": self.module_timeout,
+            "standby": self.standby,
+            "epoch": self.fence.epoch if self.fence is not None else None,
         }
 
     def _report(self) -> None:
@@ -118,6 +144,11 @@ class SourceRunner:
 
     def stop(self) -> None:
         self._stop.set()
+        self._claim_now.set()
+
+    def claim_now(self) -> None:
+        """Waiting for another server to let the source go: try to claim it now."""
+        self._claim_now.set()
 
     def run(self) -> State:
         """Acquire on schedule until stopped; the final state."""
@@ -127,6 +158,10 @@ class SourceRunner:
             self.source.last_error = f"boot failed: {explain(exc)}"
             self.logger.exception("shared source could not start", error=self.source.last_error)
             self.state.set(State.ERROR)
+            return self.state.state
+        if self.server_id is not None and not self._claim():
+            self.state.set(State.SHUTTINGDOWN)
+            self.state.set(State.SHUTDOWN)
             return self.state.state
         self.state.set(State.ACTIVE)
         scheduler = BackgroundScheduler(
@@ -147,8 +182,52 @@ class SourceRunner:
         self._stop.wait()
         self.state.set(State.SHUTTINGDOWN)
         scheduler.shutdown(wait=False)
+        self._release()
         self.state.set(State.SHUTDOWN)
         return self.state.state
+
+    def _claim(self) -> bool:
+        """Claim the source for this server (a new fencing epoch), waiting while another live
+        server holds it or the database cannot be reached; False when stopped first."""
+        waiting_since: float | None = None
+        while not self._stop.is_set():
+            try:
+                fence = self.dataspace.claim_channel(self.taskmanager, self.owner, self.server_id)
+            except DataSpaceConnectionError as exc:
+                self.logger.error("database unreachable; retrying the claim", error=str(exc))
+                fence = None
+            else:
+                self.dataspace.idle()
+            if fence is not None:
+                self.fence = fence
+                if self.standby:
+                    self.logger.info(
+                        "took the shared source over",
+                        epoch=fence.epoch,
+                        waited=round(time.time() - (waiting_since or 0), 3),
+                    )
+                self.standby = False
+                # its generations go on from the last one any server wrote
+                self.generation = self.dataspace.get_last_generation_id(self.taskmanager, self.taskmanager_id)
+                self._report()
+                return True
+            if not self.standby:
+                waiting_since = time.time()
+                self.standby = True
+                self.logger.info("another server still holds the shared source; waiting for it to let go")
+                self._report()
+            self._claim_now.wait(1.0)
+            self._claim_now.clear()
+        return False
+
+    def _release(self) -> None:
+        """Let the source go at once for the next server to claim (cluster only)."""
+        if self.fence is None:
+            return
+        try:
+            self.dataspace.release_channel(self.fence)
+        except Exception as exc:  # the next owner claims it once this server is gone instead
+            self.logger.warning("could not release the shared source", error=str(exc))
 
     def _boot(self) -> None:
         self.instance = self._call(self.spec.create)
@@ -215,31 +294,36 @@ class SourceRunner:
             now = time.time()
             metrics.SOURCE_ACQUIRES.labels(self.name, self.key, "success").inc()
             metrics.REF_SOURCE_LAST_ACQUIRE.labels(self.key).set(now)
-            if not self._store(dict(products), now, scheduled):
+            took = time.monotonic() - started
+            if not self._store(dict(products), now, scheduled, took):
                 return
             status.deliveries += 1
             status.last_update = now
-            status.last_acquire_seconds = time.monotonic() - started
+            status.last_acquire_seconds = took
             status.missed_update_count = 0
             status.failing_since = None
             metrics.SOURCE_MISSED_UPDATES.labels(self.name, self.key).set(0)
             if self.state.state is State.ACTIVE:
                 self.state.set(State.STEADY)
             if self.on_delivery is not None:
-                self.on_delivery(
-                    {
-                        "generation": self.generation,
-                        "taskmanager_seq": self.sequence_id,
-                        "create_time": now,
-                        "scheduled_time": scheduled,
-                        "acquire_seconds": status.last_acquire_seconds,
-                        "products": sorted(products),
-                    }
-                )
+                self.on_delivery(self._delivery(self.generation, now, scheduled, took, sorted(products)))
             self._report()
             return
 
-    def _store(self, products: dict[str, Any], now: float, scheduled: float) -> bool:
+    def _delivery(
+        self, generation: int, now: float, scheduled: float, took: float, products: list[str]
+    ) -> dict[str, Any]:
+        """What consumers are told of a delivery stored as ``generation``."""
+        return {
+            "generation": generation,
+            "taskmanager_seq": self.sequence_id,
+            "create_time": now,
+            "scheduled_time": scheduled,
+            "acquire_seconds": took,
+            "products": products,
+        }
+
+    def _store(self, products: dict[str, Any], now: float, scheduled: float, took: float) -> bool:
         """Write the delivery as the next generation (waiting through database outages);
         False when stopped first."""
         generation = self.generation + 1
@@ -251,12 +335,25 @@ class SourceRunner:
             creator=self.key,
         )
         metadata = Metadata(self.taskmanager_id, state=STATE_END_CYCLE, generation_id=generation, generation_time=now)
+        announce = None
+        if self.server_id is not None:  # consumers on the other servers hear of it at commit
+            delivery = self._delivery(generation, now, scheduled, took, sorted(products))
+            announce = {"source": self.key, "server_id": self.server_id, "delivery": delivery}
         delay = 0.25
         while True:
             try:
                 self.dataspace.write_generation(
-                    self.sequence_id, generation, {k: (v, header, metadata) for k, v in products.items()}
+                    self.sequence_id,
+                    generation,
+                    {k: (v, header, metadata) for k, v in products.items()},
+                    announce=announce,
+                    fence=self.fence,
                 )
+            except OwnershipLost as exc:
+                self.logger.warning("another server took the shared source over; stopping here", reason=str(exc))
+                self.fence = None  # nothing to release: it is not ours
+                self.stop()
+                return False
             except DataSpaceConnectionError as exc:
                 self.logger.error("database unreachable; delivery kept until it is back", error=str(exc))
                 if self._stop.wait(delay):

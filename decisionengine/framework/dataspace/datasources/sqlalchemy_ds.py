@@ -1209,6 +1209,16 @@ class SQLAlchemyDS(DataSource):
                 query = query.where(gen_t.c.generation_time >= since)
             return [dict(row._mapping) for row in conn.execute(query)]
 
+    def announce(self, message: Mapping[str, Any]) -> bool:
+        """PostgreSQL: ``NOTIFY`` ``message`` on :data:`GENERATIONS_CHANNEL` (its own
+        transaction); SQLite cannot notify: False."""
+        if not is_postgresql(self.engine):
+            return False
+        payload = json.dumps(dict(message), default=str)
+        with self._transaction("announce", write=True) as conn:
+            conn.execute(sa.select(sa.func.pg_notify(GENERATIONS_CHANNEL, payload)))
+        return True
+
     def watch_generations(
         self,
         on_generation: Callable[[dict[str, Any]], None],
