@@ -212,8 +212,16 @@ def with_long_errors(page) -> None:
             channel["last_error"] = LONG_ERROR
         route.fulfill(response=response, json=body)
 
+    def sources(route):
+        response = route.fetch()
+        body = response.json()
+        for source in body["sources"]:
+            source["last_error"] = LONG_ERROR
+        route.fulfill(response=response, json=body)
+
     page.route("**/api/v1/channels/demo", channel)
     page.route("**/api/v1/channels", channels)
+    page.route("**/api/v1/sources", sources)
 
 
 def test_overview_lists_the_demo_channel(demo, page):
@@ -221,6 +229,11 @@ def test_overview_lists_the_demo_channel(demo, page):
     row = page.wait_for_selector("#channels tr[data-channel='demo']")
     assert "STEADY" in row.inner_text() or "ACTIVE" in row.inner_text()
     assert "Channels (1, 0 failing)" in page.inner_text("h1")
+    # the sources table: each source with its consumers, schedule and where it runs
+    source = page.wait_for_selector("#source-table tr[data-source='jobs']")
+    cells = source.eval_on_selector_all("td", "cells => cells.map(c => c.textContent)")
+    assert cells[0] == "jobs" and cells[2] == "demo" and cells[3].endswith(" s") and cells[4] == row.eval_on_selector("td.runs-on", "c => c.textContent"), cells
+    assert cells[1] in ("ACTIVE", "STEADY"), cells
     assert page.inner_text("#live").strip().endswith("live")
     screenshot(page, "dashboard-overview")
     assert_no_problems(layout(page, "overview at 1400 px")["problems"])

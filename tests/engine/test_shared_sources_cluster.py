@@ -81,7 +81,7 @@ def test_two_servers_acquire_a_shared_source_once_and_it_moves_when_its_server_d
                 what=f"{name} taking the shared source's deliveries",
             )
         mine, theirs = source_rows(servers[owner])["jobs"], source_rows(servers[other])["jobs"]
-        assert mine["pid"] and mine["runs_on"] is None and mine["state"] == "STEADY"
+        assert mine["pid"] and mine["runs_on"] == owner and mine["state"] == "STEADY"
         assert theirs["pid"] is None and theirs["runs_on"] == owner and theirs["state"] == "STEADY"
         assert theirs["deliveries"] >= 3 and theirs["taskmanager"] == "de-source:jobs"
         # a channel on the other server starts its generation soon after the delivery commits

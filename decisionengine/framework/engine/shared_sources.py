@@ -524,6 +524,7 @@ class SharedSources:
                     missed_update_count=detail.get("missed_update_count", 0),
                     last_error=detail.get("last_error") or status.get("server_reason"),
                     pid=status.get("pid") if source.alive else None,
+                    runs_on=self.server_name if source.alive else None,
                     restarts=status.get("restarts"),
                     generation=status.get("generation"),
                     taskmanager=source.taskmanager,
@@ -537,6 +538,7 @@ class SharedSources:
                     row["consumers"].append(name)
                     row["state"] = "ERROR" if detail.get("missed_update_count") else channel.get("state")
                     row["pid"] = channel.get("pid")
+                    row["runs_on"] = self.server_name
                 elif channel.get("state") == State.ERROR.value and row["state"] == "OFFLINE":
                     row["state"] = "ERROR"
                 if detail:

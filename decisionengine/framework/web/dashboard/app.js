@@ -92,7 +92,7 @@ function render(...children) {
 
 async function showOverview() {
   current = { name: null, chart: null, product: null };
-  const [{ channels }, reaper] = await Promise.all([api("/channels"), api("/reaper")]);
+  const [{ channels }, reaper, { sources }] = await Promise.all([api("/channels"), api("/reaper"), api("/sources")]);
   const failing = channels.filter((c) => c.failing).length;
   const rows = channels.map((c) =>
     el("tr", { class: c.failing ? "failing channel-row" : "channel-row", "data-channel": c.name },
@@ -104,12 +104,28 @@ async function showOverview() {
       el("td", {}, Object.entries(c.sources).map(([k, s]) =>
         el("div", { class: "nowrap" }, `${k}: ${ago(s.last_update)}`, s.missed_update_count ? el("span", { class: "error" }, ` missed ${s.missed_update_count}`) : ""))),
       el("td", { class: "error" }, c.last_error || "")));
+  // Every source with its consumers: a shared one runs once (on one server of a cluster) for all of them.
+  const sourceRows = sources.map((s) =>
+    el("tr", { class: s.state === "ERROR" || s.missed_update_count ? "failing source-row" : "source-row", "data-source": s.source },
+      el("td", {}, s.source, s.shared ? " (shared)" : ""),
+      el("td", {}, stateBadge(s.state || "OFFLINE")),
+      el("td", { class: "consumers" }, (s.consumers.length ? s.consumers : s.channels).join(", ")),
+      el("td", {}, `${s.schedule} s`),
+      el("td", { class: "runs-on" }, s.runs_on || (s.pid ? "this server" : "-")),
+      el("td", {}, ago(s.last_acquire)),
+      el("td", {}, s.deliveries),
+      el("td", { class: "error" }, s.last_error || "")));
   render(
     el("h1", {}, `Channels (${channels.length}, ${failing} failing)`),
     el("div", { class: "grid" },
       el("div", { class: "card wide" }, scroller("channels", el("table", { id: "channels" },
         el("tr", {}, ["channel", "state", "generation", "runs on", "last generation", "sources", "last error"].map((h) => el("th", {}, h))),
         rows))),
+      el("div", { class: "card wide" },
+        el("h2", {}, `Sources (${sources.length})`),
+        scroller("sources", el("table", { id: "source-table" },
+          el("tr", {}, ["source", "state", "consumers", "schedule", "runs on", "last acquire", "deliveries", "last error"].map((h) => el("th", {}, h))),
+          sourceRows))),
       el("div", { class: "card" },
         el("h2", {}, "Reaper"),
         el("p", { id: "reaper" }, stateBadge(reaper.state),
