@@ -5,6 +5,7 @@ import io
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -235,7 +236,7 @@ def test_queue_status(server):
     assert {tuple(line.split()[:2]) for line in channel_rows} == {("counting", "counter"), ("spare", "c")}
     # then every source with its consumers (the reference listed its sources)
     source_rows = {line.split()[0]: line.split() for line in lines[lines.index("") + 3 :]}
-    assert source_rows["counter"][1:4] == ["in", "channel", "counting"]
+    assert source_rows["counter"][1:5] == ["in", "channel", "counting", socket.gethostname()]
     queues = {row["channel"]: row for row in as_json(client(server, "--queue-status", "--json"))}
     assert set(queues) == {"counting", "spare"}
     counter = queues["counting"]["sources"]["counter"]

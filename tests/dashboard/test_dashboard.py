@@ -232,7 +232,8 @@ def test_overview_lists_the_demo_channel(demo, page):
     # the sources table: each source with its consumers, schedule and where it runs
     source = page.wait_for_selector("#source-table tr[data-source='jobs']")
     cells = source.eval_on_selector_all("td", "cells => cells.map(c => c.textContent)")
-    assert cells[0] == "jobs" and cells[2] == "demo" and cells[3].endswith(" s") and cells[4] == row.eval_on_selector("td.runs-on", "c => c.textContent"), cells
+    runs_on = row.eval_on_selector("td.runs-on", "c => c.textContent")
+    assert cells[0] == "jobs" and cells[2] == "demo" and cells[3].endswith(" s") and cells[4] == runs_on, cells
     assert cells[1] in ("ACTIVE", "STEADY"), cells
     assert page.inner_text("#live").strip().endswith("live")
     screenshot(page, "dashboard-overview")

@@ -73,10 +73,9 @@ def test_two_servers_acquire_a_shared_source_once_and_it_moves_when_its_server_d
         # every channel, on either server, takes a few of the source's deliveries
         for name in NAMES:
             eventually(
-                lambda name=name: (channel_anywhere(servers, name).get("sources") or {}).get("jobs", {}).get(
-                    "deliveries", 0
-                )
-                >= 3,
+                lambda name=name: (
+                    (channel_anywhere(servers, name).get("sources") or {}).get("jobs", {}).get("deliveries", 0) >= 3
+                ),
                 60,
                 what=f"{name} taking the shared source's deliveries",
             )
@@ -103,8 +102,10 @@ def test_two_servers_acquire_a_shared_source_once_and_it_moves_when_its_server_d
         servers[owner].process.wait(10)
         survivor = servers[other]
         eventually(
-            lambda: (source_rows(survivor)["jobs"]["pid"] or 0) > 0
-            and any(entry["time"] > killed_at for entry in acquisitions(root / "acquired.jsonl")),
+            lambda: (
+                (source_rows(survivor)["jobs"]["pid"] or 0) > 0
+                and any(entry["time"] > killed_at for entry in acquisitions(root / "acquired.jsonl"))
+            ),
             60,
             what=lambda: f"the source taken over: {source_rows(survivor)['jobs']}",
         )

@@ -301,6 +301,10 @@ SERVER_SOURCE = _object(
         "missed_update_count": {"type": "integer"},
         "last_error": {"type": ["string", "null"]},
         "pid": {"type": ["integer", "null"]},
+        "runs_on": {
+            "type": ["string", "null"],
+            "description": "the server it runs on (in a cluster a shared source runs on one server for all)",
+        },
     },
     {
         "restarts": {"type": ["integer", "null"]},

@@ -390,6 +390,7 @@ def sources_text(sources: Iterable[Mapping[str, Any]], now: float) -> str:
             row["source"],
             "shared" if row.get("shared") else "in channel",
             ", ".join(row.get("consumers") or []) or "-",
+            row.get("runs_on") or "-",
             row.get("schedule"),
             row.get("state") or "-",
             ago(row.get("last_acquire"), now),
@@ -398,7 +399,8 @@ def sources_text(sources: Iterable[Mapping[str, Any]], now: float) -> str:
         ]
         for row in sources
     ]
-    headers = ["source", "runs", "consumers", "schedule", "state", "last acquire", "deliveries", "last error"]
+    headers = ["source", "runs", "consumers", "runs on", "schedule", "state", "last acquire", "deliveries"]
+    headers.append("last error")
     return tabulate(rows, headers=headers, tablefmt="simple") + "\n"
 
 
