@@ -159,3 +159,50 @@ def test_an_outage_longer_than_member_timeout_moves_no_channel(tmp_path_factory,
             server.stop()
     for name in channels:
         assert_whole(url, name, root / f"{name}.jsonl", repeats=True)
+
+
+def test_channels_of_a_shared_source_report_the_outage_and_resume(tmp_path, database):
+    """Channels fed by a shared source never write while it cannot store its deliveries:
+    they still say the database is unreachable (learnt from their source), and commit again
+    within 5 s of its return."""
+    url = database.url("postgres")
+    channels = {}
+    for name in ("alpha", "beta"):
+        channel = counting_channel(str(tmp_path / f"{name}.jsonl"))
+        channel["sources"]["counter"]["schedule"] = 0.3  # the same configuration: one shared source
+        channels[name] = channel
+    server = DEServer(tmp_path, url, channels).start()
+    try:
+        for name in channels:
+            server.wait_for_generation(name, 2, 60)
+        assert {row["source"]: row["shared"] for row in server.status()["sources"]} == {"counter": True}
+        database.stop("fast")
+        down = server.wait_for(
+            lambda s: all(c.get("database_unreachable_since") for c in s["channels"]),
+            30,
+            "every consuming channel to report the outage",
+        )
+        for channel in down["channels"]:
+            assert channel["state"] == "STEADY", channel
+            assert "database unreachable since" in channel["last_error"], channel
+            # the channel may have met the outage itself (reading a delivery); its source tells it anyway
+            failing = channel["failing_sources"]["counter"]
+            assert failing["last_error"].startswith("cannot store its delivery: cannot reach"), channel
+        before = {c["channel"]: c["generation"] for c in down["channels"]}
+        database.start()
+        back = time.monotonic()
+        server.wait_for(
+            lambda s: all(c["generation"] > before[c["channel"]] for c in s["channels"]),
+            30,
+            "a new generation of every channel",
+        )
+        assert time.monotonic() - back < 5.0, f"resumed {time.monotonic() - back:.1f} s after the database"
+        server.wait_for(
+            lambda s: all(c["database_unreachable_since"] is None and not c["failing_sources"] for c in s["channels"]),
+            10,
+            "the outage cleared from every channel",
+        )
+    finally:
+        assert server.stop() == 0
+    for name in channels:
+        assert_whole(url, name, tmp_path / f"{name}.jsonl")

@@ -590,13 +590,17 @@ def _checked_failing(value: Any) -> dict[str, Any] | None:
         return None
     error = value.get("last_error")
     try:
-        return {
+        checked = {
             "since": float(value["since"]) if value.get("since") is not None else None,
             "missed_update_count": max(1, int(value.get("missed_update_count") or 1)),
             "last_error": str(error)[:2000] if error is not None else "shared source failing on another server",
         }
+        if value.get("database_unreachable_since") is not None:
+            checked["database_unreachable_since"] = float(value["database_unreachable_since"])
+            checked["database_error"] = str(value.get("database_error"))[:2000]
     except (TypeError, ValueError):
         return None
+    return checked
 
 
 def _failing(source: SourceWorker) -> dict[str, Any] | None:
@@ -610,6 +614,14 @@ def _failing(source: SourceWorker) -> dict[str, Any] | None:
             "since": failure.get("at") or status.get("state_since") or 0.0,
             "missed_update_count": max(1, int(detail.get("missed_update_count") or 0)),
             "last_error": f"shared source process: {reason}",
+        }
+    if status.get("database_unreachable_since"):
+        return {
+            "since": status["database_unreachable_since"],
+            "missed_update_count": max(1, int(detail.get("missed_update_count") or 0)),
+            "last_error": f"cannot store its delivery: {status.get('database_error')}",
+            "database_unreachable_since": status["database_unreachable_since"],
+            "database_error": status.get("database_error"),
         }
     if detail.get("missed_update_count"):
         return {

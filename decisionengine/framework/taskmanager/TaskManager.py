@@ -177,6 +177,8 @@ class TaskManager:
         self._claim_now = threading.Event()
         #: (task manager seq, generation) of the last delivery taken from each shared source
         self._shared_taken: dict[str, tuple[int, int]] = {}
+        #: shared sources that report they cannot store their deliveries (a database outage)
+        self._source_outages: set[str] = set()
         self._latest: dict[str, _Delivery] = {}
         self._fresh: set[str] = set()
         self._scheduler: BackgroundScheduler | None = None
@@ -653,6 +655,19 @@ class TaskManager:
         else:
             status.missed_update_count = 0
             status.failing_since = None
+        outage = (failing or {}).get("database_unreachable_since")
+        if outage is not None:
+            # the channel writes nothing while its source cannot: the source's outage is its own
+            self._source_outages.add(key)
+            if self.database_unreachable_since is None:
+                self.database_unreachable_since = float(outage)
+            error = (failing or {}).get("database_error")
+            self._database_unreachable(DataSpaceConnectionError(f"shared source {key!r}: {error}"))
+            return
+        if key in self._source_outages:
+            self._source_outages.discard(key)
+            if not self._source_outages:
+                self._database_reachable()
         self._report()
 
     # -- generations ---------------------------------------------------------------------------

@@ -99,6 +99,9 @@ class SourceRunner:
         #: waiting for another server to let the source go
         self.standby = False
         self._claim_now = threading.Event()
+        #: since when (and why) deliveries cannot be stored: the consumers are told
+        self.database_unreachable_since: float | None = None
+        self.database_error: str | None = None
         self.logger = get_logger().bind(module="SourceRunner", channel=name, source=spec.key)
         self.state = StateMachine(State.BOOT, on_change=lambda old, new: self._state_changed(new))
         self.source = SourceStatus(spec.schedule)
@@ -124,6 +127,8 @@ class SourceRunner:
             "busy": dict(self.busy),
             "module_timeout": self.module_timeout,
             "standby": self.standby,
+            "database_unreachable_since": self.database_unreachable_since,
+            "database_error": self.database_error,
             "epoch": self.fence.epoch if self.fence is not None else None,
         }
 
@@ -356,6 +361,7 @@ class SourceRunner:
                 return False
             except DataSpaceConnectionError as exc:
                 self.logger.error("database unreachable; delivery kept until it is back", error=str(exc))
+                self._database_unreachable(exc)
                 if self._stop.wait(delay):
                     return False
                 delay = min(delay * 2, 2.0)
@@ -363,4 +369,21 @@ class SourceRunner:
             finally:
                 self.dataspace.idle()  # between deliveries the source holds no connection
             self.generation = generation
+            self._database_reachable()
             return True
+
+    def _database_unreachable(self, exc: BaseException) -> None:
+        """The consumers never write while their source cannot: they learn of the outage
+        from its status (the server forwards it as a failure of the source)."""
+        self.database_error = str(exc)
+        if self.database_unreachable_since is None:
+            self.database_unreachable_since = time.time()
+            self._report()
+
+    def _database_reachable(self) -> None:
+        if self.database_unreachable_since is not None:
+            self.logger.info(
+                "database reachable again", unreachable_seconds=round(time.time() - self.database_unreachable_since, 3)
+            )
+            self.database_unreachable_since = None
+            self.database_error = None
