@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any
 
+from decisionengine.framework.dataspace import unpickling
 from decisionengine.framework.dataspace.datablock import taskmanager_name_argument
 from decisionengine.framework.dataspace.datasource import (
     ALL_PRODUCTS,
@@ -127,6 +128,11 @@ class DataSpace:
 
     def __str__(self) -> str:
         return f"DataSpace({self.datasource!r})"
+
+    def loads(self, raw: bytes) -> Any:
+        """Unpickle ``raw`` (plain pickle bytes, as a shared source hands its delivery to its
+        channels) under the same allow-list as every payload read from the database."""
+        return unpickling.loads(raw, self.datasource.payload_policy)
 
     def create(self) -> None:
         """Create the schema, or upgrade it to the newest migration (a no-op when current)."""

@@ -601,8 +601,9 @@ class TaskManager:
 
     def deliver_shared(self, key: str, delivery: Mapping[str, Any]) -> bool:
         """A shared source stored a delivery (``generation`` of its task manager
-        ``taskmanager_seq``): read its products (one query) and treat them as a delivery
-        of source ``key``, as an in-process one.  False if it could not be read."""
+        ``taskmanager_seq``): take its products (sent along, ``inline``, by a source of this
+        server when small; else read with one query) and treat them as a delivery of source
+        ``key``, as an in-process one.  False if it could not be read."""
         if key not in self.shared_sources:
             return False
         taken = (delivery["taskmanager_seq"], delivery["generation"])
@@ -610,6 +611,11 @@ class TaskManager:
         if last is not None and last[0] == taken[0] and last[1] >= taken[1]:
             return False  # heard twice, or out of order: a generation uses the newest only
         products: dict[str, Any] | None = None
+        if delivery.get("inline") is not None:  # sent along by the source: no need to read it back
+            try:
+                products = dict(self.dataspace.loads(delivery["inline"]))
+            except Exception as exc:  # read it from the DataSpace instead
+                self.logger.warning("shared source delivery not readable inline", source=key, error=_describe(exc))
         delay = DB_RETRY_FIRST
         while products is None:
             try:

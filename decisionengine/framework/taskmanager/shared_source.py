@@ -37,6 +37,7 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from decisionengine.framework.config.plan import ModuleSpec
+from decisionengine.framework.dataspace import codecs
 from decisionengine.framework.dataspace.datablock import STATE_END_CYCLE, Header, Metadata
 from decisionengine.framework.dataspace.dataspace import (
     SHARED_SOURCE_PREFIX,
@@ -51,6 +52,9 @@ from decisionengine.framework.taskmanager.states import State, StateMachine
 from decisionengine.framework.util import running_module
 from decisionengine.framework.util.logger import get_logger
 
+#: deliveries up to this size (pickled) travel to the channels of the same server with the
+#: news of them, so that twenty channels do not each read the same rows back at once
+INLINE_DELIVERY_LIMIT = 1 << 20
 #: task managers of shared sources are named this, then the source's key
 SOURCE_TASKMANAGER_PREFIX = SHARED_SOURCE_PREFIX
 MAX_RETRY_DELAY = 3600.0
@@ -311,7 +315,11 @@ class SourceRunner:
             if self.state.state is State.ACTIVE:
                 self.state.set(State.STEADY)
             if self.on_delivery is not None:
-                self.on_delivery(self._delivery(self.generation, now, scheduled, took, sorted(products)))
+                delivery = self._delivery(self.generation, now, scheduled, took, sorted(products))
+                inline = codecs.pickle_bytes(dict(products))
+                if len(inline) <= INLINE_DELIVERY_LIMIT:
+                    delivery["inline"] = inline
+                self.on_delivery(delivery)
             self._report()
             return
 
