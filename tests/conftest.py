@@ -1,4 +1,5 @@
-"""Shared fixtures: a real SQLite file and a real (throw-away) PostgreSQL server.
+"""Shared fixtures: a real SQLite file and a real (throw-away) PostgreSQL server (and
+PgBouncer in front of it, for the tests that need one).
 
 Every storage test takes ``dataspace_config`` (or ``dataspace``), which is
 parametrized over both backends.  Without PostgreSQL binaries the PostgreSQL cases
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 
 from decisionengine.framework.dataspace.dataspace import DataSpace
+from decisionengine.testing.pgbouncer import PgBouncer, PgBouncerUnavailable
 from decisionengine.testing.postgres import PostgresServer, PostgresUnavailable
 
 SQLALCHEMY_DS = "decisionengine.framework.dataspace.datasources.sqlalchemy_ds"
@@ -44,6 +46,28 @@ def new_pg_server() -> PostgresServer:
         if IN_CI:
             pytest.fail(f"CI=true and no PostgreSQL server can be started: {exc}")
         pytest.skip(f"PostgreSQL tests need a server: {exc} (scripts/system-packages installs it)")
+
+
+@pytest.fixture
+def pgbouncer(pg_server: PostgresServer) -> Iterator[Any]:
+    """``pgbouncer(pool_mode=..., pool_size=...)`` starts a throw-away PgBouncer in front of
+    the test PostgreSQL (stopped at teardown).  No pgbouncer binary: a failure in CI
+    (``CI=true``), a skip with the reason elsewhere, as for PostgreSQL."""
+    started: list[PgBouncer] = []
+
+    def start(**settings: Any) -> PgBouncer:
+        try:
+            bouncer = PgBouncer(pg_server, **settings)
+        except PgBouncerUnavailable as exc:
+            if IN_CI:
+                pytest.fail(f"CI=true and no PgBouncer can be started: {exc}")
+            pytest.skip(f"PgBouncer tests need pgbouncer: {exc}")
+        started.append(bouncer)
+        return bouncer.start()
+
+    yield start
+    for bouncer in started:
+        bouncer.destroy()
 
 
 @pytest.fixture(scope="session")

@@ -136,6 +136,9 @@ DATASPACE_SCHEMA = Obj(
         # PostgreSQL connections open at once across all the channel processes of one server
         # (see decisionengine.framework.dataspace.connection_gate)
         "channel_connections": Int(8, minimum=1, maximum=1000),
+        # PostgreSQL: the URL channel processes connect with instead of the datasource's url,
+        # e.g. a PgBouncer in transaction pooling mode (README "Scaling out")
+        "channel_url": Str(None, nullable=True),
         # modules whose classes payloads may hold, beside the built-in allow-list of data types
         "trusted_modules": ListOf(Custom(TRUSTABLE_MODULE, _is_trustable_module), default=[]),
     },

@@ -27,6 +27,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.util import queue as pool_queue
 
 from decisionengine.framework.dataspace.errors import DataSpaceConnectionError
 
@@ -139,8 +140,30 @@ class ConnectionGate:
 
     @staticmethod
     def _close_idle(pool: Any) -> None:
-        if pool.checkedout() == 0:
-            pool.dispose()  # closes the idle connections only
+        """Close the connections idle in the pool (their slots go back).
+
+        Each idle entry is taken from the pool's queue without waiting, its connection
+        closed, and the entry put back unconnected: the next checkout connects again (taking
+        a slot).  Not ``pool.dispose()``: a thread checking out while dispose had emptied the
+        queue found the pool full and waited on the queue, which nobody refilled, for the
+        whole ``pool_timeout`` (30 s) before connecting anew."""
+        entries = getattr(pool, "_pool", None)  # QueuePool's queue of idle entries
+        if entries is None:
+            if pool.checkedout() == 0:
+                pool.dispose()
+            return
+        taken = []
+        while True:
+            try:
+                taken.append(entries.get(False))
+            except pool_queue.Empty:
+                break
+        for entry in taken:
+            try:
+                with contextlib.suppress(Exception):  # one that cannot even close is gone anyway
+                    entry.close()  # fires the pool's "close" event: the slot goes back
+            finally:
+                entries.put(entry, False)
 
     def in_use(self) -> int:
         """Slots this process holds now (for tests and status)."""

@@ -210,18 +210,26 @@ def open_link(launch: Any, name: str) -> Any:
 
 def open_dataspace(launch: Any, name: str | None = None) -> Any:
     """The channel's DataSpace; under a server on PostgreSQL, a connection only while a
-    transaction runs, and only with one of the server's connection slots."""
+    transaction runs, and only with one of the server's connection slots.
+
+    ``dataspace.channel_url``, when set, replaces the datasource's url here: channel
+    processes use no session state (no session advisory lock, no ``LISTEN``, no ``SET``,
+    no server-side prepared statement with psycopg2), so they may go through a PgBouncer
+    in transaction pooling mode while the server's own connections may not."""
     from decisionengine.framework.dataspace.dataspace import DataSpace  # noqa: PLC0415
 
+    dataspace_config = dict(launch.global_config["dataspace"])
+    datasource = dict(dataspace_config.get("datasource") or {})
+    datasource["config"] = dict(datasource.get("config") or {})
+    if dataspace_config.get("channel_url"):
+        datasource["config"]["url"] = dataspace_config["channel_url"]
+    dataspace_config["datasource"] = datasource
     if launch.connection_slots is None:
-        return DataSpace(launch.global_config)
+        return DataSpace({**launch.global_config, "dataspace": dataspace_config})
     from decisionengine.framework.dataspace.connection_gate import ConnectionGate, gated_config  # noqa: PLC0415
 
     directory, count = launch.connection_slots
-    dataspace_config = dict(launch.global_config["dataspace"])
-    datasource = dict(dataspace_config.get("datasource") or {})
-    datasource["config"] = gated_config(dict(datasource.get("config") or {}), name or launch.config.name)
-    dataspace_config["datasource"] = datasource
+    datasource["config"] = gated_config(datasource["config"], name or launch.config.name)
     gate = ConnectionGate(directory, count)
     gate.install()  # every engine of this process, before the DataSpace's first connection
     dataspace = DataSpace({**launch.global_config, "dataspace": dataspace_config})

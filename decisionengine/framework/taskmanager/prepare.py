@@ -27,5 +27,5 @@ def prepare_channel(
     (``strict_parameters``).
     """
     plan = validate_channel(config, strict_parameters=strict_parameters(global_config))
-    settings = TaskManagerSettings.from_config(plan.task_manager, config.name)
+    settings = TaskManagerSettings.from_config(plan.task_manager, config.name, config.path)
     return plan, settings

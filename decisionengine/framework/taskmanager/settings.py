@@ -43,10 +43,15 @@ class TaskManagerSettings:
     warnings: tuple[str, ...] = field(default=())
 
     @classmethod
-    def from_config(cls, block: Mapping[str, Any] | None, channel: str = "") -> TaskManagerSettings:
-        """Settings from a channel's ``task_manager`` block; ValueError naming the key if invalid."""
+    def from_config(
+        cls, block: Mapping[str, Any] | None, channel: str = "", path: str | None = None
+    ) -> TaskManagerSettings:
+        """Settings from a channel's ``task_manager`` block; ValueError naming the key (and the
+        channel and its file, when given) if invalid."""
         block = dict(block or {})
-        where = f"channel {channel!r}: task_manager" if channel else "task_manager"
+        where = "task_manager"
+        if channel:
+            where = f"channel {channel!r}{f' ({path})' if path else ''}: task_manager"
         values: dict[str, Any] = {}
         for key, kind, minimum, nullable in (
             ("max_generations", int, 1, True),
