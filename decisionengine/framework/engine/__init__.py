@@ -3,6 +3,10 @@
 * :mod:`.DecisionEngine` -- the server's state and lifecycle (the reference's module name);
 * :mod:`.workers` -- the server's handle on one channel process (supervision, watchdog);
 * :mod:`.channel_process` -- what runs inside a channel's process;
+* :mod:`.source_process` -- what runs inside a shared source's process;
+* :mod:`.process_shell` -- what both of those run in (link, DataSpace, commands, exit);
+* :mod:`.shared_sources` -- sources several channels name, once per server or cluster;
+* :mod:`.cluster`, :mod:`.balance` -- servers sharing a DataSpace, who runs what;
 * :mod:`.preload` -- the fork server's preloading (shared, frozen pages);
 * :mod:`.supervision` -- nothing the server starts outlives it (:mod:`.forkserver_guard`
   arms it in the fork server);

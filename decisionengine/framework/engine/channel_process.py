@@ -22,17 +22,20 @@ hangs or kills its interpreter takes down only its channel.  The process:
 from __future__ import annotations
 
 import os
-import signal
-import sys
 import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 from decisionengine.framework.engine import supervision
+from decisionengine.framework.engine.process_shell import (
+    end,
+    obey_commands,
+    open_dataspace,
+    open_link,
+    refuse,
+    stop_on_signals,
+)
 from decisionengine.framework.util.logger import get_logger
-
-EXIT_OK = 0
-EXIT_ERROR = 1
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,6 @@ def main(launch: ChannelLaunch) -> None:
     # Imports after the environment is set: prometheus_client reads it when first imported.
     from decisionengine.framework.engine import logs  # noqa: PLC0415
     from decisionengine.framework.taskmanager.prepare import prepare_channel  # noqa: PLC0415
-    from decisionengine.framework.taskmanager.states import State  # noqa: PLC0415
     from decisionengine.framework.taskmanager.TaskManager import TaskManager  # noqa: PLC0415
 
     sender = open_link(launch, name)
@@ -103,36 +105,30 @@ def main(launch: ChannelLaunch) -> None:
         if taskmanager is not None:
             taskmanager.stop()
 
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    stop_on_signals(request_stop)
 
-    def obey_commands() -> None:
-        while True:
-            try:
-                command, *args = launch.command_queue.get()
-            except (EOFError, OSError):
-                return
-            if command == "stop":
-                request_stop()
-                return
-            if command == "claim_now":
-                if taskmanager is not None:
-                    taskmanager.claim_now()
-                continue
-            if command == "set_log_level":
-                logs.set_level(args[0])
-                logger.info("channel log level changed", level=args[0])
-            elif command in ("source_delivery", "source_failing"):
-                with news_ready:  # handled by the news thread: reading a delivery waits on the database
-                    news[(command, args[0])] = args[1]  # only the latest of each counts
-                    news_ready.notify()
-            elif command == "set_module_log_level":
-                key, level = args
-                logs.set_module_level(key, level)
-                logger.info("module log level changed", module=key, level=level)
+    def claim_now() -> None:
+        if taskmanager is not None:
+            taskmanager.claim_now()
+
+    def set_log_level(level: str) -> None:
+        logs.set_level(level)
+        logger.info("channel log level changed", level=level)
+
+    def set_module_log_level(key: str, level: str) -> None:
+        logs.set_module_level(key, level)
+        logger.info("module log level changed", module=key, level=level)
 
     news: dict[tuple[str, str], Any] = {}
     news_ready = threading.Condition()
+
+    def take_news(kind: str) -> Any:
+        def take(key: str, payload: Any) -> None:
+            with news_ready:  # handled by the news thread: reading a delivery waits on the database
+                news[(kind, key)] = payload  # only the latest of each counts
+                news_ready.notify()
+
+        return take
 
     def pass_news_on() -> None:
         """Shared sources' deliveries and failures, newest first, off the command thread: a
@@ -152,7 +148,18 @@ def main(launch: ChannelLaunch) -> None:
                     logger.exception("could not take a shared source's news", source=key, kind=kind)
 
     threading.Thread(target=pass_news_on, name=f"{name}-source-news", daemon=True).start()
-    threading.Thread(target=obey_commands, name=f"{name}-commands", daemon=True).start()
+    obey_commands(
+        name,
+        launch.command_queue,
+        request_stop,
+        {
+            "claim_now": claim_now,
+            "set_log_level": set_log_level,
+            "set_module_log_level": set_module_log_level,
+            "source_delivery": take_news("source_delivery"),
+            "source_failing": take_news("source_failing"),
+        },
+    )
 
     try:
         # the same step as ``de-server --check``: what the check passes, a start runs
@@ -160,10 +167,7 @@ def main(launch: ChannelLaunch) -> None:
     except Exception as exc:
         reason = f"invalid configuration: {exc}"
         logger.error("channel configuration is invalid; the channel will not run", reason=reason)
-        sender.event("invalid", name, reason)
-        sender.event("exited", name, State.ERROR.value)
-        finish(sender)
-        sys.exit(EXIT_ERROR)
+        refuse(sender, name, reason)
     sender.event("plan", name, describe_plan(plan))
     try:
         dataspace = open_dataspace(launch)
@@ -189,63 +193,7 @@ def main(launch: ChannelLaunch) -> None:
         logger.exception("channel process failed", error=f"{type(exc).__name__}: {exc}")
         sender.event("failed", name, f"{type(exc).__name__}: {exc}")
         final = None
-    sender.event("exited", name, final.value if final is not None else State.ERROR.value)
-    finish(sender)
-    sys.exit(EXIT_OK if final is State.SHUTDOWN else EXIT_ERROR)
-
-
-def open_link(launch: Any, name: str) -> Any:
-    """The process's link to the server (a ``LinkSender``), with its log lines going over
-    it at the launch's levels: what a channel process and a shared source process both do
-    first (after the metrics directory is in the environment)."""
-    from decisionengine.framework.engine import logs  # noqa: PLC0415
-    from decisionengine.framework.engine.links import LinkSender, log_queue  # noqa: PLC0415
-
-    sender = LinkSender(launch.link)
-    logs.attach_to_queue(log_queue(sender), launch.log_level, channel=name, json_lines=launch.json_logs)
-    for key, level in launch.module_log_levels.items():
-        logs.set_module_level(key, level)
-    return sender
-
-
-def open_dataspace(launch: Any, name: str | None = None) -> Any:
-    """The channel's DataSpace; under a server on PostgreSQL, a connection only while a
-    transaction runs, and only with one of the server's connection slots.
-
-    ``dataspace.channel_url``, when set, replaces the datasource's url here: channel
-    processes use no session state (no session advisory lock, no ``LISTEN``, no ``SET``,
-    no server-side prepared statement with psycopg2), so they may go through a PgBouncer
-    in transaction pooling mode while the server's own connections may not."""
-    from decisionengine.framework.dataspace.dataspace import DataSpace  # noqa: PLC0415
-
-    dataspace_config = dict(launch.global_config["dataspace"])
-    datasource = dict(dataspace_config.get("datasource") or {})
-    datasource["config"] = dict(datasource.get("config") or {})
-    if dataspace_config.get("channel_url"):
-        datasource["config"]["url"] = dataspace_config["channel_url"]
-    dataspace_config["datasource"] = datasource
-    if launch.connection_slots is None:
-        return DataSpace({**launch.global_config, "dataspace": dataspace_config})
-    from decisionengine.framework.dataspace.connection_gate import ConnectionGate, gated_config  # noqa: PLC0415
-
-    directory, count = launch.connection_slots
-    datasource["config"] = gated_config(datasource["config"], name or launch.config.name)
-    gate = ConnectionGate(directory, count)
-    gate.install()  # every engine of this process, before the DataSpace's first connection
-    dataspace = DataSpace({**launch.global_config, "dataspace": dataspace_config})
-    engine = dataspace.datasource.engine
-    gate.close_when_idle(engine)
-    dataspace.idle_hook = lambda: gate.close_idle(engine.pool)
-    dataspace.idle()  # what opening it left in the pool
-    return dataspace
-
-
-def finish(sender: Any) -> None:
-    """Flush logging and the link, so the server gets the last lines and events before we exit."""
-    import logging  # noqa: PLC0415
-
-    logging.shutdown()
-    sender.close()
+    end(sender, name, final)
 
 
 def describe_plan(plan: Any) -> dict[str, Any]:

@@ -12,14 +12,19 @@ forwards to every consuming channel.
 from __future__ import annotations
 
 import os
-import signal
-import sys
 import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 from decisionengine.framework.engine import supervision
-from decisionengine.framework.engine.channel_process import EXIT_ERROR, EXIT_OK, finish, open_dataspace, open_link
+from decisionengine.framework.engine.process_shell import (
+    end,
+    obey_commands,
+    open_dataspace,
+    open_link,
+    refuse,
+    stop_on_signals,
+)
 from decisionengine.framework.util.logger import get_logger
 
 
@@ -54,7 +59,6 @@ def main(launch: SourceLaunch) -> None:
     from decisionengine.framework.config.validation import validate_source  # noqa: PLC0415
     from decisionengine.framework.engine import logs  # noqa: PLC0415
     from decisionengine.framework.taskmanager.shared_source import SourceRunner  # noqa: PLC0415
-    from decisionengine.framework.taskmanager.states import State  # noqa: PLC0415
 
     sender = open_link(launch, name)
     logger = get_logger().bind(module="source_process", channel=name)
@@ -66,27 +70,17 @@ def main(launch: SourceLaunch) -> None:
         if runner is not None:
             runner.stop()
 
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    def claim_now() -> None:
+        if runner is not None:
+            runner.claim_now()
 
-    def obey_commands() -> None:
-        while True:
-            try:
-                command, *args = launch.command_queue.get()
-            except (EOFError, OSError):
-                return
-            if command == "stop":
-                request_stop()
-                return
-            if command == "claim_now":
-                if runner is not None:
-                    runner.claim_now()
-            elif command == "set_log_level":
-                logs.set_level(args[0])
-            elif command == "set_module_log_level":
-                logs.set_module_level(*args)
-
-    threading.Thread(target=obey_commands, name=f"{name}-commands", daemon=True).start()
+    stop_on_signals(request_stop)
+    obey_commands(
+        name,
+        launch.command_queue,
+        request_stop,
+        {"claim_now": claim_now, "set_log_level": logs.set_level, "set_module_log_level": logs.set_module_level},
+    )
     try:
         strict = bool(launch.global_config.get("strict_parameters"))
         # the framework sets the instance's channel_name: the first consumer's name
@@ -94,10 +88,7 @@ def main(launch: SourceLaunch) -> None:
     except Exception as exc:
         reason = f"invalid configuration: {exc}"
         logger.error("shared source configuration is invalid", reason=reason)
-        sender.event("invalid", name, reason)
-        sender.event("exited", name, State.ERROR.value)
-        finish(sender)
-        sys.exit(EXIT_ERROR)
+        refuse(sender, name, reason)
     final = None
     try:
         dataspace = open_dataspace(launch, name)
@@ -119,6 +110,4 @@ def main(launch: SourceLaunch) -> None:
     except Exception as exc:
         logger.exception("shared source process failed", error=f"{type(exc).__name__}: {exc}")
         sender.event("failed", name, f"{type(exc).__name__}: {exc}")
-    sender.event("exited", name, final.value if final is not None else State.ERROR.value)
-    finish(sender)
-    sys.exit(EXIT_OK if final is State.SHUTDOWN else EXIT_ERROR)
+    end(sender, name, final)
