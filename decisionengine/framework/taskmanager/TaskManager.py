@@ -58,7 +58,8 @@ from decisionengine.framework.dataspace.ownership import ChannelLock
 from decisionengine.framework.logicengine.facts import explain
 from decisionengine.framework.logicengine.LogicEngine import FACTS_PRODUCT
 from decisionengine.framework.modules.Module import verify_products
-from decisionengine.framework.taskmanager import metrics
+from decisionengine.framework.taskmanager import acquiring, metrics
+from decisionengine.framework.taskmanager.acquiring import SourceStatus
 from decisionengine.framework.taskmanager.PublisherStatus import PublisherStatus, PublisherStatusBoard
 from decisionengine.framework.taskmanager.settings import TaskManagerSettings
 from decisionengine.framework.taskmanager.states import State, StateMachine
@@ -74,7 +75,6 @@ DB_RETRY_FIRST = 0.25
 DB_RETRY_MAX = 2.0
 #: every fact's value in a generation (de_logicengine_facts holds the facts rules add)
 FACT_VALUES = "de_logicengine_fact_values"
-MAX_RETRY_DELAY = 3600.0
 
 Reporter = Callable[[dict[str, Any]], None]
 
@@ -86,23 +86,6 @@ class ModuleFailure(Exception):
         super().__init__(f"module {key!r} failed: {type(error).__name__}: {error}")
         self.key = key
         self.error = error
-
-
-@dataclass
-class SourceStatus:
-    """What the channel knows about one source."""
-
-    schedule: float | str | None
-    deliveries: int = 0
-    failures: int = 0
-    missed_update_count: int = 0
-    last_update: float | None = None
-    last_error: str | None = None
-    last_acquire_seconds: float | None = None
-    expired: bool = False
-    #: when the source's failures began (its first failed attempt after its last success);
-    #: None while it succeeds.  What an operator asks of a failing source: since when?
-    failing_since: float | None = None
 
 
 @dataclass
@@ -544,58 +527,25 @@ class TaskManager:
     def _acquire(self, spec: ModuleSpec) -> None:
         """One scheduled run of a source, with its retry policy."""
         status = self.sources[spec.key]
-        scheduled = time.time()
-        for attempt in range(spec.retries + 1):
-            if self._stop.is_set():
-                return
-            started = time.monotonic()
-            try:
-                products = self._call(spec.key, self.instances[spec.key].acquire)
-                verify_products(self.instances[spec.key], products)
-            except Exception as exc:
-                reason = _describe(exc.error if isinstance(exc, ModuleFailure) else exc)
-                metrics.SOURCE_ACQUIRES.labels(self.name, spec.key, "failure").inc()
-                self.logger.error(
-                    "source failed",
-                    source=spec.key,
-                    attempt=attempt + 1,
-                    attempts=spec.retries + 1,
-                    error=reason,
-                    exc_info=True,
-                )
-                status.failures += 1
-                status.last_error = reason
-                if status.failing_since is None:
-                    status.failing_since = time.time()
-                if attempt < spec.retries:
-                    delay = min(spec.retry_interval * 2**attempt, MAX_RETRY_DELAY)
-                    if self._stop.wait(delay):
-                        return
-                    continue
-                status.missed_update_count += 1
-                metrics.SOURCE_MISSED_UPDATES.labels(self.name, spec.key).set(status.missed_update_count)
-                self._report()
-                return
-            finally:
-                elapsed = time.monotonic() - started
-                metrics.SOURCE_ACQUIRE_SECONDS.labels(self.name, spec.key).observe(elapsed)
-                metrics.REF_SOURCE_ACQUIRE_SECONDS.labels(spec.key).observe(elapsed)
-            now = time.time()
-            metrics.REF_SOURCE_LAST_ACQUIRE.labels(spec.key).set(now)
-            status.deliveries += 1
-            status.last_update = now
-            status.last_acquire_seconds = time.monotonic() - started
-            status.missed_update_count = 0
-            status.failing_since = None
-            status.expired = False
-            metrics.SOURCE_ACQUIRES.labels(self.name, spec.key, "success").inc()
-            metrics.SOURCE_MISSED_UPDATES.labels(self.name, spec.key).set(0)
-            with self._cond:
-                self._latest[spec.key] = _Delivery(dict(products), now, scheduled)
-                self._fresh.add(spec.key)
-                self._cond.notify_all()
-            self._report()
+        acquired = acquiring.acquire(
+            spec,
+            self.instances[spec.key],
+            lambda: self._call(spec.key, self.instances[spec.key].acquire),
+            status,
+            channel=self.name,
+            stop=self._stop,
+            logger=self.logger,
+            report=self._report,
+            describe=lambda exc: _describe(exc.error if isinstance(exc, ModuleFailure) else exc),
+        )
+        if acquired is None:
             return
+        acquiring.delivered(status, self.name, spec.key, acquired)
+        with self._cond:
+            self._latest[spec.key] = _Delivery(acquired.products, acquired.at, acquired.scheduled)
+            self._fresh.add(spec.key)
+            self._cond.notify_all()
+        self._report()
 
     # -- shared sources ------------------------------------------------------------------------
 

@@ -46,8 +46,7 @@ from decisionengine.framework.dataspace.dataspace import (
     OwnershipLost,
 )
 from decisionengine.framework.logicengine.facts import explain
-from decisionengine.framework.modules.Module import verify_products
-from decisionengine.framework.taskmanager import metrics
+from decisionengine.framework.taskmanager import acquiring
 from decisionengine.framework.taskmanager.states import State, StateMachine
 from decisionengine.framework.util import running_module
 from decisionengine.framework.util.logger import get_logger
@@ -57,7 +56,6 @@ from decisionengine.framework.util.logger import get_logger
 INLINE_DELIVERY_LIMIT = 1 << 20
 #: task managers of shared sources are named this, then the source's key
 SOURCE_TASKMANAGER_PREFIX = SHARED_SOURCE_PREFIX
-MAX_RETRY_DELAY = 3600.0
 
 
 def taskmanager_name(key: str, server: str | None = None) -> str:
@@ -84,8 +82,6 @@ class SourceRunner:
         on_delivery: Callable[[dict[str, Any]], None] | None = None,
         server_id: str | None = None,
     ) -> None:
-        from decisionengine.framework.taskmanager.TaskManager import SourceStatus  # noqa: PLC0415 - one definition
-
         self.spec = spec
         self.key = spec.key
         self.name = name
@@ -108,7 +104,7 @@ class SourceRunner:
         self.database_error: str | None = None
         self.logger = get_logger().bind(module="SourceRunner", channel=name, source=spec.key)
         self.state = StateMachine(State.BOOT, on_change=lambda old, new: self._state_changed(new))
-        self.source = SourceStatus(spec.schedule)
+        self.source = acquiring.SourceStatus(spec.schedule)
         self.busy: dict[str, float] = {}
         self.generation = 0
         self.sequence_id: int | None = None
@@ -268,89 +264,57 @@ class SourceRunner:
             self._report()
 
     def _acquire(self) -> None:
-        """One scheduled run, with the source's retry policy (as in a channel)."""
-        spec, status = self.spec, self.source
-        scheduled = time.time()
-        for attempt in range(spec.retries + 1):
-            if self._stop.is_set():
-                return
-            started = time.monotonic()
-            try:
-                products = self._call(self.instance.acquire)
-                verify_products(self.instance, products)
-            except Exception as exc:
-                reason = explain(exc)
-                metrics.SOURCE_ACQUIRES.labels(self.name, self.key, "failure").inc()
-                self.logger.error(
-                    "source failed", attempt=attempt + 1, attempts=spec.retries + 1, error=reason, exc_info=True
-                )
-                status.failures += 1
-                status.last_error = reason
-                if status.failing_since is None:
-                    status.failing_since = time.time()
-                if attempt < spec.retries:
-                    if self._stop.wait(min(spec.retry_interval * 2**attempt, MAX_RETRY_DELAY)):
-                        return
-                    continue
-                status.missed_update_count += 1
-                metrics.SOURCE_MISSED_UPDATES.labels(self.name, self.key).set(status.missed_update_count)
-                self._report()
-                return
-            finally:
-                elapsed = time.monotonic() - started
-                metrics.SOURCE_ACQUIRE_SECONDS.labels(self.name, self.key).observe(elapsed)
-                metrics.REF_SOURCE_ACQUIRE_SECONDS.labels(self.key).observe(elapsed)
-            now = time.time()
-            metrics.SOURCE_ACQUIRES.labels(self.name, self.key, "success").inc()
-            metrics.REF_SOURCE_LAST_ACQUIRE.labels(self.key).set(now)
-            took = time.monotonic() - started
-            if not self._store(dict(products), now, scheduled, took):
-                return
-            status.deliveries += 1
-            status.last_update = now
-            status.last_acquire_seconds = took
-            status.missed_update_count = 0
-            status.failing_since = None
-            metrics.SOURCE_MISSED_UPDATES.labels(self.name, self.key).set(0)
-            if self.state.state is State.ACTIVE:
-                self.state.set(State.STEADY)
-            if self.on_delivery is not None:
-                delivery = self._delivery(self.generation, now, scheduled, took, sorted(products))
-                inline = codecs.pickle_bytes(dict(products))
-                if len(inline) <= INLINE_DELIVERY_LIMIT:
-                    delivery["inline"] = inline
-                self.on_delivery(delivery)
-            self._report()
+        """One scheduled run, with the source's retry policy (as in a channel); stored once."""
+        status = self.source
+        acquired = acquiring.acquire(
+            self.spec,
+            self.instance,
+            lambda: self._call(self.instance.acquire),
+            status,
+            channel=self.name,
+            stop=self._stop,
+            logger=self.logger,
+            report=self._report,
+        )
+        if acquired is None or not self._store(acquired):
             return
+        acquiring.delivered(status, self.name, self.key, acquired)
+        if self.state.state is State.ACTIVE:
+            self.state.set(State.STEADY)
+        if self.on_delivery is not None:
+            delivery = self._delivery(self.generation, acquired)
+            inline = codecs.pickle_bytes(acquired.products)
+            if len(inline) <= INLINE_DELIVERY_LIMIT:
+                delivery["inline"] = inline
+            self.on_delivery(delivery)
+        self._report()
 
-    def _delivery(
-        self, generation: int, now: float, scheduled: float, took: float, products: list[str]
-    ) -> dict[str, Any]:
+    def _delivery(self, generation: int, acquired: acquiring.Acquired) -> dict[str, Any]:
         """What consumers are told of a delivery stored as ``generation``."""
         return {
             "generation": generation,
             "taskmanager_seq": self.sequence_id,
-            "create_time": now,
-            "scheduled_time": scheduled,
-            "acquire_seconds": took,
-            "products": products,
+            "create_time": acquired.at,
+            "scheduled_time": acquired.scheduled,
+            "acquire_seconds": acquired.took,
+            "products": sorted(acquired.products),
         }
 
-    def _store(self, products: dict[str, Any], now: float, scheduled: float, took: float) -> bool:
+    def _store(self, acquired: acquiring.Acquired) -> bool:
         """Write the delivery as the next generation (waiting through database outages);
         False when stopped first."""
-        generation = self.generation + 1
+        generation, now = self.generation + 1, acquired.at
         header = Header(
             self.taskmanager_id,
             create_time=now,
             expiration_time=now + self.data_lifetime,
-            scheduled_create_time=scheduled,
+            scheduled_create_time=acquired.scheduled,
             creator=self.key,
         )
         metadata = Metadata(self.taskmanager_id, state=STATE_END_CYCLE, generation_id=generation, generation_time=now)
         announce = None
         if self.server_id is not None:  # consumers on the other servers hear of it at commit
-            delivery = self._delivery(generation, now, scheduled, took, sorted(products))
+            delivery = self._delivery(generation, acquired)
             announce = {"source": self.key, "server_id": self.server_id, "delivery": delivery}
         delay = 0.25
         while True:
@@ -358,7 +322,7 @@ class SourceRunner:
                 self.dataspace.write_generation(
                     self.sequence_id,
                     generation,
-                    {k: (v, header, metadata) for k, v in products.items()},
+                    {k: (v, header, metadata) for k, v in acquired.products.items()},
                     announce=announce,
                     fence=self.fence,
                 )
