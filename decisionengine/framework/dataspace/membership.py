@@ -111,7 +111,7 @@ class Membership:
         if not self._lock.held() and not self._lock.acquire():
             raise RuntimeError(f"another process holds the liveness lock of server {self.server_id}")
         values = {
-            "heartbeat_at": self._now(),
+            "heartbeat_at": self._clock(),
             "draining": bool(draining),
             "channels": json.dumps(sorted(channels)),
         }
@@ -152,10 +152,19 @@ class Membership:
 
     def live_members(self) -> list[Member]:
         """Every live member (this one included once it has joined), dead ones removed."""
-        with self.datasource._transaction("read server members") as conn:
+        return self.look()[0]
+
+    def look(self) -> tuple[list[Member], dict[str, str | None]]:
+        """The live members (dead ones removed) and the channel holders (see
+        :meth:`channel_holders`), read in one transaction: what a beat needs, at once."""
+        with self.datasource._transaction("look at the cluster") as conn:
             rows = conn.execute(sa.select(server_member)).all()
-        now = self._now()
-        held = self._held_liveness_keys([row.server_id for row in rows])
+            now = self._now(conn)
+            held = self._held_liveness_keys([row.server_id for row in rows], conn)
+            holders = {
+                row.name: row.server_id
+                for row in conn.execute(sa.select(channel_owner.c.name, channel_owner.c.server_id))
+            }
         live, dead = [], []
         judging = time.monotonic() >= self._judge_from
         for row in rows:
@@ -167,7 +176,7 @@ class Membership:
         if dead:
             with self.datasource._transaction("remove dead servers", write=True) as conn:
                 conn.execute(sa.delete(server_member).where(server_member.c.server_id.in_(dead)))
-        return sorted(live, key=lambda member: member.server_id)
+        return sorted(live, key=lambda member: member.server_id), holders
 
     def channel_holders(self) -> dict[str, str | None]:
         """{channel: the server id whose channel process holds it, or None}."""
@@ -177,24 +186,29 @@ class Membership:
 
     # -- clocks and locks ---------------------------------------------------------------------
 
-    def _now(self) -> float:
-        """The database's clock on PostgreSQL (servers on different hosts compare heartbeats
-        against one clock); this host's on SQLite (every server is on this host)."""
+    def _clock(self) -> Any:
+        """The heartbeat's time as written: the database's clock on PostgreSQL (servers on
+        different hosts compare heartbeats against one clock, read where it is written);
+        this host's on SQLite (every server is on this host)."""
         if self.engine.dialect.name == "postgresql":
-            with self.datasource._transaction("read the database clock") as conn:
-                return float(conn.execute(sa.text("SELECT extract(epoch FROM clock_timestamp())")).scalar())
+            return sa.literal_column("extract(epoch FROM clock_timestamp())")
         return time.time()
 
-    def _held_liveness_keys(self, server_ids: list[str]) -> set[str]:
+    def _now(self, conn: sa.Connection) -> float:
+        """The clock heartbeats are judged by (see :meth:`_clock`)."""
+        if self.engine.dialect.name == "postgresql":
+            return float(conn.execute(sa.text("SELECT extract(epoch FROM clock_timestamp())")).scalar())
+        return time.time()
+
+    def _held_liveness_keys(self, server_ids: list[str], conn: sa.Connection) -> set[str]:
         """The server ids among ``server_ids`` whose liveness lock somebody holds."""
         if self.engine.dialect.name == "postgresql":
-            with self.datasource._transaction("read liveness locks") as conn:
-                rows = conn.execute(
-                    sa.text(
-                        "SELECT classid, objid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 "
-                        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-                    )
-                ).all()
+            rows = conn.execute(
+                sa.text(
+                    "SELECT classid, objid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 "
+                    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                )
+            ).all()
             taken = {(int(row.classid) << 32) | int(row.objid) for row in rows}
             return {
                 server_id

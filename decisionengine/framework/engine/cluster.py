@@ -125,8 +125,7 @@ class Cluster:
             channels, placements = self.offer()
             try:
                 joined = self.membership.beat(channels, self.draining)
-                members = self.membership.live_members()
-                holders = self.membership.channel_holders()
+                members, holders = self.membership.look()
             except Exception as exc:
                 self._unreachable(exc)
                 return None

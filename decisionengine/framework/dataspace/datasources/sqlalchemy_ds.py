@@ -96,6 +96,10 @@ IN_CHUNK = 500
 MIGRATION_LOCK_KEY = 0x0DEC_15E0
 #: PostgreSQL NOTIFY channel announcing committed generations (see write_generation)
 GENERATIONS_CHANNEL = "decisionengine_generations"
+#: PostgreSQL: a process holding a channel's ownership row locked (a claim, or a fenced write)
+#: that says nothing for this long is taken for hung (a frozen host, SIGSTOP): the database
+#: ends its session, so the row is free for the next owner instead of blocked for ever
+HUNG_TRANSACTION_MS = 5000
 #: products per page when reading a history (``iter_products``): what memory holds of it
 HISTORY_PAGE_ROWS = 200
 #: and at most this many stored (compressed) payload bytes per page (at least one product)
@@ -455,9 +459,8 @@ class SQLAlchemyDS(DataSource):
         ``server_member``) holds the channel; None (nothing written) when one does.
         """
         with self._transaction("claim channel", write=True) as conn:
-            row = conn.execute(
-                sa.select(owner_t.c.epoch, owner_t.c.server_id).where(owner_t.c.name == name).with_for_update()
-            ).first()
+            query = sa.select(owner_t.c.epoch, owner_t.c.server_id, *_hung_guard(self.engine))
+            row = conn.execute(query.where(owner_t.c.name == name).with_for_update()).first()
             if server_id is not None and row is not None and row.server_id not in (None, server_id):
                 holder_alive = conn.execute(
                     sa.select(sa.func.count()).select_from(member_t).where(member_t.c.server_id == row.server_id)
@@ -484,7 +487,8 @@ class SQLAlchemyDS(DataSource):
         return bool(result.rowcount)
 
     def _check_fence(self, conn: sa.Connection, fence: Fence) -> None:
-        query = sa.select(owner_t.c.epoch, owner_t.c.owner).where(owner_t.c.name == fence.channel)
+        query = sa.select(owner_t.c.epoch, owner_t.c.owner, *_hung_guard(self.engine))
+        query = query.where(owner_t.c.name == fence.channel)
         if is_postgresql(self.engine):
             query = query.with_for_update(read=True)
         row = conn.execute(query).first()
@@ -1517,3 +1521,16 @@ class SQLAlchemyDS(DataSource):
             dry_run=True,
             per_taskmanager={name: int(n) for name, n in per_tm},
         )
+
+
+def _hung_guard(engine: sa.Engine) -> list[Any]:
+    """PostgreSQL: a column that sets, for the rest of the transaction (``set_config`` with
+    ``is_local``: no session state, so transaction pooling is fine), how long the session may
+    stay idle inside it (:data:`HUNG_TRANSACTION_MS`).  Selected with the ownership row it
+    locks, in the same round trip: a process frozen while it holds the row loses its
+    session, and the row, after that long."""
+    if not is_postgresql(engine):
+        return []
+    return [
+        sa.func.set_config("idle_in_transaction_session_timeout", str(HUNG_TRANSACTION_MS), True).label("hung_guard")
+    ]
