@@ -4,6 +4,7 @@ inside the transaction, and the claim goes through."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import pytest
@@ -38,9 +39,9 @@ def test_a_process_frozen_in_a_fenced_write_loses_the_ownership_row(pg_url):
         assert limit * 0.8 <= took < limit + 5, f"claimed after {took:.1f} s (the holder's limit: {limit:g} s)"
         with pytest.raises(sa.exc.DBAPIError):  # its session is gone: nothing more it writes counts
             connection.execute(sa.text("SELECT 1"))
-        with pytest.raises(Exception):
+        with contextlib.suppress(Exception):  # its session is gone: let the pool forget it
             transaction.rollback()
-            connection.close()
+        connection.close()
     finally:
         frozen.close()
         taker.close()
