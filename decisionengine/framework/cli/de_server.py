@@ -111,6 +111,9 @@ def _claim_pidfile(pidfile: str) -> int | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # A crash in native code (SIGSEGV, SIGBUS, SIGABRT...) writes every thread's Python stack
+    # to stderr before the process dies: the one trace an operator gets of such a death.
+    faulthandler.enable(all_threads=True)
     parser = build_parser()
     enable_completion(parser)
     args = parser.parse_args(argv)
