@@ -3,7 +3,8 @@
 * :mod:`.DecisionEngine` -- the server's state and lifecycle (the reference's module name);
 * :mod:`.workers` -- the server's handle on one channel process (supervision, watchdog);
 * :mod:`.channel_process` -- what runs inside a channel's process;
-* :mod:`.preload` -- the fork server's preloading (shared, frozen pages);
+* :mod:`.preload` -- the fork server's preloading (shared, frozen pages; :mod:`.warmup` runs a
+  throw-away channel there first, so that its code is specialised once for every channel);
 * :mod:`.supervision` -- nothing the server starts outlives it (:mod:`.forkserver_guard`
   arms it in the fork server);
 * :mod:`.leftovers` -- what a dead server left, cleared by the next one to start;
