@@ -9,13 +9,14 @@ here first, that code is already quickened and mostly specialised in the pages e
 channel shares, and what is filled on first use (type and dict-keys versions, lazily
 built tables) is filled once: about 2 MiB less per idle channel (``benchmarks/engine.py``).
 What it cannot spare: an instruction CPython fails to specialise writes its counter at
-every run, so about 1,400 code objects of a generation are still written in each channel.
+every run, so about 1,400 code objects are still written by each channel's boot and first
+generations (measured on the no-op channel of ``benchmarks/engine.py``).
 
 What it runs: a channel of the no-op modules below (sources of an int and a small
 DataFrame, a transform, the framework's logic engine, a publisher) through the same steps
 as a channel process (:func:`prepare_channel`, a :class:`DataSpace`, a
-:class:`TaskManager` for :data:`GENERATIONS` generations), on a SQLite DataSpace in a
-temporary directory.  Nothing it opens outlives it: the database is closed and deleted,
+:class:`TaskManager` for :data:`GENERATIONS` generations, :data:`BOOTS` times), on a
+SQLite DataSpace in a temporary directory.  Nothing it opens outlives it: the database is closed and deleted,
 its threads are joined (a fork server must be single-threaded when it forks), the metrics
 it set are cleared (it counts in no channel's metrics), and its log lines go nowhere.  A
 failure is not fatal: channels then only cost more memory.
