@@ -22,10 +22,20 @@ pytestmark = pytest.mark.timeout(120)
 def report(path: str) -> None:
     """The target run in the forked process: what it shares with the fork server."""
     import gc
+    import logging
 
     import pyarrow
 
     from decisionengine.framework.dataspace import migrations
+    from decisionengine.framework.engine import warmup
+    from decisionengine.framework.taskmanager import metrics
+
+    warm_up_labels = [
+        labels
+        for metric in vars(metrics).values()
+        for labels in getattr(metric, "_metrics", {})
+        if warmup.CHANNEL in labels
+    ]
 
     with open(path, "a") as out:
         out.write(
@@ -36,6 +46,9 @@ def report(path: str) -> None:
                     "arrow_pool": pyarrow.default_memory_pool().backend_name,
                     "head_cached": migrations.head_revision.cache_info().currsize,
                     "validation_loaded": "decisionengine.framework.config.validation" in sys.modules,
+                    "warm_up_labels": warm_up_labels,
+                    "root_handlers": len(logging.getLogger().handlers),
+                    "last_resort": logging.lastResort is not None,
                 }
             )
             + "\n"
@@ -85,3 +98,32 @@ def test_a_forked_process_shares_the_preloaded_framework_and_does_not_rerun_the_
     assert child["arrow_pool"] == "system"
     assert child["head_cached"] == 1  # computed once, in the fork server
     assert child["validation_loaded"]
+    assert child["warm_up_labels"] == []  # the warm-up counts in no channel's metrics
+    assert child["root_handlers"] == 0 and child["last_resort"]  # nor changes its logging
+
+
+def test_the_warm_up_runs_its_generations_and_leaves_nothing_behind(tmp_path):
+    """In a process of its own (it clears the channel metrics' label values)."""
+    code = textwrap.dedent(
+        """
+        import os, tempfile, threading
+        from prometheus_client import values
+        from decisionengine.framework.engine import warmup
+        value_class = values.ValueClass
+        descriptors = sorted(os.listdir("/proc/self/fd"))
+        ok = warmup.warm_up()
+        left = [name for name in os.listdir(tempfile.gettempdir()) if name.startswith("de-warm-up-")]
+        print(ok, threading.active_count(), sorted(os.listdir("/proc/self/fd")) == descriptors,
+              values.ValueClass is value_class, left == [])
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=100,
+        check=True,
+    )
+    assert done.stdout.split() == ["True", "1", "True", "True", "True"], done.stderr

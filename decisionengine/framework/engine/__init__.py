@@ -7,7 +7,8 @@
 * :mod:`.process_shell` -- what both of those run in (link, DataSpace, commands, exit);
 * :mod:`.shared_sources` -- sources several channels name, once per server or cluster;
 * :mod:`.cluster`, :mod:`.balance` -- servers sharing a DataSpace, who runs what;
-* :mod:`.preload` -- the fork server's preloading (shared, frozen pages);
+* :mod:`.preload` -- the fork server's preloading (shared, frozen pages; :mod:`.warmup` runs a
+  throw-away channel there first, so that its code is specialised once for every channel);
 * :mod:`.supervision` -- nothing the server starts outlives it (:mod:`.forkserver_guard`
   arms it in the fork server);
 * :mod:`.leftovers` -- what a dead server left, cleared by the next one to start;

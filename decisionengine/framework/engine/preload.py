@@ -14,6 +14,9 @@ written, a reference count included, so the fork server:
 * does not run de-server's main module again in each process it forks (what
   ``multiprocessing`` does for targets defined there; ours are in :mod:`.channel_process`
   and the web's query worker), which wrote to 2 MiB of shared pages per channel;
+* runs a few generations of a throw-away channel (:mod:`.warmup`), so that the code every
+  channel runs is already specialised by CPython, and the caches it fills on first use
+  filled, in the pages they share;
 * moves everything loaded out of the garbage collector's reach (``gc.freeze()``): the
   collector writes to every object it scans, which would copy those pages into each
   channel one by one.
@@ -74,5 +77,6 @@ def load() -> None:
 
 
 load()
+importlib.import_module("decisionengine.framework.engine.warmup").warm_up()  # after load(): Arrow's pool is chosen
 gc.collect()
 gc.freeze()
