@@ -25,6 +25,9 @@ def channels(root, names, **task_manager):
     for name in names:
         channel = counting_channel(str(root / f"{name}.jsonl"), standby_retry=0.3, **task_manager.get(name, {}))
         channel["sources"]["counter"]["schedule"] = 0.3
+        # a source of each channel's own: these tests move channels (a source shared by channels
+        # on several servers moves on its own: tests/engine/test_shared_sources_cluster.py)
+        channel["sources"] = {f"counter_{name}": channel["sources"]["counter"]}
         made[name] = channel
     return made
 
