@@ -110,22 +110,24 @@ class DriverStatement:
 
     sql: str
     names: tuple[str, ...]
-    processors: tuple[Callable[[Any], Any] | None, ...]
+    #: (position, conversion) of the parameters that have one
+    conversions: tuple[tuple[int, Callable[[Any], Any]], ...]
 
     def parameters(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
         """``values`` (by name) as the positional parameters of this statement."""
-        return tuple(
-            value if process is None else process(value)
-            for value, process in zip((values[name] for name in self.names), self.processors, strict=True)
-        )
+        row = [values[name] for name in self.names]
+        for position, convert in self.conversions:
+            row[position] = convert(row[position])
+        return tuple(row)
 
 
 def _render_sqlite(statement: sa.Executable, column_keys: list[str] | None = None) -> DriverStatement:
     dialect = sqlite.dialect()
     compiled = statement.compile(dialect=dialect, column_keys=column_keys)
     names = tuple(compiled.positiontup or ())
-    processors = tuple(compiled.binds[name].type.bind_processor(dialect) for name in names)
-    return DriverStatement(compiled.string, names, processors)
+    processors = [compiled.binds[name].type.bind_processor(dialect) for name in names]
+    conversions = tuple((position, p) for position, p in enumerate(processors) if p is not None)
+    return DriverStatement(compiled.string, names, conversions)
 
 
 @functools.cache
