@@ -10,7 +10,8 @@ import sqlalchemy as sa
 
 from decisionengine.framework.dataspace.datablock import DataBlock, Header, Metadata
 from decisionengine.framework.dataspace.dataspace import DataSpace, DataSpaceExistsError
-from decisionengine.framework.dataspace.errors import CorruptPayloadError
+from decisionengine.framework.dataspace.errors import CorruptPayloadError, DataSpaceError
+from tests.conftest import global_config
 
 VALUES = {
     "frame": pd.DataFrame(
@@ -419,3 +420,56 @@ def test_write_retries_when_a_payload_it_meant_to_reuse_was_reaped(dataspace, bl
     assert len(calls) == 2
     assert block["jobs"] == {"n": 42}
     assert dataspace.storage_stats()["payloads"] == 1
+
+
+def test_header_times_given_as_numpy_numbers_are_stored_as_numbers(sqlite_url):
+    """SQLite's generation write hands its rows to the driver itself: the conversions
+    SQLAlchemy would make (``float()`` for a time column) must still happen, or a NumPy
+    integer would be stored as its eight bytes."""
+    space = DataSpace(global_config(sqlite_url))
+    try:
+        block = DataBlock(space, "numpy_times")
+        tm = block.taskmanager_id
+        header = Header(tm, create_time=np.int64(1_000), expiration_time=np.int64(2_000))
+        block.put("p", 1, header, Metadata(tm, generation_time=np.int64(1_500)))
+        stored = space.get_header(block.sequence_id, block.generation_id, "p")
+        assert (stored.create_time, stored.expiration_time) == (1000.0, 2000.0)
+        assert isinstance(stored.create_time, float)
+        assert space.get_metadata(block.sequence_id, block.generation_id, "p").generation_time == 1500.0
+    finally:
+        space.close()
+
+
+def test_a_write_refused_by_sqlite_is_a_dataspace_error(sqlite_url):
+    """The SQLite write lock held elsewhere for longer than the busy timeout: the write
+    (whose BEGIN and statements go to the driver directly) fails as a DataSpaceError
+    naming the database, not with the driver's own exception, and writes nothing."""
+    space = DataSpace(global_config(sqlite_url))
+    impatient = DataSpace(
+        {
+            "dataspace": {
+                "datasource": {
+                    "module": "decisionengine.framework.dataspace.datasources.sqlalchemy_ds",
+                    "name": "SQLAlchemyDS",
+                    "config": {"url": sqlite_url, "busy_timeout": 0.05},
+                }
+            }
+        }
+    )
+    try:
+        block = DataBlock(space, "locked")
+        block.put("p", 1, Header(block.taskmanager_id))
+        other = DataBlock(impatient, "locked", block.taskmanager_id)
+        other.generation_id = 2
+        with space.datasource.engine.connect() as holder:
+            holder.connection.driver_connection.execute("BEGIN IMMEDIATE")
+            try:
+                with pytest.raises(DataSpaceError, match="database is locked") as raised:
+                    other.put("p", 2, Header(block.taskmanager_id))
+                assert "dataspace.sqlite" in str(raised.value)
+            finally:
+                holder.connection.driver_connection.execute("ROLLBACK")
+        assert space.get_last_generation_id("locked") == 1
+    finally:
+        impatient.close()
+        space.close()

@@ -134,6 +134,21 @@ def _chunks(items: Sequence[Any], size: int = IN_CHUNK) -> Iterator[Sequence[Any
         yield items[start : start + size]
 
 
+@contextlib.contextmanager
+def _sqlite_driver(conn: sa.Connection, sql: str) -> Iterator[Any]:
+    """The ``sqlite3`` connection under ``conn`` (in ``conn``'s transaction), for the
+    statements of :mod:`statements` rendered for the driver; its errors are raised as
+    SQLAlchemy raises them from ``conn.execute`` (``sa.exc.IntegrityError`` and so on,
+    parameters left out of the message), so that they are translated and retried alike."""
+    dbapi = conn.dialect.loaded_dbapi
+    try:
+        yield conn.connection.driver_connection
+    except dbapi.Error as exc:
+        raise sa.exc.DBAPIError.instance(
+            sql, None, exc, dbapi.Error, hide_parameters=True, dialect=conn.dialect
+        ) from exc
+
+
 def _utc(value: Any) -> datetime.datetime | None:
     """A moment as an aware UTC datetime: a datetime, epoch seconds, or ISO-8601 text
     (``"2021-03-21 11:00:00"``, ``"2021-03-21T11:00:00+01:00"``, ``"...Z"``; the
@@ -487,13 +502,18 @@ class SQLAlchemyDS(DataSource):
         return bool(result.rowcount)
 
     def _check_fence(self, conn: sa.Connection, fence: Fence) -> None:
-        query = sa.select(owner_t.c.epoch, owner_t.c.owner, *_hung_guard(self.engine))
-        query = query.where(owner_t.c.name == fence.channel)
-        if is_postgresql(self.engine):
-            query = query.with_for_update(read=True)
-        row = conn.execute(query).first()
-        if row is None or row.epoch != fence.epoch:
-            holder = f"{row.owner} (epoch {row.epoch})" if row is not None else "nobody"
+        row: tuple[int, str] | None
+        if is_sqlite(self.engine):
+            statement = statements.sqlite_channel_epoch()
+            with _sqlite_driver(conn, statement.sql) as driver:
+                row = driver.execute(statement.sql, statement.parameters({"channel": fence.channel})).fetchone()
+        else:
+            query = sa.select(owner_t.c.epoch, owner_t.c.owner, *_hung_guard(self.engine))
+            query = query.where(owner_t.c.name == fence.channel)
+            found = conn.execute(query.with_for_update(read=True)).first()
+            row = None if found is None else (found.epoch, found.owner)
+        if row is None or row[0] != fence.epoch:
+            holder = f"{row[1]} (epoch {row[0]})" if row is not None else "nobody"
             raise OwnershipLost(
                 f"channel {fence.channel!r} is now owned by {holder}; this process's claim (epoch "
                 f"{fence.epoch}) is stale, so it may not write the channel's generations"
@@ -545,7 +565,15 @@ class SQLAlchemyDS(DataSource):
     @staticmethod
     def _existing_payloads(conn: sa.Connection, digests: Sequence[bytes]) -> set[bytes]:
         found: set[bytes] = set()
-        for chunk in _chunks(sorted(set(digests))):
+        chunks = _chunks(sorted(set(digests)))
+        if conn.dialect.name == "sqlite":
+            for chunk in chunks:
+                statement = statements.sqlite_stored_payloads(len(chunk))
+                hashes = statement.parameters({f"h{i}": digest for i, digest in enumerate(chunk)})
+                with _sqlite_driver(conn, statement.sql) as driver:
+                    found.update(bytes(h) for (h,) in driver.execute(statement.sql, hashes))
+            return found
+        for chunk in chunks:
             found.update(bytes(h) for (h,) in conn.execute(statements.stored_payloads(), {"hashes": list(chunk)}))
         return found
 
@@ -658,28 +686,36 @@ class SQLAlchemyDS(DataSource):
         if is_postgresql(self.engine):
             self._write_postgresql(conn, seq, generation_id, generation_time, prepared, list(new_payloads.values()))
             return
-        dialect = self.engine.dialect.name
-        conn.execute(
-            statements.insert_generation(dialect),
-            {
-                "taskmanager_seq": seq,
-                "generation_id": generation_id,
-                "generation_time": generation_time,
-            },
-        )
-        if new_payloads:
-            conn.execute(statements.insert_payloads(dialect), list(new_payloads.values()))
-        rows = [
-            {
-                "taskmanager_seq": seq,
-                "generation_id": generation_id,
-                "key": p.key,
-                "payload_hash": p.digest,
-                **p.row,
-            }
-            for p in prepared
-        ]
-        conn.execute(statements.upsert_products(dialect), rows)
+        self._write_sqlite(conn, seq, generation_id, generation_time, prepared, list(new_payloads.values()))
+
+    @staticmethod
+    def _write_sqlite(
+        conn: sa.Connection,
+        seq: int,
+        generation_id: int,
+        generation_time: float,
+        prepared: list[_Prepared],
+        payloads: list[dict[str, Any]],
+    ) -> None:
+        """The generation row, new payloads and product rows: three statements rendered
+        once, executed by the driver (one ``executemany`` per table)."""
+        generation = statements.sqlite_write("generation")
+        with _sqlite_driver(conn, generation.sql) as driver:
+            driver.execute(
+                generation.sql,
+                generation.parameters(
+                    {"taskmanager_seq": seq, "generation_id": generation_id, "generation_time": generation_time}
+                ),
+            )
+        if payloads:
+            insert = statements.sqlite_write("payload")
+            with _sqlite_driver(conn, insert.sql) as driver:
+                driver.executemany(insert.sql, [insert.parameters(p) for p in payloads])
+        upsert = statements.sqlite_write("dataproduct")
+        same = {"taskmanager_seq": seq, "generation_id": generation_id}
+        rows = [upsert.parameters({**same, "key": p.key, "payload_hash": p.digest, **p.row}) for p in prepared]
+        with _sqlite_driver(conn, upsert.sql) as driver:
+            driver.executemany(upsert.sql, rows)
 
     @staticmethod
     def _write_postgresql(

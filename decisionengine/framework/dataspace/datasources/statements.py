@@ -6,11 +6,22 @@ building a ``select()`` or an upsert (columns, joins, aliases, ``ON CONFLICT`` c
 and its cache key each time costs as much as decoding a 1k-row product.  These
 statements take their values as bound parameters (lists as an expanding ``IN``), so each
 is built once per process and SQLAlchemy's compiled cache serves every later use.
+
+SQLite's generation write goes one step further (:class:`DriverStatement`): its
+statements are rendered to SQL text once and handed to the ``sqlite3`` driver as they
+are.  A 1k-row product pickles and compresses in a few milliseconds, and on that scale
+SQLAlchemy's per-execute work (execution context, parameter processing, result setup)
+for the four statements of a write was a sizeable share of what a write costs beyond
+the bare insert.  The text is still rendered from the tables below, so it cannot drift
+from the schema.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -88,6 +99,61 @@ def latest(products: str) -> sa.Select:
     if products != "none":
         query = query.order_by(dp_t.c.key)
     return query
+
+
+@dataclass(frozen=True)
+class DriverStatement:
+    """A statement rendered once to the driver's SQL text, the names of its positional
+    parameters in order (SQLite's ``qmark`` style), and the conversion SQLAlchemy would
+    apply to each (its column type's bind processor, e.g. ``float()`` for a ``Double``
+    column, so that a NumPy integer is stored as a number, not as its bytes)."""
+
+    sql: str
+    names: tuple[str, ...]
+    #: (position, conversion) of the parameters that have one
+    conversions: tuple[tuple[int, Callable[[Any], Any]], ...]
+
+    def parameters(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
+        """``values`` (by name) as the positional parameters of this statement."""
+        row = [values[name] for name in self.names]
+        for position, convert in self.conversions:
+            row[position] = convert(row[position])
+        return tuple(row)
+
+
+def _render_sqlite(statement: sa.Executable, column_keys: list[str] | None = None) -> DriverStatement:
+    dialect = sqlite.dialect()
+    compiled = statement.compile(dialect=dialect, column_keys=column_keys)
+    names = tuple(compiled.positiontup or ())
+    processors = [compiled.binds[name].type.bind_processor(dialect) for name in names]
+    conversions = tuple((position, p) for position, p in enumerate(processors) if p is not None)
+    return DriverStatement(compiled.string, names, conversions)
+
+
+@functools.cache
+def sqlite_stored_payloads(count: int) -> DriverStatement:
+    """SQLite: which of ``count`` payload hashes (parameters ``h0`` ... in order) are stored."""
+    hashes = [sa.bindparam(f"h{i}", type_=payload_t.c.hash.type) for i in range(count)]
+    return _render_sqlite(sa.select(payload_t.c.hash).where(payload_t.c.hash.in_(hashes)))
+
+
+@functools.cache
+def sqlite_channel_epoch() -> DriverStatement:
+    """SQLite: the epoch and owner of channel :``channel`` (the fence of a write)."""
+    owner_t = schema.channel_owner
+    return _render_sqlite(sa.select(owner_t.c.epoch, owner_t.c.owner).where(owner_t.c.name == sa.bindparam("channel")))
+
+
+@functools.cache
+def sqlite_write(table: str) -> DriverStatement:
+    """SQLite: the generation write's :func:`insert_generation`, :func:`insert_payloads`
+    or :func:`upsert_products` (``table``), one row of parameters per execution."""
+    statement, columns = {
+        "generation": (insert_generation, gen_t.c),
+        "payload": (insert_payloads, payload_t.c),
+        "dataproduct": (upsert_products, dp_t.c),
+    }[table]
+    return _render_sqlite(statement("sqlite"), [c.name for c in columns])
 
 
 def _insert(dialect: str) -> type:
