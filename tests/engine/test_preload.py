@@ -81,7 +81,7 @@ def test_a_forked_process_shares_the_preloaded_framework_and_does_not_rerun_the_
     done = subprocess.run(
         [sys.executable, str(script)],
         cwd=REPO,
-        env={**env, "PYTHONPATH": str(REPO)},
+        env={**env, "PYTHONPATH": str(REPO), "DE_FORK_SERVER_WARM_UP": "1"},  # with the warm-up
         capture_output=True,
         text=True,
         timeout=100,

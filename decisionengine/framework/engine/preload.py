@@ -14,9 +14,10 @@ written, a reference count included, so the fork server:
 * does not run de-server's main module again in each process it forks (what
   ``multiprocessing`` does for targets defined there; ours are in :mod:`.channel_process`
   and the web's query worker), which wrote to 2 MiB of shared pages per channel;
-* runs a few generations of a throw-away channel (:mod:`.warmup`), so that the code every
-  channel runs is already specialised by CPython, and the caches it fills on first use
-  filled, in the pages they share;
+* with ``DE_FORK_SERVER_WARM_UP=1``, runs a few generations of a throw-away channel
+  (:mod:`.warmup`), so that the code every channel runs is already specialised by CPython,
+  and the caches it fills on first use filled, in the pages they share (off by default:
+  channel starts wait for it);
 * moves everything loaded out of the garbage collector's reach (``gc.freeze()``): the
   collector writes to every object it scans, which would copy those pages into each
   channel one by one.
@@ -76,7 +77,13 @@ def load() -> None:
     multiprocessing.spawn.prepare = without_main(multiprocessing.spawn.prepare)
 
 
+#: set to 1 to warm up the fork server before it forks (see :mod:`.warmup`): about 2 MiB less per
+#: idle channel, but every channel start waits for it, and on a busy host that is long (a server
+#: joining a loaded cluster in benchmarks/scale.py took 66-76 s instead of 10 s to get its share)
+WARM_UP_ENV = "DE_FORK_SERVER_WARM_UP"
+
 load()
-importlib.import_module("decisionengine.framework.engine.warmup").warm_up()  # after load(): Arrow's pool is chosen
+if os.environ.get(WARM_UP_ENV) == "1":
+    importlib.import_module("decisionengine.framework.engine.warmup").warm_up()  # after load(): Arrow's pool is set
 gc.collect()
 gc.freeze()

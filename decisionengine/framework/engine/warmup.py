@@ -41,8 +41,9 @@ from decisionengine.framework.modules import Publisher, Source, Transform
 #: instruction a few times more before it is specialised (and no longer writes its counters)
 BOOTS = 2
 GENERATIONS = 20
-#: seconds the warm-up may take before it is abandoned
-TIMEOUT = 60.0
+#: seconds the warm-up may take before it is abandoned (every channel the server starts
+#: waits for it: the fork server forks nothing before it is done)
+TIMEOUT = 10.0
 CHANNEL = "de-fork-server-warm-up"
 DATASOURCE = "decisionengine.framework.dataspace.datasources.sqlalchemy_ds"
 
