@@ -163,8 +163,15 @@ def test_publisher_status_is_the_table_of_how_publishers_ran(server, openapi):
     row = status["rows"][0]
     assert row["publisher"] == "recorder" and row["ran"] is True and row["succeeded"] is True
     assert row["seconds"] >= 0 and row["error"] is None and row["enabled"] is True and row["since"]
-    listing = get(server, "/channels/counting/products", openapi, "/channels/{name}/products")
-    products = {p["name"]: p for p in listing["products"]}
+
+    # the newest generation's products: its publisher status is stored once its publishers have
+    # run, a moment after the generation commits, so the listing may have to be asked again
+    def listed() -> dict | None:
+        listing = get(server, "/channels/counting/products", openapi, "/channels/{name}/products")
+        products = {p["name"]: p for p in listing["products"]}
+        return products if "publisher_status" in products else None
+
+    products = eventually(listed, 10, what="a generation listing its publisher status")
     assert products["publisher_status"]["shape"] == [1, 7]
     latest = get(server, "/channels/counting/decisions?limit=1", openapi, "/channels/{name}/decisions")["decisions"][-1]
     assert {k: latest["publishers"][0][k] for k in ("publisher", "ran", "succeeded", "error")} == {

@@ -180,7 +180,8 @@ def test_channel_connections_stay_within_the_servers_slots(tmp_path_factory, pg_
     names = [f"busy{i}" for i in range(6)]
     configs = channels(root, names)
     for channel in configs.values():
-        channel["sources"]["counter"]["schedule"] = 0.05
+        for source in channel["sources"].values():
+            source["schedule"] = 0.05
     one = DEServer(
         tmp_path_factory.mktemp("gated"),
         pg_url,

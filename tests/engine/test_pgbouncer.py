@@ -162,7 +162,8 @@ def test_channel_processes_go_through_pgbouncer_in_transaction_pooling_mode(tmp_
     names = [f"t{i}" for i in range(6)]
     configs = channels(root, names)
     for channel in configs.values():
-        channel["sources"]["counter"]["schedule"] = 0.05
+        for source in channel["sources"].values():
+            source["schedule"] = 0.05
     one = DEServer(
         tmp_path_factory.mktemp("pooled"),
         pg_url,

@@ -10,12 +10,12 @@ server takes the source over and every channel goes on, each generation committe
 from __future__ import annotations
 
 import itertools
-import pathlib
 import signal
 import time
 
 import pytest
 
+from decisionengine.testing.processes import alive
 from decisionengine.testing.waiting import eventually
 from tests.engine.server import DEServer
 from tests.engine.test_shared_sources import SCHEDULE, acquisitions, shared_channel
@@ -126,12 +126,3 @@ def test_two_servers_acquire_a_shared_source_once_and_it_moves_when_its_server_d
             one.stop()
     for name in NAMES:
         assert_whole(pg_url, name, root / f"{name}.jsonl", repeats=True)
-
-
-def alive(pid: int) -> bool:
-    """The process runs (a zombie, dead but not yet reaped, does not)."""
-    try:
-        state = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"

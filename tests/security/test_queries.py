@@ -26,6 +26,7 @@ import pandas as pd
 import pytest
 
 from decisionengine.framework.logicengine.LogicEngine import LogicEngine, LogicEngineConfigError
+from decisionengine.testing.processes import alive
 from decisionengine.testing.waiting import eventually
 from tests.cli.run import command
 from tests.engine.server import DEServer
@@ -360,14 +361,6 @@ def test_query_workers_end_when_the_server_is_killed(tmp_path):
         for pid in family:  # a safety net: they die with the server (tests/faults/test_server_death.py)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def _process_table() -> tuple[dict[int, int], dict[int, str]]:
