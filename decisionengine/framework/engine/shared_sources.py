@@ -328,7 +328,13 @@ class SharedSources:
                 return
             self.failing[key] = failing
             names = sorted(self.consumers.get(key, ()))
-        workers = self.channel_workers()
+        self._send_failing(self.channel_workers(), key, failing, names)
+
+    @staticmethod
+    def _send_failing(
+        workers: dict[str, ChannelWorker], key: str, failing: dict[str, Any] | None, names: list[str]
+    ) -> None:
+        """Put ``source_failing`` on the command queue of each running consumer among ``names``."""
         for name in names:
             worker = workers.get(name)
             if worker is not None and worker.command_queue is not None and worker.alive:
@@ -445,11 +451,7 @@ class SharedSources:
                     self.announce({"source": key, "server_id": self.server_id, "failing": failing})
                 except Exception as exc:  # the database is away: the consumers here are told anyway
                     self.logger.warning("could not announce a shared source's failure", source=key, error=str(exc))
-            for name in names:
-                worker = workers.get(name)
-                if worker is not None and worker.command_queue is not None and worker.alive:
-                    with contextlib.suppress(Exception):
-                        worker.command_queue.put(("source_failing", key, failing))
+            self._send_failing(workers, key, failing, names)
         self._export(workers)
 
     def stop(self) -> None:
