@@ -43,6 +43,17 @@ def shared_channel(root: pathlib.Path, record: str, schedule: float = SCHEDULE, 
     return channel
 
 
+def more_acquisitions(root: pathlib.Path, count: int) -> list[dict]:
+    """Every acquisition logged so far, once ``count`` more than now are logged."""
+    before = len(acquisitions(root / "acquired.jsonl"))
+
+    def enough() -> list[dict] | None:
+        seen = acquisitions(root / "acquired.jsonl")
+        return seen if len(seen) >= before + count else None
+
+    return eventually(enough, 30, what=f"{count} more acquisitions")
+
+
 def source_row(server: DEServer, key: str = "jobs") -> dict:
     rows = {row["source"]: row for row in server.status()["sources"]}
     return rows[key]
@@ -65,8 +76,7 @@ def test_two_channels_share_one_source_acquired_once_per_tick(root, db_url):
         pids = {server.channel(name)["pid"] for name in channels}
 
         # over a few more ticks: every acquisition from one process (not a channel's), one per tick
-        time.sleep(4 * SCHEDULE)
-        seen = acquisitions(root / "acquired.jsonl")
+        seen = more_acquisitions(root, 4)
         assert {entry["pid"] for entry in seen} == {row["pid"]} and row["pid"] not in pids
         assert [entry["n"] for entry in seen] == list(range(1, len(seen) + 1))
         gaps = [b["time"] - a["time"] for a, b in itertools.pairwise(seen)]
@@ -133,7 +143,7 @@ def test_stopping_a_channel_detaches_it_and_the_last_one_stops_the_source(root, 
         server.rpc().stop_channel("alpha")
         server.wait_for(lambda s: source_row_of(s)["pid"] is None, 30, "the source stopped")
         count = len(acquisitions(root / "acquired.jsonl"))
-        time.sleep(3 * SCHEDULE)
+        time.sleep(3 * SCHEDULE)  # three ticks in which nothing may happen
         assert len(acquisitions(root / "acquired.jsonl")) == count
 
         # a channel started later attaches to (and starts) the source again
@@ -207,7 +217,7 @@ local both = import 'both.libsonnet';
 """
 
 
-def test_combined_channels_built_with_de_std_share_their_common_source(root, sqlite_url):
+def test_combined_channels_built_with_de_std_share_their_common_source(root, db_url):
     config_dir = root / "config.d"
     config_dir.mkdir()
     jobs = module("AcquisitionLogSource", schedule=SCHEDULE, record=str(root / "acquired.jsonl"))
@@ -251,15 +261,14 @@ def test_combined_channels_built_with_de_std_share_their_common_source(root, sql
             f" publishers: {publishers('three')} }}"
         ),
     )
-    server = DEServer(root, sqlite_url, {}).start()
+    server = DEServer(root, db_url, {}).start()
     try:
         for name in ("one", "two", "three"):
             server.wait_for_generation(name, 3)
         rows = {row["source"]: row for row in server.status()["sources"]}
         assert rows["jobs"]["shared"] is True and rows["jobs"]["consumers"] == ["one", "three", "two"]
         assert rows["constant"]["shared"] is True
-        time.sleep(3 * SCHEDULE)
-        seen = acquisitions(root / "acquired.jsonl")
+        seen = more_acquisitions(root, 3)
         assert len({entry["pid"] for entry in seen}) == 1
         gaps = [b["time"] - a["time"] for a, b in itertools.pairwise(seen)]
         assert min(gaps) > 0.8 * SCHEDULE, f"two acquisitions in one tick: {gaps}"
