@@ -20,8 +20,18 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 PG_USER = "postgres"
+
+
+def direct_engine(url: str) -> Any:
+    """An SQLAlchemy engine on a test database, outside the DataSpace (to look at or
+    tamper with what the servers wrote): psycopg2, which we ship (SQLAlchemy 2.1 would
+    pick psycopg 3 for ``postgresql://``), and no pool, so nothing stays connected."""
+    import sqlalchemy as sa  # noqa: PLC0415 (the PostgreSQL server helpers need no SQLAlchemy)
+
+    return sa.create_engine(sa.make_url(url).set(drivername="postgresql+psycopg2"), poolclass=sa.pool.NullPool)
 
 
 class PostgresUnavailable(RuntimeError):

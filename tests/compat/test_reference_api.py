@@ -47,6 +47,7 @@ from decisionengine.framework.modules import Module, Publisher, Source, Transfor
 from decisionengine.framework.modules.EmptySource import EmptySource
 from decisionengine.framework.modules.Module import verify_products
 from decisionengine.framework.taskmanager.states import State
+from decisionengine.testing.postgres import direct_engine
 from tests.conftest import global_config
 from tests.taskmanager.channels import counting_channel, plan_from
 from tests.taskmanager.test_taskmanager import run_channel
@@ -68,7 +69,7 @@ def empty_url(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]:
 
 
 def tables(url: str) -> set[str]:
-    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg2://"))
+    engine = direct_engine(url)
     try:
         return set(sa.inspect(engine).get_table_names())
     finally:

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 
 from decisionengine.framework.dataspace.datablock import DataBlock, Header, Metadata
 from decisionengine.framework.dataspace.dataspace import DataSpace
+from decisionengine.testing.postgres import direct_engine
 from tests.conftest import global_config
 
 
@@ -224,7 +225,7 @@ def test_a_read_survives_a_dropped_pooled_connection(pg_url: str):
     block = DataBlock(space, "dropped")
     block.put("a", 1, Header(block.taskmanager_id))
     assert block["a"] == 1  # the pool now holds a connection that was just used
-    killer = sa.create_engine(sa.make_url(pg_url).set(drivername="postgresql+psycopg2"))
+    killer = direct_engine(pg_url)
     with killer.connect() as conn:
         killed = conn.execute(
             sa.text(

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from decisionengine.testing.postgres import direct_engine
 from decisionengine.testing.waiting import eventually
 from tests.cli.run import command
 from tests.engine.server import DEServer
@@ -192,7 +193,7 @@ def test_channel_connections_stay_within_the_servers_slots(tmp_path_factory, pg_
             "channel_connections": 2,
         },
     )
-    engine = sa.create_engine(pg_url.replace("postgresql://", "postgresql+psycopg2://", 1))
+    engine = direct_engine(pg_url)
     most = most_backends = samples = 0
     try:
         one.start()

@@ -24,6 +24,7 @@ import pytest
 import sqlalchemy as sa
 
 from decisionengine.framework.dataspace.dataspace import DataSpace
+from decisionengine.testing.postgres import direct_engine
 from decisionengine.testing.processes import Identity, cmdline, family_of, process_table, still_running
 from decisionengine.testing.waiting import eventually
 from tests.conftest import global_config
@@ -93,7 +94,7 @@ def held_by_someone(path: pathlib.Path) -> bool:
 
 def advisory_locks(url: str) -> int:
     """Advisory locks granted in the test's PostgreSQL database."""
-    engine = sa.create_engine(sa.make_url(url).set(drivername="postgresql+psycopg2"))
+    engine = direct_engine(url)
     try:
         with engine.connect() as conn:
             return int(

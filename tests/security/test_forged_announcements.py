@@ -10,6 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from decisionengine.framework.dataspace.datasources.sqlalchemy_ds import GENERATIONS_CHANNEL
+from decisionengine.testing.postgres import direct_engine
 from decisionengine.testing.waiting import eventually
 from tests.engine.server import DEServer
 from tests.engine.test_shared_sources import shared_channel, source_row
@@ -34,7 +35,7 @@ FORGED = [
 def test_forged_shared_source_announcements_are_ignored(tmp_path, pg_url):
     channels = {name: shared_channel(tmp_path, f"{name}.jsonl") for name in ("alpha", "beta")}
     server = DEServer(tmp_path, pg_url, channels).start()
-    engine = sa.create_engine(pg_url.replace("postgresql://", "postgresql+psycopg2://"))
+    engine = direct_engine(pg_url)
     try:
         server.wait_for_generation("alpha", 2)
         server.wait_for_generation("beta", 2)
