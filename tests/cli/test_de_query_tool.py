@@ -2,6 +2,9 @@
 
 import io
 import json
+import os
+import subprocess
+import sys
 import time
 
 import pandas as pd
@@ -9,8 +12,9 @@ import pytest
 
 from decisionengine.framework.dataspace.datablock import DataBlock, Header, Metadata
 from decisionengine.framework.dataspace.dataspace import DataSpace
-from tests.cli.run import command
+from tests.cli.run import MODULES, command
 from tests.conftest import global_config
+from tests.engine.server import REPO
 from tests.fixtures import payloads
 
 GENERATIONS = 20
@@ -238,3 +242,147 @@ def test_publisher_status_old_and_new_formats(db_url):
     assert old == details.to_dict("records")
     history = json.loads(query(db_url, "pubs", "publisher_status", "--since", "1h", "--format", "json").stdout)
     assert [(row["generation_id"], row["ran"], row["seconds"]) for row in history] == [(1, True, 0.5), (2, True, 0.5)]
+
+
+def test_a_history_written_in_pages_is_the_same_history(history, tmp_path):
+    """Pages of 4 rows (two generations of three-row frames a page): every format writes
+    the same table as in one page; the table format prints one table per page."""
+    for fmt in ("csv", "json", "parquet"):
+        whole = tmp_path / f"whole.{fmt}"
+        paged = tmp_path / f"paged.{fmt}"
+        query(history, "chan", "sites", "--since", "1w", "--output", whole)
+        query(history, "chan", "sites", "--since", "1w", "--output", paged, "--page-rows", "4")
+        if fmt == "parquet":
+            pd.testing.assert_frame_equal(pd.read_parquet(paged), pd.read_parquet(whole))
+        else:
+            assert paged.read_text() == whole.read_text(), fmt
+    rows = json.loads((tmp_path / "paged.json").read_text())
+    assert [row["generation_id"] for row in rows] == [g for g in range(1, GENERATIONS + 1) for _ in range(3)]
+    counts = query(history, "chan", "count", "--since", "1w", "--format", "json", "--page-rows", "3").stdout
+    assert [row["value"] for row in json.loads(counts)] == [g * 10 for g in range(1, GENERATIONS + 1)]
+    table = query(history, "chan", "sites", "--since", "1w", "--page-rows", "4").stdout
+    assert table.count("| a ") == GENERATIONS and table.count(" generation_id |") == GENERATIONS // 2
+
+
+def test_a_history_is_read_as_it_is_written(history, monkeypatch, capsysbinary):
+    """The DataSpace is read a page ahead of what is written, not whole first: when the
+    first page is written, at most one page of generations (and the one that closed it)
+    has been read."""
+    from decisionengine.framework.cli import de_query_tool, paged_output
+
+    read = []
+    iter_products = DataSpace.iter_products
+
+    def counted(self, *args, **kwargs):
+        for item in iter_products(self, *args, **kwargs):
+            read.append(item["generation_id"])
+            yield item
+
+    written = []
+    write = paged_output.CsvPages.write
+
+    def noted(self, page):
+        written.append((len(read), len(page)))
+        write(self, page)
+
+    monkeypatch.setattr(DataSpace, "iter_products", counted)
+    monkeypatch.setattr(paged_output.CsvPages, "write", noted)
+    assert (
+        de_query_tool.main(["--url", history, "chan", "sites", "--since", "1w", "--format", "csv", "--page-rows", "6"])
+        == 0
+    )
+    assert written[0] == (2, 6) and len(written) == GENERATIONS // 2
+    assert sum(rows for _read, rows in written) == 3 * GENERATIONS
+    assert capsysbinary.readouterr().out.count(b"\n") == 3 * GENERATIONS + 1
+
+
+def test_a_history_over_several_registrations_says_which(db_url, tmp_path):
+    """A channel registered twice (as the reference did at every start) with history in
+    both: a ``taskmanager_id`` column on every page says which registration a row is of."""
+    space = DataSpace(global_config(db_url))
+    registrations = []
+    for run in range(2):
+        block = DataBlock(space, "chan")
+        registrations.append(block.taskmanager_id)
+        for generation in range(1, 4):
+            block.generation_id = generation
+            with block.transaction():
+                tm = block.taskmanager_id
+                block.put("count", run * 100 + generation, Header(tm), Metadata(tm, generation_time=time.time()))
+    space.close()
+    for page_rows in ("1", "50"):
+        rows = json.loads(
+            query(db_url, "chan", "count", "--since", "1h", "--format", "json", "--page-rows", page_rows).stdout
+        )
+        assert [(row["taskmanager_id"], row["value"]) for row in rows] == [
+            (registrations[run], run * 100 + g) for run in range(2) for g in range(1, 4)
+        ]
+
+
+def test_a_history_whose_columns_grow_is_refused_and_writes_no_file(db_url, tmp_path):
+    """Columns that appear after the first page cannot be added to what is written: the
+    error names them, and ``--output`` leaves no file (nor a partial one)."""
+    space = DataSpace(global_config(db_url))
+    block = DataBlock(space, "chan")
+    tm = block.taskmanager_id
+    for generation in range(1, 5):
+        block.generation_id = generation
+        value = frame(generation) if generation < 3 else frame(generation).assign(extra=1)
+        with block.transaction():
+            block.put("sites", value, Header(tm), Metadata(tm, generation_time=time.time()))
+    space.close()
+    (tmp_path / "out").mkdir()
+    output = tmp_path / "out" / "sites.csv"
+    result = command(
+        "de-query-tool", "--url", db_url, "chan", "sites", "--since", "1h", "-o", output, "--page-rows", "3"
+    )
+    assert result.returncode == 1, result.stderr
+    assert "columns ['extra'] from about generation 3 on" in result.stderr and "--columns" in result.stderr
+    assert list((tmp_path / "out").iterdir()) == []
+    # in one page (the default) they are joined as before; --columns chooses
+    whole = pd.read_csv(io.StringIO(query(db_url, "chan", "sites", "--since", "1h", "--format", "csv").stdout))
+    assert whole["extra"].isna().sum() == 6 and (whole["extra"].dropna() == 1).all()
+    chosen = query(db_url, "chan", "sites", "--since", "1h", "--format", "csv", "--page-rows", "3", "--columns", "site")
+    assert len(pd.read_csv(io.StringIO(chosen.stdout))) == 12
+
+
+def peak_rss_mib(*args) -> float:
+    """The peak resident memory of one de-query-tool run (a real process)."""
+    environment = {**os.environ, "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", MODULES["de-query-tool"], *map(str, args)],
+        cwd=REPO,
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    _pid, status, usage = os.wait4(process.pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, process.stderr.read()
+    process.stderr.close()
+    process.returncode = 0
+    return usage.ru_maxrss / 1024
+
+
+def test_a_long_history_costs_one_page_of_memory(tmp_path):
+    """Forty generations of a 50,000-row frame (two million rows) written by a real
+    de-query-tool take about the memory of one generation's."""
+    rows = 50_000
+    big = pd.DataFrame({f"c{i}": [float(i)] * rows for i in range(4)})
+    urls = {}
+    for generations in (1, 40):
+        url = urls[generations] = f"sqlite:///{tmp_path / f'h{generations}.sqlite'}"
+        space = DataSpace(global_config(url))
+        block = DataBlock(space, "chan")
+        tm = block.taskmanager_id
+        for generation in range(1, generations + 1):
+            block.generation_id = generation
+            with block.transaction():
+                block.put("big", big, Header(tm), Metadata(tm, generation_time=time.time()))
+        space.close()
+    peaks = {
+        generations: peak_rss_mib("--url", url, "chan", "big", "--since", "1h", "-o", tmp_path / f"h{generations}.csv")
+        for generations, url in urls.items()
+    }
+    assert len(pd.read_csv(tmp_path / "h40.csv", usecols=["generation_id"])) == 40 * rows
+    # as one page (--page-rows 100000000) this run peaked at 790 MiB against 182
+    assert peaks[40] < peaks[1] + 30, peaks

@@ -18,6 +18,7 @@ import io
 import json
 import pathlib
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import pandas as pd
@@ -35,11 +36,14 @@ from decisionengine.framework.cli.common import (
     console as run_console,
 )
 from decisionengine.framework.cli.extras import enable_completion
+from decisionengine.framework.cli.paged_output import shown, table_text, write_pages
 from decisionengine.framework.dataspace.dataspace import DataSpace, DataSpaceError
-from decisionengine.framework.web.presentation import displayed, history_frame, to_jsonable
+from decisionengine.framework.web.presentation import displayed, history_pages, to_jsonable
 
 PROG = "de-query-tool"
 FORMATS = ("table", "csv", "json", "parquet")
+#: rows of a page of history: what de-query-tool holds in memory while it writes a long one
+HISTORY_PAGE_ROWS = 50_000
 EPILOG = """The DataSpace is the one de-server uses with the same --config/--state-dir (or
 $CONFIG_PATH/$DE_STATE_DIR), or --url.  It is opened read-only: nothing is ever created.
 
@@ -68,7 +72,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--columns", help="comma-separated columns of a DataFrame product")
     parser.add_argument("--format", choices=FORMATS, help="output format (default: table, or from --output)")
     parser.add_argument("--output", "-o", help="write to this file instead of the terminal")
+    parser.add_argument(
+        "--page-rows",
+        type=_positive,
+        default=HISTORY_PAGE_ROWS,
+        metavar="N",
+        help=f"write a history about N rows at a time: what it holds in memory (default {HISTORY_PAGE_ROWS:,})",
+    )
     return parser
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text!r}")
+    return value
 
 
 # -- reading ---------------------------------------------------------------------------------
@@ -140,26 +161,56 @@ def product_value(space: DataSpace, channel: str, product: str, generation: int 
         raise CommandError(exc.args[0] if exc.args else str(exc)) from None
 
 
-def product_history(space: DataSpace, channel: str, product: str, since: float, until: float | None) -> pd.DataFrame:
-    """One frame: every generation's value of ``product`` since ``since``, across all the
-    channel's registrations (oldest first; see :func:`history_frame`)."""
+def product_history(
+    space: DataSpace,
+    channel: str,
+    product: str,
+    since: float,
+    until: float | None,
+    columns: str | None = None,
+    page_rows: int = HISTORY_PAGE_ROWS,
+) -> Iterator[pd.DataFrame]:
+    """Every generation's value of ``product`` since ``since``, across all the channel's
+    registrations (oldest first; see :func:`history_pages`), as pages of about
+    ``page_rows`` rows, each read as the one before is written."""
     _known(space, channel)
+    registrations = space.get_taskmanagers(channel)
+    several = _contributors(space, registrations, product, since, until) > 1
     items = (
         {**item, "taskmanager_id": registration["taskmanager_id"]}
-        for registration in space.get_taskmanagers(channel)
+        for registration in registrations
         for item in space.iter_products(registration["sequence_id"], product, since, until)
     )
-    try:
-        return history_frame(items, product)
-    except ValueError as exc:
-        raise CommandError(str(exc)) from None
+
+    def pages() -> Iterator[pd.DataFrame]:
+        try:
+            for page in history_pages(items, product, several=several, page_rows=page_rows):
+                yield _select(page, columns)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+
+    return pages()
+
+
+def _contributors(
+    space: DataSpace, registrations: list[dict[str, Any]], product: str, since: float, until: float | None
+) -> int:
+    """How many registrations have ``product`` in the time range (counting to two: more
+    than one gets a ``taskmanager_id`` column).  Each is asked for its first item only."""
+    found = 0
+    for registration in registrations if len(registrations) > 1 else ():
+        items = space.iter_products(registration["sequence_id"], product, since, until)
+        try:
+            if next(items, None) is not None:
+                found += 1
+        finally:
+            items.close()
+        if found > 1:
+            break
+    return found
 
 
 # -- writing ---------------------------------------------------------------------------------
-
-
-def _local_zone() -> datetime.tzinfo | None:
-    return datetime.datetime.now().astimezone().tzinfo
 
 
 def _iso(epoch: float) -> str:
@@ -198,19 +249,9 @@ def render(value: Any, fmt: str) -> bytes:
     if fmt == "json":
         return (json.dumps(to_jsonable(value), indent=2) + "\n").encode()
     if isinstance(value, pd.DataFrame):
-        shown = value.copy()
-        for column in shown.columns:
-            if isinstance(shown[column].dtype, pd.DatetimeTZDtype):
-                # CSV keeps the full precision (it is for programs); tables the local time to the millisecond.
-                if fmt == "csv":
-                    shown[column] = shown[column].map(lambda t: t.isoformat())
-                else:
-                    shown[column] = shown[column].map(
-                        lambda t: t.tz_convert(_local_zone()).isoformat(timespec="milliseconds")
-                    )
         if fmt == "csv":
-            return shown.to_csv(index=False).encode()
-        return (tabulate(shown, headers="keys", tablefmt="psql", showindex=False, missingval="") + "\n").encode()
+            return shown(value, "csv").to_csv(index=False).encode()
+        return table_text(value).encode()
     if fmt == "csv":
         return pd.DataFrame({"value": [json.dumps(to_jsonable(value))]}).to_csv(index=False).encode()
     return (json.dumps(to_jsonable(value), indent=2) + "\n").encode()
@@ -259,8 +300,10 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 emit(render(description, fmt), args, fmt)
         elif args.since is not None:
-            history = _select(product_history(space, args.channel, args.product, args.since, args.until), args.columns)
-            emit(render(history, fmt), args, fmt)
+            pages = product_history(
+                space, args.channel, args.product, args.since, args.until, args.columns, args.page_rows
+            )
+            write_pages(pages, fmt, args.output, f"product {args.product!r} of channel {args.channel!r}")
         else:
             _generation, value = product_value(space, args.channel, args.product, args.generation)
             emit(render(_select(value, args.columns), fmt), args, fmt)

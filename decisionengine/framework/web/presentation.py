@@ -162,15 +162,52 @@ def history_frame(items: Iterable[Mapping[str, Any]], product: str) -> pd.DataFr
     A DataFrame product gives every generation's rows with ``generation_id`` and
     ``generation_time`` (UTC) in front; any other product one row per generation, its
     ``value`` (dicts and lists as JSON text, so that CSV and Parquet can hold them).
-    ``de-query-tool --since`` and the server's ``query_tool`` both read history this way.
+    The server's ``query_tool`` reads history this way; ``de-query-tool --since`` the same
+    a page at a time (:func:`history_pages`).
     Items may name their ``taskmanager_id``: a channel's history may span several
     registrations (the reference registered a channel anew at every start, and an import
     keeps them), and when more than one contributes, a ``taskmanager_id`` column says which
     (generation ids repeat across them).
     ValueError when the product changed between a DataFrame and another type.
     """
-    items = list(displayed_items(items))
+    items = list(items)
     several = len({item.get("taskmanager_id") for item in items}) > 1
+    return next(history_pages(items, product, several=several, page_rows=None))
+
+
+def history_pages(
+    items: Iterable[Mapping[str, Any]], product: str, *, several: bool, page_rows: int | None
+) -> Iterator[pd.DataFrame]:
+    """:func:`history_frame` in pages of about ``page_rows`` rows (whole generations; None:
+    one page), taking items only as each page needs them: a history of any length is
+    written with one page in memory.  ``several`` says whether a ``taskmanager_id`` column
+    is wanted (the caller knows whether more than one registration contributes).  Always at
+    least one page (empty for an empty history).  ValueError, when the page that shows it
+    comes, if the product changed between a DataFrame and another type."""
+    kind: bool | None = None  # True: DataFrames; False: other values
+    as_json: bool | None = None  # other values: dicts and lists as JSON text, decided on the first page
+    page: list[dict[str, Any]] = []
+    rows = 0
+    yielded = False
+    for item in displayed_items(items):
+        is_frame = isinstance(item["value"], pd.DataFrame)
+        if kind is None:
+            kind = is_frame
+        elif kind != is_frame:
+            raise ValueError(f"product {product!r} changed between a DataFrame and other types: cannot make one table")
+        page.append(item)
+        rows += len(item["value"]) if is_frame else 1
+        if page_rows is not None and rows >= page_rows:
+            frame, as_json = _history_page(page, several, as_json)
+            yield frame
+            yielded, page, rows = True, [], 0
+    if page or not yielded:
+        yield _history_page(page, several, as_json)[0]
+
+
+def _history_page(items: list[dict[str, Any]], several: bool, as_json: bool | None) -> tuple[pd.DataFrame, bool | None]:
+    """One page of :func:`history_pages` (items all DataFrames or all other values), and
+    whether other values are shown as JSON text (the first page that has any decides)."""
     frames = []
     scalar_rows = []
     for item in items:
@@ -187,15 +224,15 @@ def history_frame(items: Iterable[Mapping[str, Any]], product: str) -> pd.DataFr
             frames.append(frame)
         else:
             scalar_rows.append({**front, "value": value})
-    if frames and scalar_rows:
-        raise ValueError(f"product {product!r} changed between a DataFrame and other types: cannot make one table")
     if frames:
-        return pd.concat(frames, ignore_index=True)
+        return pd.concat(frames, ignore_index=True), as_json
     columns = ["generation_id", "generation_time", *(["taskmanager_id"] if several else []), "value"]
     history = pd.DataFrame(scalar_rows, columns=columns)
-    if any(isinstance(v, dict | list | tuple) for v in history["value"]):
+    if as_json is None and scalar_rows:
+        as_json = any(isinstance(v, dict | list | tuple) for v in history["value"])
+    if as_json:
         history["value"] = [json.dumps(to_jsonable(v)) for v in history["value"]]
-    return history
+    return history, as_json
 
 
 def vertical(frame: pd.DataFrame) -> str:
