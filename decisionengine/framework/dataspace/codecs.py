@@ -20,6 +20,7 @@ import zlib
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
+import blake3
 import zstandard
 
 from decisionengine.framework.dataspace import unpickling
@@ -132,6 +133,17 @@ for _codec in (ZstdCodec(), ZlibCodec(), PickleCodec()):
     register(_codec)
 
 DEFAULT_CODEC = ZstdCodec.name
+
+
+def content_digest(raw: bytes) -> bytes:
+    """The 32-byte digest a payload is stored under (its pickled bytes' BLAKE3): equal
+    values are stored once.  BLAKE3 because it is cryptographic (a payload cannot be made
+    to take another's place) and four times faster than SHA-256 here (about 1.4 against
+    5.5 ms for the 8.8 MB of a 10k-row generation), which was most of what a generation
+    write cost beyond pickling, compressing and the insert.  (Payloads stored by versions
+    before it are keyed by SHA-256: an equal value written now is stored once more, and
+    the old copy goes with the last generation that uses it.)"""
+    return blake3.blake3(raw).digest()
 
 
 def pickle_bytes(obj: Any) -> bytes:

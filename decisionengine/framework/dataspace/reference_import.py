@@ -23,7 +23,7 @@ How an import keeps its promises:
 * **De-duplicated**: products are written with :meth:`DataSpace.write_generations`, which
   stores a payload once per content hash.  The reference copied every payload into every
   generation; identical source values are decoded once (a bounded cache keyed by the
-  SHA-256 of the source bytes), so a value repeated over many generations costs one
+  digest of the source bytes), so a value repeated over many generations costs one
   decode and one stored payload.
 * **Bounded memory**: task managers one at a time, generations in batches of at most
   ``batch_rows`` rows and ``batch_bytes`` source bytes (at least one generation); a batch
@@ -53,7 +53,6 @@ import ast
 import codecs as text_codecs
 import collections
 import datetime
-import hashlib
 import numbers
 import pathlib
 import time
@@ -224,7 +223,7 @@ def _unpickle(inner: bytes, policy: UnpicklePolicy, max_bytes: int) -> Any:
 
 
 class _DecodedValues:
-    """Decoded values by the SHA-256 of their source bytes, least recently used first out.
+    """Decoded values by the digest of their source bytes, least recently used first out.
 
     The reference stored a product's full value again in every generation, so the same
     bytes come back many times; decoding them once is most of what makes an import fast.
@@ -243,7 +242,7 @@ class _DecodedValues:
     def get(self, blob: bytes | None) -> Any:
         if blob is None:
             raise BadValue("the value is NULL")
-        digest = hashlib.sha256(blob).digest()
+        digest = codecs.content_digest(blob)
         entry = self._entries.get(digest)
         if entry is not None:
             self.hits += 1

@@ -12,8 +12,8 @@ How it keeps its promises:
 
 * **one transaction per generation write**: :meth:`SQLAlchemyDS.write_generation` writes
   the generation row, the new payloads and every product row in one transaction;
-* **payloads stored once**: a product row references its payload by the SHA-256 of the
-  pickled value; a payload already stored is neither compressed nor written again, and
+* **payloads stored once**: a product row references its payload by the digest of the
+  pickled value (:func:`codecs.content_digest`); a payload already stored is neither compressed nor written again, and
   :meth:`duplicate_datablock` copies product rows only (``INSERT ... SELECT``);
 * **writers and the Reaper do not trample each other**: the Reaper deletes a payload
   only when no product references it, and on PostgreSQL only when it can lock it without
@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import functools
-import hashlib
 import json
 import numbers
 import select
@@ -541,7 +540,7 @@ class SQLAlchemyDS(DataSource):
             except Exception as exc:
                 raise DataSpaceError(f"product {key!r} cannot be stored: it does not pickle ({exc})") from exc
             row = self._record_fields(key, header, metadata)
-            prepared.append(_Prepared(key, hashlib.sha256(raw).digest(), raw, row, row["generation_time"]))
+            prepared.append(_Prepared(key, codecs.content_digest(raw), raw, row, row["generation_time"]))
         return prepared
 
     @staticmethod
@@ -770,7 +769,7 @@ class SQLAlchemyDS(DataSource):
                     except Exception as exc:
                         raise DataSpaceError(f"product {key!r} cannot be stored: it does not pickle ({exc})") from exc
                 row = self._record_fields(key, header, metadata)
-                batch.append(_Prepared(key, hashlib.sha256(raw).digest(), raw, row, row["generation_time"]))
+                batch.append(_Prepared(key, codecs.content_digest(raw), raw, row, row["generation_time"]))
             if batch:
                 prepared.append((int(generation_id), batch))
         if not prepared:
