@@ -533,7 +533,7 @@ def run_backend(url: str, quick: bool, part: str) -> dict[str, Any]:
     sizes = (
         [(1_000, 10, 30), (10_000, 5, 10), (100_000, 3, 4)]
         if quick
-        else [(1_000, 30, 100), (10_000, 12, 30), (100_000, 5, 8)]
+        else [(1_000, 30, 100), (10_000, 12, 30), (100_000, 9, 8)]
     )
     results: dict[str, Any] = {"floors": bench_floors(space, url, sizes)}
     if part != "floors":
