@@ -19,7 +19,6 @@ from decisionengine.framework.config import policies
 from decisionengine.framework.config.global_config import load_global_config, validate_global_config
 from decisionengine.framework.config.ValidConfig import ValidConfig
 from decisionengine.framework.util.times import parse_time as _parse_time
-from decisionengine.framework.web.presentation import to_jsonable
 
 DEFAULT_ADDRESS = ("localhost", 8888)
 STATE_DIR_ENV = "DE_STATE_DIR"
@@ -226,6 +225,9 @@ def parse_time(text: str, now: float | None = None) -> float:
 
 
 def print_json(value: Any) -> None:
+    # imported here: it brings pandas, which a command printing plain data does not need
+    from decisionengine.framework.web.presentation import to_jsonable  # noqa: PLC0415
+
     print(json.dumps(to_jsonable(value), indent=2))
 
 

@@ -18,7 +18,6 @@ import xmlrpc.client
 from collections.abc import Callable
 from typing import Any
 
-import pandas as pd
 from tabulate import tabulate
 
 from decisionengine.framework.cli import sse_client
@@ -41,7 +40,6 @@ from decisionengine.framework.cli.connection import (
 from decisionengine.framework.cli.extras import enable_completion
 from decisionengine.framework.config.global_config import load_global_config
 from decisionengine.framework.taskmanager.states import State
-from decisionengine.framework.web.presentation import vertical
 
 PROG = "de-client"
 EPILOG = """examples:
@@ -134,6 +132,11 @@ def render_product(document: dict[str, Any], vertical_view: bool, width: int) ->
     if isinstance(value, list) and not value:
         return f"{title}\n(no rows)"  # an empty frame, or a query that matched nothing
     if isinstance(value, list) and all(isinstance(row, dict) for row in value):
+        # a thin client: pandas only to lay out a product's rows, not at every start
+        import pandas as pd  # noqa: PLC0415
+
+        from decisionengine.framework.web.presentation import vertical  # noqa: PLC0415
+
         frame = pd.DataFrame(value)
         index = document.get("index")
         if isinstance(index, list) and len(index) == len(frame):

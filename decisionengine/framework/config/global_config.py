@@ -18,12 +18,13 @@ from decisionengine.framework.config import policies
 from decisionengine.framework.config.errors import ConfigError
 from decisionengine.framework.config.schema import Bool, Custom, Int, ListOf, Number, Obj, Str, check
 from decisionengine.framework.config.ValidConfig import ValidConfig
-from decisionengine.framework.dataspace.maintain import (
+from decisionengine.framework.dataspace.retention import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_RETENTION_INTERVAL_DAYS,
     DEFAULT_SECONDS_BETWEEN_RUNS,
     DEFAULT_START_DELAY_SECONDS,
-    Reaper,
+    MIN_RETENTION_INTERVAL_DAYS,
+    MIN_SECONDS_BETWEEN_RUNS,
 )
 from decisionengine.framework.dataspace.unpickling import TRUSTABLE_MODULE, check_trusted_module
 
@@ -127,10 +128,8 @@ DATASPACE_SCHEMA = Obj(
             },
             default={},
         ),
-        "retention_interval_in_days": Number(
-            DEFAULT_RETENTION_INTERVAL_DAYS, minimum=Reaper.MIN_RETENTION_INTERVAL_DAYS
-        ),
-        "reaper_run_interval": Number(DEFAULT_SECONDS_BETWEEN_RUNS, minimum=Reaper.MIN_SECONDS_BETWEEN_RUNS),
+        "retention_interval_in_days": Number(DEFAULT_RETENTION_INTERVAL_DAYS, minimum=MIN_RETENTION_INTERVAL_DAYS),
+        "reaper_run_interval": Number(DEFAULT_SECONDS_BETWEEN_RUNS, minimum=MIN_SECONDS_BETWEEN_RUNS),
         "reaper_start_delay_seconds": Number(DEFAULT_START_DELAY_SECONDS, minimum=0),
         "reaper_batch_size": Int(DEFAULT_BATCH_SIZE, minimum=1),
         # PostgreSQL connections open at once across all the channel processes of one server

@@ -13,15 +13,26 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from decisionengine.framework.dataspace import retention
 from decisionengine.framework.dataspace.datasource import ReapReport
 from decisionengine.framework.dataspace.dataspace import DataSpace
 from decisionengine.framework.dataspace.errors import DataSpaceConfigurationError, DataSpaceConnectionError
+from decisionengine.framework.dataspace.retention import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_RETENTION_INTERVAL_DAYS,
+    DEFAULT_SECONDS_BETWEEN_RUNS,
+    DEFAULT_START_DELAY_SECONDS,
+)
 from decisionengine.framework.util.logger import get_logger
 
-DEFAULT_RETENTION_INTERVAL_DAYS = 365
-DEFAULT_SECONDS_BETWEEN_RUNS = 24 * 60 * 60
-DEFAULT_START_DELAY_SECONDS = 1818
-DEFAULT_BATCH_SIZE = 100
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_RETENTION_INTERVAL_DAYS",
+    "DEFAULT_SECONDS_BETWEEN_RUNS",
+    "DEFAULT_START_DELAY_SECONDS",
+    "Reaper",
+    "ReaperState",
+]
 #: a pass that failed because the database was away is tried again after this many seconds,
 #: doubling up to RETRY_MAX (never waiting longer than the usual interval between passes)
 RETRY_FIRST = 1.0
@@ -54,8 +65,8 @@ class Reaper:
     by user configuration.
     """
 
-    MIN_RETENTION_INTERVAL_DAYS = 7
-    MIN_SECONDS_BETWEEN_RUNS = 2 * 59 * 60  # 7080
+    MIN_RETENTION_INTERVAL_DAYS = retention.MIN_RETENTION_INTERVAL_DAYS
+    MIN_SECONDS_BETWEEN_RUNS = retention.MIN_SECONDS_BETWEEN_RUNS
 
     def __init__(
         self,
