@@ -9,11 +9,18 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, generate_latest, multiprocess
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from decisionengine.framework.util.metrics import CONTENT_TYPE_LATEST, Counter, Gauge, multiprocess_dir, prefixed
+from decisionengine.framework.util.metrics import (
+    CONTENT_TYPE_LATEST,
+    Counter,
+    Gauge,
+    SettledFilesCollector,
+    multiprocess_dir,
+    prefixed,
+)
 
 SERVER_UP = Gauge("server_up", "1 while the decision engine server runs", multiprocess_mode="livemax")
 DATASPACE_UP = Gauge(
@@ -66,7 +73,7 @@ def render(reaper: Any) -> tuple[bytes, str]:
     directory = multiprocess_dir()
     registry = CollectorRegistry()
     if directory is not None:
-        multiprocess.MultiProcessCollector(registry, path=directory)
+        SettledFilesCollector(registry, path=directory)
         registry.register(ReaperCollector(reaper))
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(REGISTRY) + generate_latest(_with(registry, ReaperCollector(reaper))), CONTENT_TYPE_LATEST

@@ -20,6 +20,7 @@ at run time for metrics created afterwards.
 
 from __future__ import annotations
 
+import glob
 import os
 import pathlib
 from typing import Any
@@ -100,6 +101,30 @@ def mark_process_dead(pid: int) -> None:
         multiprocess.mark_process_dead(pid, directory)
 
 
+#: a metrics file shorter than its header (the 4-byte used size, padded to 8) is one a
+#: process has created but not yet laid out
+_HEADER_BYTES = 8
+
+
+class SettledFilesCollector(multiprocess.MultiProcessCollector):
+    """prometheus_client's multiprocess collector, leaving out the files a process is
+    creating at this moment.  A new channel process creates its metrics file empty and
+    then sizes it; a scrape that read it in between failed whole (``struct.error``: a
+    500 for every metric, seen while channels start).  Such a file holds no sample yet,
+    so leaving it out loses nothing."""
+
+    def collect(self) -> Any:
+        files = [path for path in glob.glob(os.path.join(self._path, "*.db")) if _settled(path)]
+        return self.merge(files, accumulate=True)
+
+
+def _settled(path: str) -> bool:
+    try:
+        return os.path.getsize(path) >= _HEADER_BYTES
+    except OSError:  # gone meanwhile (a dead process's file removed)
+        return False
+
+
 def render_metrics(registry: CollectorRegistry | None = None) -> tuple[bytes, str]:
     """All metrics in the Prometheus text exposition format, and its content type.
 
@@ -110,7 +135,7 @@ def render_metrics(registry: CollectorRegistry | None = None) -> tuple[bytes, st
     if registry is None:
         if directory is not None:
             registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry, path=directory)
+            SettledFilesCollector(registry, path=directory)
         else:
             registry = prometheus_client.REGISTRY
     return prometheus_client.generate_latest(registry), CONTENT_TYPE_LATEST
