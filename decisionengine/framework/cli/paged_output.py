@@ -32,17 +32,18 @@ def local_zone() -> datetime.tzinfo | None:
 
 def shown(frame: pd.DataFrame, fmt: str) -> pd.DataFrame:
     """``frame`` with its zoned times as text: full precision in CSV (it is for programs),
-    local time to the millisecond in a table (it is for people)."""
-    shown = frame.copy()
-    for column in shown.columns:
-        if isinstance(shown[column].dtype, pd.DatetimeTZDtype):
-            if fmt == "csv":
-                shown[column] = shown[column].map(lambda t: t.isoformat())
-            else:
-                shown[column] = shown[column].map(
-                    lambda t: t.tz_convert(local_zone()).isoformat(timespec="milliseconds")
-                )
-    return shown
+    local time to the millisecond in a table (it is for people).  The local zone is looked
+    up once per page, not once per value."""
+    if fmt == "csv":
+        as_text = lambda t: t.isoformat()  # noqa: E731
+    else:
+        zone = local_zone()
+        as_text = lambda t: t.tz_convert(zone).isoformat(timespec="milliseconds")  # noqa: E731
+    result = frame.copy()
+    for column in result.columns:
+        if isinstance(result[column].dtype, pd.DatetimeTZDtype):
+            result[column] = result[column].map(as_text)
+    return result
 
 
 def table_text(frame: pd.DataFrame) -> str:
