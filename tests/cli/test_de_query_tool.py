@@ -140,6 +140,8 @@ def test_history_of_non_dataframe_products(history, tmp_path):
         (["chan", "sites", "--columns", "nope"], 2, "unknown columns ['nope']"),
         (["--since", "2h"], 2, "give --list, or a CHANNEL"),
         (["chan", "--since", "2h"], 2, "need a PRODUCT"),
+        (["chan", "sites", "--since", "1w", "--page-rows", "0"], 2, "must be a whole number of at least 1, not '0'"),
+        (["chan", "sites", "--since", "1w", "--page-rows", "many"], 2, "not 'many'"),
     ],
 )
 def test_errors(history, args, status, message):
