@@ -178,9 +178,13 @@ def test_channels_of_a_shared_source_report_the_outage_and_resume(tmp_path, data
         assert {row["source"]: row["shared"] for row in server.status()["sources"]} == {"counter": True}
         database.stop("fast")
         down = server.wait_for(
-            lambda s: all(c.get("database_unreachable_since") for c in s["channels"]),
+            # a channel may meet the outage itself first; its source's report follows
+            lambda s: all(
+                c.get("database_unreachable_since") and "counter" in (c.get("failing_sources") or {})
+                for c in s["channels"]
+            ),
             30,
-            "every consuming channel to report the outage",
+            "every consuming channel to report the outage and its failing source",
         )
         for channel in down["channels"]:
             assert channel["state"] == "STEADY", channel
