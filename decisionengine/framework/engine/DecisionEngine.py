@@ -13,12 +13,13 @@ snapshots on an event queue, which a pump thread applies to each :class:`Channel
 from __future__ import annotations
 
 import contextlib
+import functools
 import multiprocessing
 import os
 import pathlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from decisionengine.framework.config.channel_file import ChannelConfig, read_channel_file
@@ -178,15 +179,16 @@ class DecisionEngine:
             config,
             self._launch_args(),
             self.context,
-            self._notify,
+            functools.partial(self._notify, config.name),
             self.events.state,
             router=self.links,
             restart_policy=RestartPolicy.from_config(self.global_config),
             prepare_launch=self.sources.prepare_launch,
         )
 
-    def _notify(self) -> None:
-        self._export_channel_states()
+    def _notify(self, channel: str | None = None) -> None:
+        """Something changed: in ``channel`` (its worker reports), or anywhere (None)."""
+        self._export_channel_states(None if channel is None else (channel,))
         self.sources.wake()
         with self._changed:
             self._changed.notify_all()
@@ -291,17 +293,22 @@ class DecisionEngine:
     def cluster_status(self) -> dict[str, Any] | None:
         return self.cluster.status() if self.cluster is not None else None
 
-    def _export_channel_states(self) -> None:
+    def _export_channel_states(self, channels: Iterable[str] | None = None) -> None:
         """Channels whose process is not running are exported by the server itself.
 
-        Called on every change any channel reports: only what changed since the last call is
-        written (a gauge write is a write to a shared file, and hundreds of channels report
-        several times a generation)."""
+        Called on every change any channel reports, for that channel (``channels``; None:
+        every channel): only what changed since the last call is written (a gauge write is a
+        write to a shared file, and hundreds of channels report several times a generation;
+        looking at every channel on each report made the server's work grow with the square
+        of its channels)."""
+        if channels is None:
+            channels = [*self.workers, *self.config_failures]
         wanted: dict[str, State | None] = {}
-        for name, worker in list(self.workers.items()):
-            wanted[name] = None if worker.alive else worker.state
-        for name in list(self.config_failures):
-            wanted[name] = State.ERROR
+        for name in channels:
+            if name in self.config_failures:
+                wanted[name] = State.ERROR
+            elif (worker := self.workers.get(name)) is not None:
+                wanted[name] = None if worker.alive else worker.state
         for name, shown in wanted.items():
             if name in self._exported_states and self._exported_states[name] == shown:
                 continue

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
@@ -55,6 +56,10 @@ from decisionengine.framework.util.logger import get_logger
 
 #: shared source processes are known to the server (links, logs) as this, then the key
 PREFIX = "source:"
+
+#: the least time between two reconciles (seconds): what the keeper does on a wake waits at
+#: most this long, and a server of hundreds of channels is not kept busy by it
+RECONCILE_INTERVAL = 0.2
 
 
 class SourceWorker(ChannelWorker):
@@ -149,6 +154,8 @@ class SharedSources:
         self.last_delivery: dict[str, dict[str, Any]] = {}
         self.failing: dict[str, dict[str, Any] | None] = {}
         self._attachments: dict[str, int] = {}
+        #: source -> the de_source_status number last written
+        self._exported: dict[str, int] = {}
         self._lock = threading.RLock()
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -393,15 +400,24 @@ class SharedSources:
         self._wake.set()
 
     def _keep(self) -> None:
+        """Reconcile when woken, at most once per :data:`RECONCILE_INTERVAL`.
+
+        Every status report of every channel wakes this thread (several per generation), and a
+        reconcile looks at every source of every channel: unthrottled, a server of hundreds of
+        channels spent most of its CPU here (the cost grew with the square of its channels).
+        Wakes that come meanwhile are served by the next reconcile, which sees all they saw."""
         while not self._stopping.is_set():
             self._wake.wait()
-            self._wake.clear()
             if self._stopping.is_set():
                 return
+            self._wake.clear()
+            started = time.monotonic()
             try:
                 self.reconcile()
             except Exception:
                 self.logger.exception("shared sources: reconcile failed")
+            if self._stopping.wait(max(0.0, RECONCILE_INTERVAL - (time.monotonic() - started))):
+                return
 
     def reconcile(self) -> None:
         """Detach channels that no longer run; stop sources nobody uses; start those a
@@ -498,6 +514,7 @@ class SharedSources:
                 for key, name in self.runs_on.items()
                 if name is not None and key in shared and not shared[key].alive
             }
+        channel_statuses: dict[str, dict[str, Any]] = {}
         for key, row in rows.items():
             source = shared.get(key)
             if key in elsewhere and self.cluster_wide:
@@ -534,7 +551,9 @@ class SharedSources:
                 continue
             row["shared"] = len(row["channels"]) > 1
             for name in row["channels"]:
-                channel = workers[name].status()
+                if name not in channel_statuses:  # once per channel, not once per source of it
+                    channel_statuses[name] = workers[name].status()
+                channel = channel_statuses[name]
                 detail = (channel.get("sources") or {}).get(key) or {}
                 if channel.get("process_alive"):
                     row["consumers"].append(name)
@@ -551,14 +570,17 @@ class SharedSources:
         return [rows[key] for key in sorted(rows)]
 
     def _export(self, workers: dict[str, ChannelWorker]) -> None:
-        """``de_source_status{source_name}`` (the reference's numbers), written by the server only."""
+        """``de_source_status{source_name}`` (the reference's numbers), written by the server only,
+        and only where a number changed (each write is a write to a file shared by processes)."""
         del workers
         for row in self.statuses():
             state = row["state"] or "OFFLINE"
             if row["missed_update_count"] and state in ("ACTIVE", "STEADY"):
                 state = "ERROR"
             number = metrics.REFERENCE_SOURCE_STATES.get(state, metrics.REFERENCE_SOURCE_STATES["OFFLINE"])
-            metrics.REF_SOURCE_STATUS.labels(row["source"]).set(number)
+            if self._exported.get(row["source"]) != number:
+                self._exported[row["source"]] = number
+                metrics.REF_SOURCE_STATUS.labels(row["source"]).set(number)
 
 
 def _checked_delivery(value: Any) -> dict[str, Any] | None:

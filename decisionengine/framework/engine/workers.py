@@ -15,6 +15,7 @@ call is still running ``module_timeout`` seconds later, the channel process is k
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import threading
@@ -24,12 +25,16 @@ from typing import Any
 
 from decisionengine.framework.engine import supervision
 from decisionengine.framework.engine.channel_process import ChannelLaunch, main
+from decisionengine.framework.engine.deadlines import Deadlines
 from decisionengine.framework.engine.restarts import RestartPolicy
 from decisionengine.framework.taskmanager.states import FINISHED, State
 from decisionengine.framework.util import metrics
 from decisionengine.framework.util.logger import get_logger
 
 Notify = Callable[[], None]
+
+#: the hang watchdog of every worker of the process: one thread, not one per armed worker
+WATCHDOG = Deadlines("hang-watchdog")
 #: (channel, state, since): told of every change of a channel's state, whoever made it
 StateListener = Callable[[str, str, float | None], None]
 
@@ -96,7 +101,6 @@ class ChannelWorker:
         self.runs_on: str | None = None
         self._generation_at_start = 0
         self._lock = threading.RLock()
-        self._watchdog: threading.Timer | None = None
         self._exited = threading.Event()
         self._ended = threading.Event()
 
@@ -511,24 +515,17 @@ class ChannelWorker:
     # -- hang watchdog -----------------------------------------------------------------------
 
     def _arm_watchdog(self, snapshot: dict[str, Any]) -> None:
-        self._cancel_watchdog()
         busy = snapshot.get("busy") or {}
         timeout = float(snapshot.get("module_timeout") or 0)
         if not busy or timeout <= 0:
+            self._cancel_watchdog()
             return
         module, since = min(busy.items(), key=lambda item: item[1])
         delay = max(0.0, since + timeout - time.time())
-        timer = threading.Timer(delay, self._check_hang, args=(module, since, timeout))
-        timer.daemon = True
-        with self._lock:
-            self._watchdog = timer
-        timer.start()
+        WATCHDOG.arm(self, delay, functools.partial(self._check_hang, module, since, timeout))
 
     def _cancel_watchdog(self) -> None:
-        with self._lock:
-            timer, self._watchdog = self._watchdog, None
-        if timer is not None:
-            timer.cancel()
+        WATCHDOG.cancel(self)
 
     def _check_hang(self, module: str, since: float, timeout: float) -> None:
         with self._lock:
