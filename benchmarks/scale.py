@@ -68,7 +68,9 @@ def pss_bytes(pid: int) -> int:
 class Server:
     """One de-server process with every channel file; its name is its cluster server_name."""
 
-    def __init__(self, root: pathlib.Path, name: str, url: str, channels: int, schedule: float) -> None:
+    def __init__(
+        self, root: pathlib.Path, name: str, url: str, channels: int, schedule: float, log_level: str = "WARNING"
+    ) -> None:
         self.name = name
         self.root = root / name
         self.port = free_port()
@@ -82,7 +84,7 @@ class Server:
                     "server_address": ["127.0.0.1", self.port],
                     "logger": {
                         "log_file": str(self.root / "logs" / "de.log"),
-                        "log_level": "WARNING",
+                        "log_level": log_level,
                         "global_channel_log_level": "WARNING",
                     },
                     "dataspace": {
@@ -233,6 +235,9 @@ def main() -> int:
     parser.add_argument("--channels", type=int, default=200)
     parser.add_argument("--schedule", type=float, default=10.0, help="seconds between acquisitions of each source")
     parser.add_argument("--measure", type=float, default=60.0, help="seconds of steady running measured")
+    parser.add_argument(
+        "--log-level", default="WARNING", help="the servers' log level (INFO shows every cluster assignment)"
+    )
     parser.add_argument("--limit", type=float, default=30.0, help="a rebalance slower than this fails the run")
     args = parser.parse_args()
 
@@ -245,7 +250,8 @@ def main() -> int:
         sampler = ConnectionSampler(url)
         sampler.start()
         servers = [
-            Server(pathlib.Path(tmp), f"de-{i + 1}", url, args.channels, args.schedule) for i in range(args.servers)
+            Server(pathlib.Path(tmp), f"de-{i + 1}", url, args.channels, args.schedule, args.log_level)
+            for i in range(args.servers)
         ]
         try:
             log(f"starting {args.servers} servers with {args.channels} channels each ...")

@@ -87,21 +87,35 @@ class Cluster:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # one beat at a time (the thread, a drain, the first beat)
+        #: the newest view the heartbeat thread handed to the applier thread
+        self._pending: tuple[int, View] | None = None
+        self._beats = 0  # views made so far (under _lock)
+        self._applied = 0  # the number of the last view applied (under _apply_lock)
+        self._pending_lock = threading.Lock()
+        self._apply_wake = threading.Event()
+        self._apply_lock = threading.Lock()  # one apply at a time
+        self._applier: threading.Thread | None = None
+        #: how long the last apply took (seconds; the cluster status shows it)
+        self.last_apply_seconds: float | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
     def start(self) -> None:
-        """One beat now (so that a lone server starts its channels at once), then the thread."""
+        """One beat now (so that a lone server starts its channels at once), then the threads."""
         self.beat()
         self._thread = threading.Thread(target=self._run, name="cluster", daemon=True)
         self._thread.start()
+        self._applier = threading.Thread(target=self._apply_latest, name="cluster-apply", daemon=True)
+        self._applier.start()
 
     def stop(self) -> None:
         """Leave the cluster: the others take this server's channels as they are released."""
         self._stop.set()
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(5)
+        self._apply_wake.set()
+        for thread in (self._thread, self._applier):
+            if thread is not None:
+                thread.join(5)
         self.membership.leave()
         self.logger.info("left the cluster")
 
@@ -110,22 +124,60 @@ class Cluster:
         self._wake.set()
 
     def _run(self) -> None:
+        """Heartbeat and look every interval; what to do is handed to the applier thread.
+
+        Applying can take long on a loaded machine (it starts up to ``max_starting`` channel
+        processes); a heartbeat that waited for it came later than ``member_timeout`` and
+        the others took this server for dead, took its channels, and it took them back at
+        its next beat: the cluster thrashed instead of settling."""
         while not self._stop.is_set():
             self._wake.wait(self.settings.heartbeat_interval)
             self._wake.clear()
             if self._stop.is_set():
                 return
-            self.beat()
+            self.beat(wait=False)
+
+    def _apply_latest(self) -> None:
+        """Apply the newest view handed over (views that came meanwhile are skipped: each
+        is the whole assignment)."""
+        while not self._stop.is_set():
+            self._apply_wake.wait()
+            self._apply_wake.clear()
+            with self._pending_lock:
+                pending, self._pending = self._pending, None
+            if pending is not None and not self._stop.is_set():
+                self._apply(*pending)
+
+    def _apply(self, number: int, view: View) -> None:
+        """Apply the view of beat ``number``, unless a later beat's was applied already (a
+        drain's beat applies at once, while the applier may still hold an older view)."""
+        with self._apply_lock:
+            if number <= self._applied:
+                return
+            self._applied = number
+            started = time.monotonic()
+            try:
+                self.apply(view)
+            except Exception:  # applying must never stop the cluster's threads
+                self.logger.exception("could not apply the cluster assignment")
+            self.last_apply_seconds = time.monotonic() - started
 
     # -- one beat --------------------------------------------------------------------------------
 
-    def beat(self) -> View | None:
-        """Heartbeat, look, balance, apply.  Returns the view, or None when the database failed."""
+    def beat(self, *, wait: bool = True) -> View | None:
+        """Heartbeat, look, balance, apply.  Returns the view, or None when the database failed.
+
+        ``wait``: apply before returning (a drain, the first beat); else hand the view to the
+        applier thread and return at once (the heartbeat thread)."""
         with self._lock:
+            started = time.monotonic()
             channels, placements = self.offer()
+            offered = time.monotonic()
             try:
                 joined = self.membership.beat(channels, self.draining)
+                beaten = time.monotonic()
                 members, holders = self.membership.look()
+                looked = time.monotonic()
             except Exception as exc:
                 self._unreachable(exc)
                 return None
@@ -138,6 +190,8 @@ class Cluster:
             assignment = assign([name for name in known if not is_source(name)], servers, holders, placements)
             assignment.update(assign(sources, servers, holders, {}))
             view = View(members=tuple(members), holders=holders, assignment=assignment, at=time.time())
+            self._beats += 1
+            number = self._beats
             previous, self.view = self.view, view
             if previous is None or _summary(previous) != _summary(view):
                 mine = sorted(name for name, server in view.assignment.items() if server == self.server_id)
@@ -147,11 +201,23 @@ class Cluster:
                     channels_here=len(mine),
                     channels_total=len(view.assignment),
                 )
-            try:
-                self.apply(view)
-            except Exception:  # applying must never stop the heartbeat
-                self.logger.exception("could not apply the cluster assignment")
-            return view
+            took = time.monotonic() - started
+            if took > self.settings.member_timeout / 4:
+                self.logger.warning(
+                    "slow cluster heartbeat: the others take this server for dead after member_timeout",
+                    seconds=round(took, 3),
+                    member_timeout=self.settings.member_timeout,
+                    offer=round(offered - started, 3),
+                    heartbeat=round(beaten - offered, 3),
+                    look=round(looked - beaten, 3),
+                )
+        if wait:
+            self._apply(number, view)
+        else:
+            with self._pending_lock:
+                self._pending = (number, view)
+            self._apply_wake.set()
+        return view
 
     def _unreachable(self, exc: BaseException) -> None:
         self.last_error = f"{type(exc).__name__}: {exc}"
@@ -214,6 +280,7 @@ class Cluster:
             "member_timeout": self.settings.member_timeout,
             "viewed_at": view.at if view else None,
             "database_unreachable_since": self.unreachable_since,
+            "last_apply_seconds": self.last_apply_seconds,
             "last_error": self.last_error,
             "members": members,
         }
