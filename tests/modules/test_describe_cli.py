@@ -5,7 +5,7 @@ import pathlib
 import subprocess
 import sys
 
-import _jsonnet
+import _gojsonnet
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -56,7 +56,7 @@ def test_describe_transform_shows_consumes():
 def test_config_template_is_valid_jsonnet_naming_module_and_class():
     result = run_module(SAMPLE, "--config-template")
     assert result.returncode == 0, result.stderr
-    config = json.loads(_jsonnet.evaluate_snippet("template", result.stdout))
+    config = json.loads(_gojsonnet.evaluate_snippet("template", result.stdout))
     entry = config["sources"]["SourceWithSampleConfigNOP"]
     assert entry["module"] == SAMPLE
     assert entry["name"] == "SourceWithSampleConfigNOP"
@@ -69,7 +69,7 @@ def test_config_template_marks_required_parameters():
     assert result.returncode == 0, result.stderr
     assert '"data_product_name": null,  // required, str' in result.stdout
     publisher = run_module("tests.fixtures.modules.PublisherNOP", "--config-template")
-    config = json.loads(_jsonnet.evaluate_snippet("template", publisher.stdout))
+    config = json.loads(_gojsonnet.evaluate_snippet("template", publisher.stdout))
     assert config["publishers"]["PublisherNOP"]["parameters"] == {"destination": "nowhere"}
     assert "schedule" not in config["publishers"]["PublisherNOP"]
 

@@ -1,5 +1,10 @@
 """``ValidConfig``: a read-only mapping over an evaluated jsonnet configuration file.
 
+Files are evaluated by go-jsonnet (``gojsonnet``), the Go implementation the jsonnet project
+maintains beside the C++ one: it evaluates a channel file in well under a millisecond where
+the C++ one takes about 60 ms (it prepares its standard library for every file), which made
+a server of hundreds of channels spend its first seconds in jsonnet.
+
 jsonnet imports resolve relative to the importing file first (jsonnet's own rule), then
 in :data:`LIBRARY_DIR`, the directory shipped with this package that holds
 ``de_std.libsonnet``, so a channel file can say ``local de_std = import 'de_std.libsonnet';``.
@@ -14,7 +19,7 @@ import pathlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-import _jsonnet
+import _gojsonnet
 
 LIBRARY_DIR = str(pathlib.Path(__file__).resolve().parent / "libsonnet")
 
@@ -29,7 +34,7 @@ def evaluate_jsonnet(path: str | os.PathLike[str]) -> Any:
     if not file.is_file():
         raise FileNotFoundError(f"configuration file {str(file)!r} does not exist or is not a file")
     try:
-        text = _jsonnet.evaluate_file(str(file), jpathdir=[str(file.resolve().parent), LIBRARY_DIR])
+        text = _gojsonnet.evaluate_file(str(file), jpathdir=[str(file.resolve().parent), LIBRARY_DIR])
     except RuntimeError as exc:
         raise RuntimeError(f"{file}: invalid jsonnet: {str(exc).strip()}") from None
     return json.loads(text)
