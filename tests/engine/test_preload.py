@@ -46,6 +46,8 @@ def report(path: str) -> None:
                     "arrow_pool": pyarrow.default_memory_pool().backend_name,
                     "head_cached": migrations.head_revision.cache_info().currsize,
                     "validation_loaded": "decisionengine.framework.config.validation" in sys.modules,
+                    # go-jsonnet starts Go's threads when loaded: a forked process would lack them
+                    "go_runtime_loaded": "_gojsonnet" in sys.modules,
                     "warm_up_labels": warm_up_labels,
                     "root_handlers": len(logging.getLogger().handlers),
                     "last_resort": logging.lastResort is not None,
@@ -98,6 +100,7 @@ def test_a_forked_process_shares_the_preloaded_framework_and_does_not_rerun_the_
     assert child["arrow_pool"] == "system"
     assert child["head_cached"] == 1  # computed once, in the fork server
     assert child["validation_loaded"]
+    assert not child["go_runtime_loaded"]
     assert child["warm_up_labels"] == []  # the warm-up counts in no channel's metrics
     assert child["root_handlers"] == 0 and child["last_resort"]  # nor changes its logging
 

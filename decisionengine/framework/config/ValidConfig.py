@@ -3,7 +3,9 @@
 Files are evaluated by go-jsonnet (``gojsonnet``), the Go implementation the jsonnet project
 maintains beside the C++ one: it evaluates a channel file in well under a millisecond where
 the C++ one takes about 60 ms (it prepares its standard library for every file), which made
-a server of hundreds of channels spend its first seconds in jsonnet.
+a server of hundreds of channels spend its first seconds in jsonnet.  It is imported where a
+file is evaluated, not with this module: it starts the Go runtime's threads, which a process
+forked afterwards (the channel processes' fork server imports this module) would not have.
 
 jsonnet imports resolve relative to the importing file first (jsonnet's own rule), then
 in :data:`LIBRARY_DIR`, the directory shipped with this package that holds
@@ -19,8 +21,6 @@ import pathlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-import _gojsonnet
-
 LIBRARY_DIR = str(pathlib.Path(__file__).resolve().parent / "libsonnet")
 
 
@@ -30,6 +30,8 @@ def evaluate_jsonnet(path: str | os.PathLike[str]) -> Any:
     ``FileNotFoundError`` if there is no such file; ``RuntimeError`` naming the file and
     carrying jsonnet's own message (position included) when it does not evaluate.
     """
+    import _gojsonnet  # noqa: PLC0415 - see the module's docstring
+
     file = pathlib.Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"configuration file {str(file)!r} does not exist or is not a file")
