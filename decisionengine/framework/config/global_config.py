@@ -28,6 +28,9 @@ from decisionengine.framework.dataspace.retention import (
 )
 from decisionengine.framework.dataspace.unpickling import TRUSTABLE_MODULE, check_trusted_module
 
+#: the niceness channel and source processes add to their own (``channel_nice``)
+DEFAULT_CHANNEL_NICE = 10
+
 DEFAULT_SERVER_ADDRESS = ["localhost", 8888]
 DEFAULT_DATASOURCE_MODULE = "decisionengine.framework.dataspace.datasources.sqlalchemy_ds"
 DEFAULT_DATASOURCE_NAME = "SQLAlchemyDS"
@@ -175,6 +178,9 @@ GLOBAL_SCHEMA = Obj(
         ),
         "logger": LOGGER_SCHEMA,
         "shutdown_timeout": Number(10, minimum=0),
+        # niceness added by channel and source processes: the server and database come first
+        # under contention (see engine.supervision.yield_to_the_server)
+        "channel_nice": Int(DEFAULT_CHANNEL_NICE, minimum=0, maximum=19),
         # a channel that fails is started again by itself: see decisionengine.framework.engine.restarts
         "channel_restart": Obj(
             {

@@ -34,6 +34,12 @@ from decisionengine.framework.dataspace.errors import DataSpaceConnectionError
 SLOT_FILE = "slot-{}.lock"
 #: how long a connection waits for a free slot before the attempt fails like a lost database
 DEFAULT_WAIT = 30.0
+#: seconds between looks for a free slot: doubling from the first to the longest.  A waiting
+#: process looks at every slot file each time; with the longest pause at 50 ms, sixty channels
+#: waiting on a loaded machine spent the CPU the slots' holders needed to finish and give
+#: them back (benchmarks/scale.py), so waiters look at most about four times a second
+FIRST_PAUSE = 0.005
+LONGEST_PAUSE = 0.25
 #: seconds a channel process's pool may sit idle before its connections are closed
 IDLE_CLOSE = 0.5
 
@@ -60,7 +66,7 @@ class ConnectionGate:
     def take(self) -> int:
         """A slot's file descriptor, holding its lock; waits up to ``wait`` seconds."""
         deadline = time.monotonic() + self.wait
-        pause = 0.002
+        pause = FIRST_PAUSE
         while True:
             for path in random.sample(self.paths, len(self.paths)):
                 fd = os.open(path, os.O_RDWR)
@@ -75,8 +81,8 @@ class ConnectionGate:
                     f"no database connection slot came free within {self.wait:g} s: all "
                     f"{len(self.paths)} (dataspace.channel_connections) are in use by this server's channels"
                 )
-            time.sleep(pause)
-            pause = min(pause * 2, 0.05)
+            time.sleep(pause * random.uniform(0.5, 1.0))
+            pause = min(pause * 2, LONGEST_PAUSE)
 
     @staticmethod
     def give_back(fd: int) -> None:

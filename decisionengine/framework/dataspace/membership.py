@@ -33,6 +33,7 @@ import sqlalchemy as sa
 from decisionengine.framework.dataspace import ownership
 from decisionengine.framework.dataspace.datasources.schema import channel_owner, server_member
 from decisionengine.framework.dataspace.datasources.sqlalchemy_ds import GENERATIONS_CHANNEL
+from decisionengine.framework.util.logger import get_logger
 
 LIVENESS_PREFIX = "server-"
 
@@ -88,6 +89,9 @@ class Membership:
         #: heartbeats and liveness locks need a moment to come back too
         self._judge_from = 0.0
         self._failed = False
+        #: when this server's last heartbeat was written, and the gap before it (monotonic s)
+        self._beat_at: float | None = None
+        self._beat_gap = 0.0
 
     # -- this server --------------------------------------------------------------------------
 
@@ -105,7 +109,19 @@ class Membership:
         if self._failed:  # back after an outage: give the others member_timeout to come back too
             self._failed = False
             self._judge_from = time.monotonic() + self.member_timeout
+        now = time.monotonic()
+        self._beat_gap = now - self._beat_at if self._beat_at is not None else 0.0
+        self._beat_at = now
         return joined
+
+    @property
+    def lagging(self) -> bool:
+        """Whether this server's own heartbeats came far apart (more than half member_timeout).
+
+        Then the machine or the database is overloaded, and the others' late heartbeats may be
+        the same overload, not their death: taking them for dead would move their channels
+        and boot more processes, adding to the overload (the cluster thrashed that way)."""
+        return self._beat_gap > self.member_timeout / 2
 
     def _beat(self, channels: list[str], draining: bool) -> bool:
         if not self._lock.held() and not self._lock.acquire():
@@ -167,12 +183,24 @@ class Membership:
             }
         live, dead = [], []
         judging = time.monotonic() >= self._judge_from
+        lagging = self.lagging
         for row in rows:
-            fresh = now - row.heartbeat_at <= self.member_timeout
+            age = now - row.heartbeat_at
+            # a lost liveness lock is always believed (the process or its session is gone); a
+            # late heartbeat only while this server keeps its own beat (see ``lagging``)
+            fresh = age <= self.member_timeout or lagging
             if row.server_id == self.server_id or not judging or (fresh and row.server_id in held):
                 live.append(_member(row))
             else:
                 dead.append(row.server_id)
+                get_logger().bind(module="membership").warning(
+                    "server taken for dead",
+                    member=row.name,
+                    member_id=row.server_id,
+                    heartbeat_age=round(age, 3),
+                    member_timeout=self.member_timeout,
+                    liveness_lock_held=row.server_id in held,
+                )
         if dead:
             with self.datasource._transaction("remove dead servers", write=True) as conn:
                 conn.execute(sa.delete(server_member).where(server_member.c.server_id.in_(dead)))

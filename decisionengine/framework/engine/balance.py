@@ -15,8 +15,10 @@ The rules, in order:
 3. ``placement.prefer``: on one of those servers while one of them can run it.
 4. Balance: with C channels and S servers, each server gets C // S channels, and
    C % S of them one more.  A channel stays where it runs while its server has room
-   (no needless hand-overs); the others go to the least loaded server, ties broken by a
-   hash of (channel, server) so that channels spread evenly and every server agrees.
+   (no needless hand-overs); the others go, by a hash of (channel, server), to one of the
+   servers with room (so that channels spread evenly, every server agrees, and a channel's
+   server does not change each time another channel is claimed); when none has room (placement
+   constraints), to the least loaded.
 """
 
 from __future__ import annotations
@@ -111,8 +113,14 @@ def assign(
         if not ids:
             result[name] = None
             continue
-        roomy = [server_id for server_id in ids if loads.has_room(server_id)] or ids
-        chosen = min(roomy, key=lambda server_id: (loads.load.get(server_id, 0), _spread(name, server_id)))
+        roomy = [server_id for server_id in ids if loads.has_room(server_id)]
+        if roomy:
+            # by hash among the servers with room, not the least loaded: the loads change with
+            # every claim that lands (the channel moves to the first loop), and a choice by load
+            # then named another server for the channels not yet claimed at nearly every beat
+            chosen = min(roomy, key=lambda server_id: _spread(name, server_id))
+        else:
+            chosen = min(ids, key=lambda server_id: (loads.load.get(server_id, 0), _spread(name, server_id)))
         loads.give(chosen)
         result[name] = chosen
     return result

@@ -31,6 +31,11 @@ from decisionengine.framework.dataspace.membership import Member, Membership
 from decisionengine.framework.engine.balance import Placement, Server, assign
 from decisionengine.framework.util.logger import get_logger
 
+#: heartbeat intervals the balancer must name a channel's new server in a row before it moves
+#: (see Cluster._settled)
+SETTLE_BEATS = 3
+_NOTHING = object()
+
 
 @dataclass(frozen=True)
 class ClusterSettings:
@@ -95,6 +100,10 @@ class Cluster:
         self._apply_wake = threading.Event()
         self._apply_lock = threading.Lock()  # one apply at a time
         self._applier: threading.Thread | None = None
+        #: channel -> (the server the balancer names for it, since when): see _settled
+        self._proposed: dict[str, tuple[str | None, float]] = {}
+        #: channel -> the server this server acts on (under _lock)
+        self._acted: dict[str, Any] = {}
         #: how long the last apply took (seconds; the cluster status shows it)
         self.last_apply_seconds: float | None = None
 
@@ -189,6 +198,7 @@ class Cluster:
             sources = [name for name in known if is_source(name)]
             assignment = assign([name for name in known if not is_source(name)], servers, holders, placements)
             assignment.update(assign(sources, servers, holders, {}))
+            assignment = self._settled(assignment, {m.server_id for m in members})
             view = View(members=tuple(members), holders=holders, assignment=assignment, at=time.time())
             self._beats += 1
             number = self._beats
@@ -218,6 +228,31 @@ class Cluster:
                 self._pending = (number, view)
             self._apply_wake.set()
         return view
+
+    def _settled(self, assignment: dict[str, str | None], live: set[str]) -> dict[str, str | None]:
+        """The assignment this server acts on: a channel moves only once the balancer has
+        named its new server for :data:`SETTLE_BEATS` heartbeat intervals in a row (and at
+        least half ``member_timeout``: a channel process boots in seconds on a loaded machine).
+
+        A channel that no server holds (one in transit) goes to the least loaded server,
+        and the loads change as channels are claimed: on a loaded machine the balancer named
+        another server at nearly every beat, each started and handed over the channel in
+        turn, and the cluster never settled.  A channel whose server left moves at once."""
+        now = time.monotonic()
+        settle = max(SETTLE_BEATS * self.settings.heartbeat_interval, self.settings.member_timeout / 2)
+        acted: dict[str, str | None] = {}
+        for name, target in assignment.items():
+            proposed = self._proposed.get(name)
+            if proposed is None or proposed[0] != target:
+                proposed = self._proposed[name] = (target, now)
+            current = self._acted.get(name, _NOTHING)
+            if current is _NOTHING or current == target or current not in live or now - proposed[1] >= settle:
+                self._acted[name] = target
+            acted[name] = self._acted[name]
+        for gone in set(self._acted) - set(assignment):
+            del self._acted[gone]
+            self._proposed.pop(gone, None)
+        return acted
 
     def _unreachable(self, exc: BaseException) -> None:
         self.last_error = f"{type(exc).__name__}: {exc}"

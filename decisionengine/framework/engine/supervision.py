@@ -60,6 +60,8 @@ import tempfile
 import threading
 from typing import Any
 
+from decisionengine.framework.config.global_config import DEFAULT_CHANNEL_NICE
+
 PR_SET_PDEATHSIG = 1
 PR_GET_PDEATHSIG = 2
 #: the pid the fork server must have as parent; set only while de-server starts it
@@ -154,6 +156,21 @@ def guard_forked_child() -> bool | None:
     if parent is not None and parent.sentinel is not None:
         kill_self_when_closed(parent.sentinel)
     return armed
+
+
+def yield_to_the_server(global_config: dict[str, Any] | None) -> int:
+    """Lower this (channel or source) process's CPU priority by ``channel_nice``; the niceness added.
+
+    Under CPU contention the server and the database then come first: a heartbeat that waits
+    behind a hundred booting channel processes comes late, the other servers take this one
+    for dead and move its channels, which boots more processes (the cluster thrashed that way
+    in ``benchmarks/scale.py``).  On an idle machine it changes nothing."""
+    step = int((global_config or {}).get("channel_nice", DEFAULT_CHANNEL_NICE))
+    if step > 0:
+        with contextlib.suppress(OSError):
+            os.nice(step)
+            return step
+    return 0
 
 
 # -- starting the fork server from a thread that lives as long as the process ---------------------

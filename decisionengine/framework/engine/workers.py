@@ -20,7 +20,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from decisionengine.framework.engine import supervision
@@ -32,6 +32,9 @@ from decisionengine.framework.util import metrics
 from decisionengine.framework.util.logger import get_logger
 
 Notify = Callable[[], None]
+
+#: seconds a reader (status, the cluster's offer) waits for a worker's lock (see ChannelWorker._reading)
+READ_WAIT = 0.05
 
 #: the hang watchdog of every worker of the process: one thread, not one per armed worker
 WATCHDOG = Deadlines("hang-watchdog")
@@ -118,8 +121,24 @@ class ChannelWorker:
         signal it (``os.kill(None, ...)`` is a TypeError)."""
         return self.process is not None and self.process.pid is not None and not self._ended.is_set()
 
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        """The lock, for a reader, waited for at most :data:`READ_WAIT` seconds.
+
+        The lock is held while the channel's process starts, which takes seconds on a loaded
+        machine; the status and the cluster's offer read every channel in the order the
+        cluster starts them, so each waited for one start after the other (the offer, and
+        with it the heartbeat, came 20-30 s late).  Past the wait, the fields are read as
+        they are: each read is atomic, at worst a moment's mix of before and after."""
+        locked = self._lock.acquire(timeout=READ_WAIT)
+        try:
+            yield
+        finally:
+            if locked:
+                self._lock.release()
+
     def status(self) -> dict[str, Any]:
-        with self._lock:
+        with self._reading():
             status = dict(self.snapshot)
             status.setdefault("channel", self.name)
             status["server_reason"] = self.reason
@@ -328,7 +347,7 @@ class ChannelWorker:
     def offered(self) -> bool:
         """Whether this server offers to run the channel: wanted, and not failed for good
         (a refused configuration, or an ERROR with no restart coming)."""
-        with self._lock:
+        with self._reading():
             return self._offered()
 
     def _offered(self) -> bool:
