@@ -237,7 +237,8 @@ class Cluster:
         A channel that no server holds (one in transit) goes to the least loaded server,
         and the loads change as channels are claimed: on a loaded machine the balancer named
         another server at nearly every beat, each started and handed over the channel in
-        turn, and the cluster never settled.  A channel whose server left moves at once."""
+        turn, and the cluster never settled.  A channel whose server left moves at once, and
+        one no server offers any more is nobody's at once."""
         now = time.monotonic()
         settle = max(SETTLE_BEATS * self.settings.heartbeat_interval, self.settings.member_timeout / 2)
         acted: dict[str, str | None] = {}
@@ -246,7 +247,13 @@ class Cluster:
             if proposed is None or proposed[0] != target:
                 proposed = self._proposed[name] = (target, now)
             current = self._acted.get(name, _NOTHING)
-            if current is _NOTHING or current == target or current not in live or now - proposed[1] >= settle:
+            if (
+                current is _NOTHING
+                or current == target
+                or target is None  # nobody offers it any more
+                or current not in live
+                or now - proposed[1] >= settle
+            ):
                 self._acted[name] = target
             acted[name] = self._acted[name]
         for gone in set(self._acted) - set(assignment):
