@@ -35,3 +35,9 @@ def test_a_channel_whose_server_left_moves_at_once_and_gone_channels_are_forgott
     assert one._settled({"x": "B", "y": "B"}, {"B"}) == {"x": "B", "y": "B"}  # A is gone
     assert one._settled({"x": None}, {"B"}) == {"x": None}  # nobody offers x any more
     assert set(one._acted) == {"x"} and set(one._proposed) == {"x"}
+
+
+def test_a_channel_leaves_a_draining_server_at_once(sqlite_url):
+    one = cluster(sqlite_url)
+    assert one._settled({"x": "A"}, {"A", "B"}) == {"x": "A"}
+    assert one._settled({"x": "B"}, {"A", "B"}, {"A"}) == {"x": "B"}

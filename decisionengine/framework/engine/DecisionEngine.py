@@ -589,6 +589,7 @@ class DecisionEngine:
         del self.workers[channel]
         self._poke_cluster()
         self._notify()
+        self.sources.reconcile_now()  # its shared sources list it no more once this answers
         return f"channel {channel} {'killed and ' if killed else ''}removed"
 
     def wait_while(self, state: State, timeout: float | None) -> tuple[bool, list[str]]:

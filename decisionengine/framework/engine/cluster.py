@@ -198,7 +198,9 @@ class Cluster:
             sources = [name for name in known if is_source(name)]
             assignment = assign([name for name in known if not is_source(name)], servers, holders, placements)
             assignment.update(assign(sources, servers, holders, {}))
-            assignment = self._settled(assignment, {m.server_id for m in members})
+            assignment = self._settled(
+                assignment, {m.server_id for m in members}, {m.server_id for m in members if m.draining}
+            )
             view = View(members=tuple(members), holders=holders, assignment=assignment, at=time.time())
             self._beats += 1
             number = self._beats
@@ -229,7 +231,9 @@ class Cluster:
             self._apply_wake.set()
         return view
 
-    def _settled(self, assignment: dict[str, str | None], live: set[str]) -> dict[str, str | None]:
+    def _settled(
+        self, assignment: dict[str, str | None], live: set[str], draining: frozenset[str] | set[str] = frozenset()
+    ) -> dict[str, str | None]:
         """The assignment this server acts on: a channel moves only once the balancer has
         named its new server for :data:`SETTLE_BEATS` heartbeat intervals in a row (and at
         least half ``member_timeout``: a channel process boots in seconds on a loaded machine).
@@ -237,8 +241,8 @@ class Cluster:
         A channel that no server holds (one in transit) goes to the least loaded server,
         and the loads change as channels are claimed: on a loaded machine the balancer named
         another server at nearly every beat, each started and handed over the channel in
-        turn, and the cluster never settled.  A channel whose server left moves at once, and
-        one no server offers any more is nobody's at once."""
+        turn, and the cluster never settled.  A channel whose server left or drains moves at
+        once, and one no server offers any more is nobody's at once."""
         now = time.monotonic()
         settle = max(SETTLE_BEATS * self.settings.heartbeat_interval, self.settings.member_timeout / 2)
         acted: dict[str, str | None] = {}
@@ -252,6 +256,7 @@ class Cluster:
                 or current == target
                 or target is None  # nobody offers it any more
                 or current not in live
+                or current in draining  # a drain moves everything at once
                 or now - proposed[1] >= settle
             ):
                 self._acted[name] = target

@@ -159,6 +159,10 @@ class SharedSources:
         self._lock = threading.RLock()
         self._wake = threading.Event()
         self._stopping = threading.Event()
+        #: reconciles the keeper started and the number of the last it finished (reconcile_now)
+        self._reconciled = threading.Condition()
+        self._reconciles_started = 0
+        self._reconciles_done = 0
         self._thread = threading.Thread(target=self._keep, name="shared-sources", daemon=True)
 
     # -- which sources are shared ----------------------------------------------------------------
@@ -412,10 +416,16 @@ class SharedSources:
                 return
             self._wake.clear()
             started = time.monotonic()
+            with self._reconciled:
+                self._reconciles_started += 1
+                number = self._reconciles_started
             try:
                 self.reconcile()
             except Exception:
                 self.logger.exception("shared sources: reconcile failed")
+            with self._reconciled:
+                self._reconciles_done = number
+                self._reconciled.notify_all()
             if self._stopping.wait(max(0.0, RECONCILE_INTERVAL - (time.monotonic() - started))):
                 return
 
@@ -470,9 +480,21 @@ class SharedSources:
             self._send_failing(workers, key, failing, names)
         self._export(workers)
 
+    def reconcile_now(self, timeout: float = 5.0) -> bool:
+        """Wake the keeper and wait for a reconcile that starts after this call to finish
+        (a channel removed: its sources must not list it once the removal has answered)."""
+        with self._reconciled:
+            wanted = self._reconciles_started + 1
+            self._wake.set()
+            return self._reconciled.wait_for(
+                lambda: self._reconciles_done >= wanted or self._stopping.is_set(), timeout
+            )
+
     def stop(self) -> None:
         self._stopping.set()
         self._wake.set()
+        with self._reconciled:
+            self._reconciled.notify_all()
 
     def all_workers(self) -> list[SourceWorker]:
         with self._lock:
