@@ -94,7 +94,9 @@ def test_two_servers_acquire_a_shared_source_once_and_it_moves_when_its_server_d
         seen = acquisitions(root / "acquired.jsonl")
         assert {entry["pid"] for entry in seen} == {mine["pid"]}, "the source ran on more than one server"
         gaps = [b["time"] - a["time"] for a, b in itertools.pairwise(seen)]
-        assert gaps and min(gaps) > 0.8 * SCHEDULE, f"two acquisitions in one tick: {gaps}"
+        # two acquisitions of one tick would be a few ms apart; a late tick followed by one on
+        # time is not (source processes run niced: on a loaded machine a tick can be 0.1 s late)
+        assert gaps and min(gaps) > 0.5 * SCHEDULE, f"two acquisitions in one tick: {gaps}"
 
         # the source's server dies: the other server takes the source over, and every channel
         killed_at = time.time()
