@@ -124,7 +124,7 @@ def create_engine(config: Mapping[str, Any]) -> sa.Engine:
     except (ImportError, sa.exc.ArgumentError) as exc:
         raise DataSpaceConfigurationError(f"dataspace datasource 'url' {mask_url(url)!r}: {exc}") from exc
     if backend == "sqlite":
-        _configure_sqlite(engine, read_only)
+        _configure_sqlite(engine, read_only, float(config.get("busy_timeout", DEFAULT_BUSY_TIMEOUT)))
     if ping:
         _ping_idle_connections(engine)
     return engine
@@ -160,7 +160,29 @@ def _ping_idle_connections(engine: sa.Engine, idle: float = PING_AFTER_IDLE_SECO
 _LAST_USED = "de_last_used"
 
 
-def _configure_sqlite(engine: sa.Engine, read_only: bool = False) -> None:
+def _use_wal(cursor: Any, busy_timeout: float) -> None:
+    """Put the database in WAL mode (once per file: the mode is kept in the file).
+
+    SQLite answers "database is locked" at once, without waiting the busy timeout, when
+    another connection holds a lock while this one changes the journal mode: processes
+    opening a new database together failed so (seen in a full test run).  So the mode is
+    only changed when it is not WAL yet, and a locked database is tried again until the
+    busy timeout has passed."""
+    deadline = time.monotonic() + busy_timeout
+    pause = 0.005
+    while True:
+        try:
+            if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except Exception as exc:  # sqlite3.OperationalError
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
+
+
+def _configure_sqlite(engine: sa.Engine, read_only: bool = False, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy's "begin" event below issue BEGIN, not the sqlite3 module.
@@ -172,7 +194,7 @@ def _configure_sqlite(engine: sa.Engine, read_only: bool = False) -> None:
                 # auto_vacuum can only be chosen before the first table exists.
                 if cursor.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
                     cursor.execute("PRAGMA auto_vacuum=INCREMENTAL")
-                cursor.execute("PRAGMA journal_mode=WAL")
+                _use_wal(cursor, busy_timeout)
                 cursor.execute("PRAGMA synchronous=NORMAL")
         finally:
             cursor.close()
