@@ -14,6 +14,7 @@ import time
 import pytest
 
 from decisionengine.testing.postgres import free_port
+from decisionengine.testing.waiting import eventually
 from tests.cli.run import MODULES, command
 from tests.engine.server import REPO, DEServer
 from tests.taskmanager.channels import counting_channel, module
@@ -83,17 +84,25 @@ def test_print_product_in_every_format(server):
 def test_publisher_status_shows_how_publishers_ran(server):
     """publisher_status (a PublisherStatus for modules) prints as its table, as before,
     with each publisher's enabled state and since when after the details."""
-    table = ok(client(server, "--print-product", "publisher_status", "--channel", "counting"))
+
+    # the newest generation stores its publisher status once its publishers have run, a moment
+    # after it commits: asked in between, the product is not there yet (so each call is retried)
+    def printed(*args: str):
+        def answered():
+            result = client(server, "--print-product", "publisher_status", "--channel", "counting", *args)
+            return result if result.returncode == 0 else None
+
+        return eventually(answered, 10, what=f"publisher_status of the newest generation {args}")
+
+    table = ok(printed())
     for column in ("publisher", "ran", "succeeded", "seconds", "error", "enabled", "since"):
         assert column in table
     assert "recorder" in table
-    document = as_json(client(server, "--print-product", "publisher_status", "--channel", "counting", "--json"))
+    document = as_json(printed("--json"))
     row = document["value"][0]
     assert row["publisher"] == "recorder" and row["ran"] is True and row["succeeded"] is True
     assert row["seconds"] >= 0 and row["error"] is None and row["enabled"] is True
-    selected = client(
-        server, "--print-product", "publisher_status", "--channel", "counting", "--columns", "publisher,succeeded"
-    )
+    selected = printed("--columns", "publisher,succeeded")
     assert "succeeded" in ok(selected) and "seconds" not in ok(selected)
     spare = as_json(client(server, "--print-product", "publisher_status", "--channel", "spare", "--json"))
     assert spare["value"] == []  # no publishers: an empty table
