@@ -22,7 +22,6 @@ import fcntl
 import os
 import random
 import threading
-import time
 from typing import Any
 
 import sqlalchemy as sa
@@ -30,6 +29,7 @@ from sqlalchemy import event
 from sqlalchemy.util import queue as pool_queue
 
 from decisionengine.framework.dataspace.errors import DataSpaceConnectionError
+from decisionengine.framework.util.backoff import pauses
 
 SLOT_FILE = "slot-{}.lock"
 #: how long a connection waits for a free slot before the attempt fails like a lost database
@@ -65,24 +65,30 @@ class ConnectionGate:
 
     def take(self) -> int:
         """A slot's file descriptor, holding its lock; waits up to ``wait`` seconds."""
-        deadline = time.monotonic() + self.wait
-        pause = FIRST_PAUSE
-        while True:
-            for path in random.sample(self.paths, len(self.paths)):
-                fd = os.open(path, os.O_RDWR)
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    os.close(fd)
-                    continue
+        fd = self._try_take()
+        if fd is not None:
+            return fd
+        for _ in pauses(FIRST_PAUSE, LONGEST_PAUSE, self.wait):
+            fd = self._try_take()
+            if fd is not None:
                 return fd
-            if time.monotonic() >= deadline:
-                raise DataSpaceConnectionError(
-                    f"no database connection slot came free within {self.wait:g} s: all "
-                    f"{len(self.paths)} (dataspace.channel_connections) are in use by this server's channels"
-                )
-            time.sleep(pause * random.uniform(0.5, 1.0))
-            pause = min(pause * 2, LONGEST_PAUSE)
+        raise DataSpaceConnectionError(
+            f"no database connection slot came free within {self.wait:g} s: all "
+            f"{len(self.paths)} (dataspace.channel_connections) are in use by this server's channels"
+        )
+
+    def _try_take(self) -> int | None:
+        """A free slot's locked file descriptor, or None when every slot is held (looked at
+        in random order, so that waiters do not all race for the first file)."""
+        for path in random.sample(self.paths, len(self.paths)):
+            fd = os.open(path, os.O_RDWR)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            return fd
+        return None
 
     @staticmethod
     def give_back(fd: int) -> None:

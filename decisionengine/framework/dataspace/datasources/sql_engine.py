@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import pathlib
 import re
+import sqlite3
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -38,6 +39,7 @@ from decisionengine.framework.dataspace.errors import (
     DataSpaceConnectionError,
     DataSpaceError,
 )
+from decisionengine.framework.util.backoff import pauses
 
 #: datasource ``config`` keys the data source itself uses; every other key goes to create_engine.
 OWN_KEYS = {"url", "codec", "busy_timeout", "connect_timeout", "read_only", "create"}
@@ -168,18 +170,25 @@ def _use_wal(cursor: Any, busy_timeout: float) -> None:
     opening a new database together failed so (seen in a full test run).  So the mode is
     only changed when it is not WAL yet, and a locked database is tried again until the
     busy timeout has passed."""
-    deadline = time.monotonic() + busy_timeout
-    pause = 0.005
-    while True:
-        try:
-            if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
-                cursor.execute("PRAGMA journal_mode=WAL")
+    if _switched_to_wal(cursor):
+        return
+    for _ in pauses(0.005, 0.1, busy_timeout):
+        if _switched_to_wal(cursor):
             return
-        except Exception as exc:  # sqlite3.OperationalError
-            if "locked" not in str(exc) or time.monotonic() >= deadline:
-                raise
-            time.sleep(pause)
-            pause = min(pause * 2, 0.1)
+    cursor.execute("PRAGMA journal_mode=WAL")  # still locked: raises the database's own error
+
+
+def _switched_to_wal(cursor: Any) -> bool:
+    """True once the database is in WAL mode; False while another connection's lock forbids
+    the switch (any other error is raised)."""
+    try:
+        if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+            cursor.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.OperationalError as exc:
+        if "locked" not in str(exc):
+            raise
+        return False
+    return True
 
 
 def _configure_sqlite(engine: sa.Engine, read_only: bool = False, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
