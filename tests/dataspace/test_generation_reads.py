@@ -110,6 +110,27 @@ def test_the_latest_generation_with_its_headers_is_one_statement(dataspace: Data
     assert unknown is None
 
 
+def test_latest_holding_looks_one_generation_back_for_a_product_stored_after_the_commit(
+    dataspace: DataSpace, block: DataBlock
+):
+    """publisher_status is stored once a generation's publishers have run: asked for in
+    between, the reader gets the generation before's, never "no such product"."""
+    tm = block.taskmanager_id
+    dataspace.write_generation(block.sequence_id, 2, products_of(tm, 2, {"late": "of 2"}))
+    dataspace.write_generation(block.sequence_id, 3, products_of(tm, 3, {"a": 3}))  # "late" not yet
+    held = dataspace.latest_holding("reads", "late")
+    assert held is not None and held.generation_id == 2 and held.products == {"late": "of 2"}
+    assert held.headers["late"]["creator"] == "made_late" and held.generation_time is None
+    newest = dataspace.latest_holding("reads", "a")  # the newest holds it: the newest
+    assert newest is not None and newest.generation_id == 3 and newest.products == {"a": 3}
+    assert newest.generation_time is not None
+    # two generations back is not looked at: that product is simply not in the newest
+    dataspace.write_generation(block.sequence_id, 4, products_of(tm, 4, {"a": 4}))
+    missing = dataspace.latest_holding("reads", "late")
+    assert missing is not None and missing.generation_id == 4 and missing.products == {}
+    assert dataspace.latest_holding("no_such_channel", "a") is None
+
+
 def test_a_data_block_reads_several_products_in_one_round_trip(dataspace: DataSpace, block: DataBlock):
     block.attach("board", "attached", Header(block.taskmanager_id))
     dataspace.get_keys(block.sequence_id, 2)

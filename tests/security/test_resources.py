@@ -56,8 +56,10 @@ def test_streams_beyond_the_cap_are_refused_and_requests_keep_flowing(tmp_path):
             assert seconds < 1.0, seconds
         stopped, seconds = timed(lambda: rpc(server).stop_channel("steady"))
         assert stopped == "channel steady stopped" and seconds < 15
-        # A closed stream frees its place: the server notices at its next write (the keep-alive).
+        # A closed stream frees its place: the server notices at its next write to it (an
+        # event, or else the keep-alive every 15 s): the channel started again sends events.
         streams.pop().close()
+        assert "started" in rpc(server).start_channel("steady")
 
         def reopened() -> bool:
             stream = Stream(server)

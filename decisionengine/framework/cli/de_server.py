@@ -35,6 +35,7 @@ from decisionengine.framework.cli.common import (
 from decisionengine.framework.cli.extras import enable_completion
 from decisionengine.framework.engine import leftovers, supervision
 from decisionengine.framework.util.logger import get_logger
+from decisionengine.framework.util.signals import on_signals
 from decisionengine.framework.web.credentials import Credentials, CredentialsError
 
 
@@ -195,8 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         # before any channel starts: a dead server's channels may have left their lock files
         leftovers.report(logger, leftovers.clear_stale_channel_locks(engine.dataspace))
-        signal.signal(signal.SIGTERM, lambda *_: engine.request_stop())
-        signal.signal(signal.SIGINT, lambda *_: engine.request_stop())
+        on_signals(engine.request_stop)  # SIGTERM, SIGINT: from a thread, never in the handler
         # `kill -USR1 <pid>` writes every thread's stack to stderr: what a stuck server is doing.
         faulthandler.register(signal.SIGUSR1, all_threads=True)
         service = ControlService(engine, credentials)

@@ -15,6 +15,7 @@ instances of their own classes (see :mod:`.unpickling`).
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import threading
 import time
@@ -309,6 +310,29 @@ class DataSpace:
         unknown or has committed nothing yet.  The one way every reader (the server's
         methods, the JSON API, ``de-query-tool``) asks "what does this channel know now"."""
         return self.datasource.get_latest_generation(channel, keys)
+
+    def latest_holding(self, channel: str, key: str) -> LatestGeneration | None:
+        """The newest committed generation of ``channel`` that holds ``key``, with that
+        product only: the newest, or the one before when the newest does not hold it yet
+        (``publisher_status`` is stored once a generation's publishers have run, a moment
+        after its commit; a reader asking for it then gets the previous generation's rather
+        than "no such product").  The earlier generation's ``generation_time`` is not read
+        (None).  The newest generation, without the product, when neither holds it; None
+        when the channel has no generation."""
+        latest = self.latest_generation(channel, [key])
+        if latest is None or key in latest.products or latest.generation_id <= 1:
+            return latest
+        earlier_id = latest.generation_id - 1
+        try:
+            earlier = self.read_generation(latest.sequence_id, earlier_id, [key], headers=True)
+        except KeyError:  # reaped meanwhile
+            return latest
+        if key not in earlier:
+            return latest
+        value, header = earlier[key]
+        return dataclasses.replace(
+            latest, generation_id=earlier_id, generation_time=None, products={key: value}, headers={key: header}
+        )
 
     def channel_names(self) -> list[str]:
         """Every channel (task manager name) the DataSpace holds, sorted."""

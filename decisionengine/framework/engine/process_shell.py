@@ -9,11 +9,12 @@ SIGINT meaning "stop cleanly", the command queue the server writes to, and how t
 
 from __future__ import annotations
 
-import signal
 import sys
 import threading
 from collections.abc import Callable
 from typing import Any, NoReturn
+
+from decisionengine.framework.util.signals import on_signals
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -23,9 +24,9 @@ Handler = Callable[..., None]
 
 
 def stop_on_signals(request_stop: Callable[..., None]) -> None:
-    """SIGTERM and SIGINT ask the process to stop cleanly (as the ``stop`` command does)."""
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    """SIGTERM and SIGINT ask the process to stop cleanly (as the ``stop`` command does);
+    ``request_stop`` runs in a thread of its own, not in the handler (see util.signals)."""
+    on_signals(request_stop)
 
 
 def obey_commands(

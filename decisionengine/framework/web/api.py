@@ -268,7 +268,7 @@ class Api:
         cached = self.cache.get((name, generation, key, offset, limit, tuple(columns or ())))
         if cached is not None:
             return cached
-        latest = self.service.latest(caller, name, [key])
+        latest = self.service.latest_holding(caller, name, key)
         if latest is None or key not in latest.products:
             number = latest.generation_id if latest is not None else generation
             raise ApiError(404, f"no product {key!r} in generation {number} of channel {name!r}")

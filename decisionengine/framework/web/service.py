@@ -555,6 +555,12 @@ class ControlService:
         return presentation.displayed_generation(self.engine.dataspace.latest_generation(self._known(channel), keys))
 
     @read
+    def latest_holding(self, caller: Caller, channel: Any, key: str) -> LatestGeneration | None:
+        """The newest committed generation of a channel holding ``key``, with it (see
+        ``DataSpace.latest_holding``: one generation back while the newest lacks it)."""
+        return presentation.displayed_generation(self.engine.dataspace.latest_holding(self._known(channel), key))
+
+    @read
     def known_generation(self, caller: Caller, channel: Any) -> int | None:
         """The newest committed generation of ``channel`` this server has heard announced
         (no database query), else the DataSpace's; None when it has none.  For caches keyed
@@ -623,8 +629,9 @@ class ControlService:
         return key, wanted, query or None, check_flag(types, "types")
 
     def _product_of(self, name: str, key: str, wanted: Any, query: str | None, types: bool) -> dict[str, Any] | None:
-        """``key`` of channel ``name``'s latest generation, selected; None when it has none."""
-        latest = self.engine.dataspace.latest_generation(name, [key])
+        """``key`` of channel ``name``'s latest generation holding it, selected; None when it
+        has none (see ``DataSpace.latest_holding``)."""
+        latest = self.engine.dataspace.latest_holding(name, key)
         if latest is None or key not in latest.products:
             return None
         try:
