@@ -78,7 +78,9 @@ def test_generation_events_arrive_within_a_second(tmp_path, db_url):
             return len(generations) >= 3
 
         eventually(three_generations, 60, what=lambda: f"three generation events, got {generations}")
-        assert generations == sorted(generations) and len(set(generations)) == len(generations) == 3
+        # in order, each once, none missed (events that arrive together are drained together,
+        # so there may be more than three)
+        assert generations == list(range(generations[0], generations[0] + len(generations))), generations
         # every announced generation is in the DataSpace already
         space = DataSpace(global_config(db_url))
         assert space.get_last_generation_id("counting") >= generations[-1]

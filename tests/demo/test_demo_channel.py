@@ -56,12 +56,23 @@ def test_demo_channel_decides_and_publishes(tmp_path):
         assert facts[0]["fact_name"] == "provisioning"
         plan = json.loads(rpc.get_product("provisioning_plan"))["value"]
         assert all(row["hourly_cost"] >= 0 for row in plan)
-        summary = pd.read_csv(tmp_path / "demo-output" / "summary.csv")
-        assert len(summary) >= 2
+        # the publishers run after their generation commits: their files may lag the status
+        output_dir = tmp_path / "demo-output"
+
+        def two_summaries() -> tuple[pd.DataFrame] | None:  # a tuple: a DataFrame has no truth value
+            try:
+                summary = pd.read_csv(output_dir / "summary.csv")
+            except (FileNotFoundError, pd.errors.EmptyDataError, pd.errors.ParserError):  # not written yet, or half
+                return None
+            return (summary,) if len(summary) >= 2 else None
+
+        (summary,) = eventually(two_summaries, 30, what="two rows in the demo's summary.csv")
         assert list(summary.columns)[:3] == ["time", "generation", "idle_jobs"]
         if facts[0]["fact_value"]:
-            requests = sorted((tmp_path / "demo-output" / "requests").glob("request-*.json"))
-            assert requests and json.loads(requests[-1].read_text())["requests"]
+            requests = eventually(
+                lambda: sorted((output_dir / "requests").glob("request-*.json")), 30, what="a provisioning request"
+            )
+            assert json.loads(requests[-1].read_text())["requests"]
         assert (tmp_path / "dataspace.sqlite").exists()
         assert (tmp_path / "logs" / "demo.log").exists()
     finally:
