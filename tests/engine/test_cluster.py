@@ -3,6 +3,8 @@ with real de-server processes, and every generation committed once whatever move
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 import pytest
@@ -153,6 +155,34 @@ def test_placement_is_honoured_while_the_preferred_server_lives(tmp_path_factory
         assert holding(a).get("a") == ["free"]
         assert b.stop() == 0
         eventually(lambda: holding(a).get("a") == ["free", "pinned"], REBALANCE_LIMIT, what="pinned back on a")
+    finally:
+        a.stop()
+        b.stop()
+    assert_whole(pg_url, "pinned", root / "pinned.jsonl", repeats=True)
+
+
+def test_a_channel_process_killed_while_handing_over_does_not_strand_its_channel(tmp_path_factory, pg_url):
+    """The process handing a channel over is killed (-9) before it lets the channel go: the
+    database still shows the channel held by a live server, which no other server claims.
+    Its server lets go of it at its next heartbeat, and the new server runs it on."""
+    root = tmp_path_factory.mktemp("records")
+    configs = channels(root, ["pinned"], pinned={"placement": {"prefer": ["b"]}})
+    a, b = (server(tmp_path_factory, pg_url, name, configs) for name in ("a", "b"))
+    try:
+        a.start()
+        a.wait_for_generation("pinned", 1, 60)
+        pid = a.channel("pinned")["pid"]
+        os.kill(pid, signal.SIGSTOP)  # frozen: it cannot let the channel go when told to
+        b.start()
+        a.wait_for(lambda s: s["channels"][0]["parked"], REBALANCE_LIMIT, "a handing pinned over to b")
+        assert holding(a).get("a") == ["pinned"]  # still held by a: its process never released it
+        os.kill(pid, signal.SIGKILL)
+        started = time.monotonic()
+        eventually(lambda: holding(a).get("b") == ["pinned"], REBALANCE_LIMIT, what="pinned taken by b")
+        print(f"\nb holds pinned {time.monotonic() - started:.1f} s after a's process was killed")
+        assert "let go of a channel its process had not released" in a.log()
+        committed = a.channel("pinned").get("generation") or 0
+        b.wait_for_generation("pinned", committed + 2, 60)
     finally:
         a.stop()
         b.stop()

@@ -381,6 +381,10 @@ class DataSource(abc.ABC):
         """Clear the server holding channel ``name`` if ``epoch`` is still current."""
         return False
 
+    def release_server_claim(self, name: str, server_id: str) -> bool:
+        """Clear the server holding channel ``name`` if it is still ``server_id``."""
+        return False
+
     def channel_lock(self, name: str) -> Any:
         """The lock that makes one process the owner of channel ``name``.
 

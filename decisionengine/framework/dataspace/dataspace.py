@@ -357,6 +357,12 @@ class DataSpace:
         """Let the channel go for another server to claim (its epoch must still be current)."""
         return self.datasource.release_channel(fence.channel, fence.epoch)
 
+    def release_server_claim(self, name: str, server_id: str) -> bool:
+        """Let the channel go if server ``server_id`` still holds it: what a server does once
+        the process it handed the channel over from has ended (that process may have failed
+        to let it go itself).  True if it was still held."""
+        return self.datasource.release_server_claim(name, server_id)
+
     def channel_lock(self, name: str) -> Any:
         """The lock making this process the one owner of channel ``name`` (see ``ownership``)."""
         return self.datasource.channel_lock(name)

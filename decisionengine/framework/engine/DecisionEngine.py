@@ -245,7 +245,35 @@ class DecisionEngine:
             target = view.assignment.get(name)
             if worker.assign(target == me, self.cluster.member_name(target), may_start=room > 0) == "started":
                 room -= 1
+        self._release_stale_holds(view, me)
         self.sources.apply(view.assignment, me, self.cluster.member_name)
+
+    def _release_stale_holds(self, view: View, me: str) -> None:
+        """Let go of channels the database still shows held by this server although the
+        cluster gives them to another and their process here has ended.
+
+        A channel process lets its channel go as it ends, but one that could not (no
+        connection slot came free within its wait on a loaded server, a database hiccup)
+        left it held by a live server, which no other server claims: the channel ran nowhere
+        until this server stopped (seen in benchmarks/scale.py).  With the process gone there
+        is no writer to fence, so the server clears the hold; at every apply, so a failed
+        attempt is tried again at the next heartbeat."""
+        for name, holder in view.holders.items():
+            worker = self.workers.get(name)
+            target = view.assignment.get(name)
+            if holder != me or worker is None or target in (me, None) or worker.runs_or_will_run:
+                continue
+            try:
+                released = self.dataspace.release_server_claim(name, me)
+            except Exception as exc:  # the next heartbeat tries again
+                self.logger.warning("could not let go of a handed-over channel", channel=name, error=str(exc))
+                continue
+            if released:
+                self.logger.warning(
+                    "let go of a channel its process had not released",
+                    channel=name,
+                    runs_on=self.cluster.member_name(target) if self.cluster else target,
+                )
 
     def drain(self) -> dict[str, Any]:
         """Hand every channel of this server to the others (before maintenance)."""

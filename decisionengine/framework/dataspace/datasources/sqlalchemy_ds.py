@@ -500,6 +500,21 @@ class SQLAlchemyDS(DataSource):
             )
         return bool(result.rowcount)
 
+    def release_server_claim(self, name: str, server_id: str) -> bool:
+        """Let channel ``name`` go if server ``server_id`` still holds it, whatever the epoch.
+
+        For the server, once the channel's process has ended: the process lets the channel
+        go itself (:meth:`release_channel`), but one that could not (no connection slot
+        came free, the database away for a moment) left the channel held by a live server,
+        which no other server claims.  With the process gone there is no writer to fence."""
+        with self._transaction("release channel", write=True) as conn:
+            result = conn.execute(
+                sa.update(owner_t)
+                .where(owner_t.c.name == name, owner_t.c.server_id == server_id)
+                .values(server_id=None)
+            )
+        return bool(result.rowcount)
+
     def _check_fence(self, conn: sa.Connection, fence: Fence) -> None:
         row: tuple[int, str] | None
         if is_sqlite(self.engine):
