@@ -10,8 +10,9 @@ Printed, all from this one run:
 * ownership per server once all are up, after the last server stops (SIGTERM) and after it
   comes back, with the seconds each rebalance took (target: within 30 s);
 * the most connections PostgreSQL had open at once (sampled from ``pg_stat_activity``
-  every 0.2 s) against ``max_connections``, and how many connection errors the servers
-  logged (target: none);
+  every 0.2 s) against ``max_connections``, how many connections PostgreSQL refused, and how
+  many channel waits for one of their server's connection slots timed out (starvation:
+  the channel reports the database unreachable and retries); target: none of either;
 * generations per second over the measuring window, and generation start latency (from
   the last source delivery a generation needs to its start) p50/p95;
 * PSS per channel process (proportional set size: shared pages counted once across the
@@ -43,7 +44,11 @@ import sqlalchemy as sa  # noqa: E402
 from benchmarks.noop_modules import channel  # noqa: E402
 from decisionengine.testing.postgres import free_port, running_server  # noqa: E402
 
-CONNECTION_ERRORS = ("too many clients", "remaining connection slots", "connection slot")
+#: PostgreSQL refusing a connection (max_connections reached)
+CONNECTION_ERRORS = ("too many clients", "remaining connection slots")
+#: a channel process that waited longer than its wait for one of its server's connection slots
+#: (it reports the database unreachable and retries): starvation, counted apart
+SLOT_WAITS = ("no database connection slot came free",)
 
 
 def log(message: str) -> None:
@@ -125,12 +130,12 @@ class Server:
             self.process.wait(180)
         self.output.close()
 
-    def connection_errors(self) -> int:
+    def connection_errors(self, needles: tuple[str, ...] = CONNECTION_ERRORS) -> int:
         text = ""
         for path in [self.root / "de-server.out", *sorted((self.root / "logs").glob("*.log*"))]:
             if path.exists():
                 text += path.read_text(errors="replace")
-        return sum(text.count(needle) for needle in CONNECTION_ERRORS)
+        return sum(text.count(needle) for needle in needles)
 
 
 class ConnectionSampler(threading.Thread):
@@ -300,6 +305,7 @@ def main() -> int:
                     failures.append(f"{server.name} did not stop: {exc}")
             sampler.stop()
         errors = sum(server.connection_errors() for server in servers)
+        slot_waits = sum(server.connection_errors(SLOT_WAITS) for server in servers)
         engine = plain_engine(url)
         with engine.connect() as conn:
             gaps = conn.execute(
@@ -316,7 +322,8 @@ def main() -> int:
     print()
     rows = [
         ["connections open at most", f"{sampler.most} of max_connections {max_connections} ({sampler.by_kind})"],
-        ["connection errors logged", errors],
+        ["connections PostgreSQL refused", errors],
+        ["connection slot waits over 30 s", slot_waits],
         ["generations per second", f"{steady['generations_per_second']:.1f}"],
         ["generation start latency p50 / p95 ms", f"{steady['latency_p50_ms']:.1f} / {steady['latency_p95_ms']:.1f}"],
         ["latency samples", steady["latency_samples"]],
@@ -331,7 +338,9 @@ def main() -> int:
     if sampler.most >= max_connections - 3:
         failures.append("connections reached max_connections")
     if errors:
-        failures.append(f"{errors} connection errors logged")
+        failures.append(f"PostgreSQL refused {errors} connections")
+    if slot_waits:
+        failures.append(f"{slot_waits} channel waits for a connection slot timed out")
     if gaps:
         failures.append(f"{gaps} channels with a gap or a repeated generation number")
     for failure in failures:
