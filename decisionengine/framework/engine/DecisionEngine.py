@@ -245,10 +245,10 @@ class DecisionEngine:
             target = view.assignment.get(name)
             if worker.assign(target == me, self.cluster.member_name(target), may_start=room > 0) == "started":
                 room -= 1
-        self._release_stale_holds(view, me)
+        self._release_stale_holds(view, self.cluster)
         self.sources.apply(view.assignment, me, self.cluster.member_name)
 
-    def _release_stale_holds(self, view: View, me: str) -> None:
+    def _release_stale_holds(self, view: View, cluster: Cluster) -> None:
         """Let go of channels the database still shows held by this server although the
         cluster gives them to another and their process here has ended.
 
@@ -258,6 +258,7 @@ class DecisionEngine:
         until this server stopped (seen in benchmarks/scale.py).  With the process gone there
         is no writer to fence, so the server clears the hold; at every apply, so a failed
         attempt is tried again at the next heartbeat."""
+        me = cluster.server_id
         for name, holder in view.holders.items():
             worker = self.workers.get(name)
             target = view.assignment.get(name)
@@ -272,7 +273,7 @@ class DecisionEngine:
                 self.logger.warning(
                     "let go of a channel its process had not released",
                     channel=name,
-                    runs_on=self.cluster.member_name(target) if self.cluster else target,
+                    runs_on=cluster.member_name(target),
                 )
 
     def drain(self) -> dict[str, Any]:

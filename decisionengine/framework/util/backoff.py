@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 
 
-def pauses(first: float, longest: float, within: float) -> Iterator[float]:
+def pauses(first: float, longest: float, within: float) -> Iterator[int]:
     """Sleep between attempts until ``within`` seconds have passed since the first call.
 
     Yields the attempt number (from 1) after each pause; the caller makes one attempt before
