@@ -74,3 +74,108 @@ def test_a_checkout_during_the_idle_close_does_not_wait_for_the_pool_timeout(db_
         engine.dispose()
     assert checkouts[0] > 50
     assert slowest[0] < POOL_TIMEOUT / 2, f"a checkout waited {slowest[0]:.2f} s (pool timeout {POOL_TIMEOUT:g} s)"
+
+
+# --- waiting in line: no database needed, the slots are lock files -----------------------
+
+
+def test_a_long_waiter_gets_the_slot_before_a_greedy_newcomer(tmp_path):
+    """Regression (benchmarks/scale.py): a waiter polling with pauses growing to 250 ms lost
+    a slot, again and again, to processes giving it back and taking it again at once; some
+    waited more than 30 s.  Now the greedy one must line up behind the waiter."""
+    directory = create_slots(str(tmp_path / "slots"), 1)
+    greedy = ConnectionGate(directory, 1, wait=10)
+    waiter = ConnectionGate(directory, 1, wait=10)
+    fd = greedy.take()
+    got = threading.Event()
+    waited = []
+
+    def wait_for_slot() -> None:
+        started = time.monotonic()
+        mine = waiter.take()
+        waited.append(time.monotonic() - started)
+        got.set()
+        ConnectionGate.give_back(mine)
+
+    thread = threading.Thread(target=wait_for_slot)
+    thread.start()
+    time.sleep(0.1)  # the waiter is in line (nothing observable to await: it sleeps in the kernel)
+    rounds = 0
+    deadline = time.monotonic() + 5
+    while not got.is_set() and time.monotonic() < deadline:
+        ConnectionGate.give_back(fd)  # give it back and ask again at once, as a busy channel does
+        fd = greedy.take()
+        rounds += 1
+        time.sleep(0.01)  # "uses" the connection
+    ConnectionGate.give_back(fd)
+    thread.join(10)
+    assert got.is_set(), f"the waiter never got the slot while the greedy one took it {rounds} times"
+    assert rounds <= 2, f"the greedy one took the slot {rounds} times while the waiter waited"
+    assert waited[0] < 1.0
+
+
+def test_a_waiter_gives_up_in_line_with_an_error_naming_the_setting_and_passes_its_turn_on(tmp_path):
+    import fcntl
+    import os
+
+    import pytest
+
+    from decisionengine.framework.dataspace.errors import DataSpaceConnectionError
+
+    directory = create_slots(str(tmp_path / "slots"), 1)
+    head = os.open(os.path.join(directory, "queue.lock"), os.O_RDWR)
+    fcntl.flock(head, fcntl.LOCK_EX)  # someone is at the head of the line and stays there
+    try:
+        started = time.monotonic()
+        with pytest.raises(DataSpaceConnectionError, match=r"within 0.3 s \(waiting behind .*channel_connections"):
+            ConnectionGate(directory, 1, wait=0.3).take()
+        assert 0.3 <= time.monotonic() - started < 2
+    finally:
+        os.close(head)
+    # the abandoned turn is handed on at once: the next waiter is not kept behind a ghost
+    started = time.monotonic()
+    ConnectionGate.give_back(ConnectionGate(directory, 1, wait=5).take())
+    assert time.monotonic() - started < 1
+
+
+def test_a_waiter_killed_at_the_head_of_the_line_does_not_block_the_others(tmp_path):
+    """kill -9 of the process looking for a slot for the others: the kernel drops its locks."""
+    import subprocess
+    import sys
+
+    directory = create_slots(str(tmp_path / "slots"), 1)
+    holder = ConnectionGate(directory, 1, wait=5)
+    fd = holder.take()  # every slot held: the next waiter stays at the head of the line
+    code = (
+        "import sys; from decisionengine.framework.dataspace.connection_gate import ConnectionGate as G;"
+        "print('waiting', flush=True); G(sys.argv[1], 1, wait=60).take()"
+    )
+    head = subprocess.Popen([sys.executable, "-c", code, directory], stdout=subprocess.PIPE, text=True)
+    try:
+        assert head.stdout.readline().strip() == "waiting"
+        import fcntl
+        import os
+
+        queue = os.open(os.path.join(directory, "queue.lock"), os.O_RDWR)
+        try:
+            deadline = time.monotonic() + 10
+            while True:  # awaited: the child holds the line
+                try:
+                    fcntl.flock(queue, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    fcntl.flock(queue, fcntl.LOCK_UN)
+                except BlockingIOError:
+                    break
+                assert time.monotonic() < deadline, "the child never took its place in line"
+                time.sleep(0.01)
+        finally:
+            os.close(queue)
+        head.kill()
+        head.wait(10)
+    finally:
+        if head.poll() is None:
+            head.kill()
+            head.wait(10)
+    ConnectionGate.give_back(fd)
+    started = time.monotonic()
+    ConnectionGate.give_back(ConnectionGate(directory, 1, wait=5).take())
+    assert time.monotonic() - started < 1

@@ -4,8 +4,10 @@ with real de-server processes, and every generation committed once whatever move
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
+import urllib.request
 
 import pytest
 
@@ -246,6 +248,8 @@ def test_channel_connections_stay_within_the_servers_slots(tmp_path_factory, pg_
                 samples += 1
         for name in names:  # every channel keeps committing through the two slots
             one.wait_for_generation(name, start[name] + 2, 60)
+        with urllib.request.urlopen(one.url + "/metrics", timeout=30) as response:
+            metrics = response.read().decode()
     finally:
         one.stop()
         engine.dispose()
@@ -253,3 +257,9 @@ def test_channel_connections_stay_within_the_servers_slots(tmp_path_factory, pg_
     # each slot: its connection, and at most the one closed just before it, still exiting
     assert most_backends <= 2 * 2, f"{most_backends} channel backends at once with 2 slots"
     assert samples > 50  # sampled often enough to see them
+    # the channels' waits and holds, summed over their processes, for sizing the slots
+    counts = {
+        name: float(re.search(rf"^de_connection_slot_{name}_seconds_count (\S+)$", metrics, re.M).group(1))
+        for name in ("wait", "hold")
+    }
+    assert counts["wait"] >= 6 * 3 and counts["hold"] >= 6 * 2, counts

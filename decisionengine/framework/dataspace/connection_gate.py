@@ -13,6 +13,14 @@ once, not with the channels.
 A slot is a ``flock`` on one of N files in a directory private to the server.  The
 kernel releases the ``flock`` of a process that dies, so a channel killed while holding
 a slot (``kill -9``, the hang watchdog) cannot leak it, which a semaphore could.
+
+Waiting is fair enough that nobody starves.  Waiters line up on one more lock file, the
+*queue*: only the process holding it (the head) looks for a free slot, the others sleep in
+the kernel until the head has its slot and lets the queue go.  A newcomer that finds the
+queue held joins it instead of looking for a slot, so it cannot take the slot a long waiter
+was about to get.  Before the queue (every waiter polling the slots, with pauses growing to
+a quarter of a second) a saturated server (``benchmarks/scale.py``: 50 channels a core)
+had channels wait more than 30 s while newcomers, looking again after 5 ms, took the slots.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import fcntl
 import os
 import random
 import threading
+import time
 from typing import Any
 
 import sqlalchemy as sa
@@ -30,27 +39,79 @@ from sqlalchemy.util import queue as pool_queue
 
 from decisionengine.framework.dataspace.errors import DataSpaceConnectionError
 from decisionengine.framework.util.backoff import pauses
+from decisionengine.framework.util.metrics import Histogram
 
 SLOT_FILE = "slot-{}.lock"
 #: how long a connection waits for a free slot before the attempt fails like a lost database
 DEFAULT_WAIT = 30.0
-#: seconds between looks for a free slot: doubling from the first to the longest.  A waiting
-#: process looks at every slot file each time; with the longest pause at 50 ms, sixty channels
-#: waiting on a loaded machine spent the CPU the slots' holders needed to finish and give
-#: them back (benchmarks/scale.py), so waiters look at most about four times a second
-FIRST_PAUSE = 0.005
-LONGEST_PAUSE = 0.25
+QUEUE_FILE = "queue.lock"
+#: seconds between the head waiter's looks for a free slot: doubling from the first to the
+#: longest.  Only the head looks (one process per server), so it may look often: a slot
+#: given back is taken again within about 20 ms
+FIRST_PAUSE = 0.002
+LONGEST_PAUSE = 0.02
 #: seconds a channel process's pool may sit idle before its connections are closed
 IDLE_CLOSE = 0.5
+
+#: the two sides of a server's slots (summed over its channel processes): long waits with short
+#: holds say the slots are too few (raise ``dataspace.channel_connections``); long holds say
+#: what keeps them (a slow database, or a machine too loaded for its holders to run)
+SLOT_WAIT_SECONDS = Histogram(
+    "connection_slot_wait_seconds",
+    "Time a channel process waited for one of its server's connection slots",
+    buckets=(0.001, 0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30),
+)
+SLOT_HOLD_SECONDS = Histogram(
+    "connection_slot_hold_seconds",
+    "Time a channel process held a connection slot (from connecting to closing the connection)",
+    buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
 
 
 def create_slots(directory: str, slots: int) -> str:
     """Make the slot files of a server (once, at its start); the directory."""
     os.makedirs(directory, mode=0o700, exist_ok=True)
-    for number in range(slots):
-        path = os.path.join(directory, SLOT_FILE.format(number))
-        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for name in [QUEUE_FILE, *(SLOT_FILE.format(number) for number in range(slots))]:
+        os.close(os.open(os.path.join(directory, name), os.O_RDWR | os.O_CREAT, 0o600))
     return directory
+
+
+def _lock_within(fd: int, seconds: float) -> bool:
+    """Take ``fd``'s exclusive ``flock`` within ``seconds``; False when that time passed.
+
+    ``flock`` has no timeout, so when the lock is held a thread sleeps in it (in the kernel,
+    spending nothing) while the caller waits on an Event.  A thread given up on closes its
+    own descriptor the moment it gets the lock, so an abandoned turn is passed on at once."""
+    with contextlib.suppress(BlockingIOError):
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    own = os.dup(fd)  # the thread's: closing it cannot close a descriptor the caller reused
+    got = threading.Event()
+    state = threading.Lock()
+    abandoned = False
+
+    def wait_in_line() -> None:
+        try:
+            fcntl.flock(own, fcntl.LOCK_EX)
+        except OSError:  # not seen; the caller then gives up when its time is spent
+            os.close(own)
+            return
+        with state:
+            if not abandoned:
+                got.set()
+                return
+        os.close(own)
+
+    threading.Thread(target=wait_in_line, name="connection-slot-queue", daemon=True).start()
+    if got.wait(seconds):
+        os.close(own)  # the lock stays: it belongs to the open file, which fd still refers to
+        return True
+    with state:
+        if got.is_set():
+            os.close(own)
+            return True
+        abandoned = True
+    return False
 
 
 class ConnectionGate:
@@ -58,22 +119,34 @@ class ConnectionGate:
 
     def __init__(self, directory: str, slots: int, wait: float = DEFAULT_WAIT) -> None:
         self.paths = [os.path.join(directory, SLOT_FILE.format(number)) for number in range(slots)]
+        self.queue_path = os.path.join(directory, QUEUE_FILE)
         self.wait = wait
-        self._held: dict[int, int] = {}  # id(DBAPI connection) -> fd of its slot
+        self._held: dict[int, tuple[int, float]] = {}  # id(DBAPI connection) -> (its slot's fd, when taken)
         self._lock = threading.Lock()
         self._timer: threading.Timer | None = None
 
     def take(self) -> int:
-        """A slot's file descriptor, holding its lock; waits up to ``wait`` seconds."""
-        fd = self._try_take()
-        if fd is not None:
-            return fd
-        for _ in pauses(FIRST_PAUSE, LONGEST_PAUSE, self.wait):
+        """A slot's file descriptor, holding its lock; waits up to ``wait`` seconds, in line
+        behind the processes already waiting."""
+        started = time.monotonic()
+        queue = os.open(self.queue_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            if not _lock_within(queue, self.wait):
+                raise self._timed_out("behind the other waiters")
             fd = self._try_take()
             if fd is not None:
                 return fd
-        raise DataSpaceConnectionError(
-            f"no database connection slot came free within {self.wait:g} s: all "
+            for _ in pauses(FIRST_PAUSE, LONGEST_PAUSE, self.wait - (time.monotonic() - started)):
+                fd = self._try_take()
+                if fd is not None:
+                    return fd
+            raise self._timed_out("at the head of the line")
+        finally:
+            os.close(queue)  # the next in line becomes the head
+
+    def _timed_out(self, where: str) -> DataSpaceConnectionError:
+        return DataSpaceConnectionError(
+            f"no database connection slot came free within {self.wait:g} s (waiting {where}): all "
             f"{len(self.paths)} (dataspace.channel_connections) are in use by this server's channels"
         )
 
@@ -105,21 +178,26 @@ class ConnectionGate:
 
         @event.listens_for(target, "do_connect")
         def _connect(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+            asked = time.monotonic()
             fd = self.take()
+            taken = time.monotonic()
+            SLOT_WAIT_SECONDS.observe(taken - asked)
             try:
                 connection = dialect.connect(*cargs, **cparams)
             except BaseException:
                 self.give_back(fd)
+                SLOT_HOLD_SECONDS.observe(time.monotonic() - taken)
                 raise
             with self._lock:
-                self._held[id(connection)] = fd
+                self._held[id(connection)] = (fd, taken)
             return connection
 
         def _closed(connection: Any, *_: Any) -> None:
             with self._lock:
-                fd = self._held.pop(id(connection), None)
-            if fd is not None:
-                self.give_back(fd)
+                held = self._held.pop(id(connection), None)
+            if held is not None:
+                self.give_back(held[0])
+                SLOT_HOLD_SECONDS.observe(time.monotonic() - held[1])
 
         event.listen(pools, "close", _closed)
         event.listen(pools, "close_detached", _closed)
