@@ -16,7 +16,10 @@ Printed, all from this one run:
 * generations per second over the measuring window, and generation start latency (from
   the last source delivery a generation needs to its start) p50/p95;
 * PSS per channel process (proportional set size: shared pages counted once across the
-  processes sharing them).
+  processes sharing them);
+* how long channels waited for a connection slot and held one (p50/p95/p99 as histogram
+  bucket bounds, from the servers' ``/metrics`` at the end: the servers still running,
+  their channels since each server's start).
 """
 
 from __future__ import annotations
@@ -31,9 +34,11 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 import xmlrpc.client
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
 from tabulate import tabulate
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -171,6 +176,37 @@ class ConnectionSampler(threading.Thread):
         self.engine.dispose()
 
 
+def slot_histograms(servers: list[Server]) -> dict[str, dict[float, float]]:
+    """{"wait"|"hold": {bucket upper bound: cumulative count}} of the connection slots, summed
+    over the live servers (each sums its channel processes)."""
+    summed: dict[str, dict[float, float]] = {"wait": {}, "hold": {}}
+    for server in servers:
+        if server.process is None or server.process.poll() is not None:
+            continue
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=60) as response:
+            text = response.read().decode()
+        for family in text_string_to_metric_families(text):
+            kind = family.name.removeprefix("de_connection_slot_").removesuffix("_seconds")
+            if kind not in summed or not family.name.startswith("de_connection_slot_"):
+                continue
+            for sample in family.samples:
+                if sample.name.endswith("_bucket"):
+                    bound = float(sample.labels["le"])
+                    summed[kind][bound] = summed[kind].get(bound, 0.0) + sample.value
+    return summed
+
+
+def quantile_bound(buckets: dict[float, float], q: float) -> str:
+    """The upper bound of the bucket holding the q-quantile (``<= 0.5 s``), from cumulative counts."""
+    if not buckets or not buckets.get(float("inf")):
+        return "-"
+    total = buckets[float("inf")]
+    for bound in sorted(buckets):
+        if buckets[bound] >= q * total:
+            return f"<= {bound:g} s" if bound != float("inf") else "> last bucket"
+    return "-"
+
+
 def holdings(servers: list[Server]) -> dict[str, int]:
     """{server name: channels it holds}, from the first server that answers (its ``cluster``
     method: the whole status of hundreds of channels, asked twice a second, would load it)."""
@@ -297,6 +333,7 @@ def main() -> int:
             states: dict[str, int] = {}
             for status in channel_statuses(servers):
                 states[status["state"]] = states.get(status["state"], 0) + 1
+            slots = slot_histograms(servers)
         finally:
             for server in servers:
                 try:
@@ -324,6 +361,13 @@ def main() -> int:
         ["connections open at most", f"{sampler.most} of max_connections {max_connections} ({sampler.by_kind})"],
         ["connections PostgreSQL refused", errors],
         ["connection slot waits over 30 s", slot_waits],
+        *(
+            [
+                f"connection slot {kind} p50 / p95 / p99 ({int(slots[kind].get(float('inf'), 0))} {kind}s)",
+                " / ".join(quantile_bound(slots[kind], q) for q in (0.5, 0.95, 0.99)),
+            ]
+            for kind in ("wait", "hold")
+        ),
         ["generations per second", f"{steady['generations_per_second']:.1f}"],
         ["generation start latency p50 / p95 ms", f"{steady['latency_p50_ms']:.1f} / {steady['latency_p95_ms']:.1f}"],
         ["latency samples", steady["latency_samples"]],

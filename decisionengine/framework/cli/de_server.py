@@ -161,12 +161,15 @@ def main(argv: list[str] | None = None) -> int:
     metrics_dir = leftovers.new_metrics_directory()
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
 
-    from decisionengine.framework.engine.DecisionEngine import DecisionEngine, channel_context  # noqa: PLC0415
+    # the fork server imports the framework for the channels while this process imports it too
+    context = supervision.channel_context()
+    supervision.warm_fork_server()
+
+    from decisionengine.framework.engine.DecisionEngine import DecisionEngine  # noqa: PLC0415
     from decisionengine.framework.engine.logs import LogService  # noqa: PLC0415
     from decisionengine.framework.web.server import HttpServer  # noqa: PLC0415
     from decisionengine.framework.web.service import ControlService  # noqa: PLC0415
 
-    context = channel_context()
     log_service = LogService(config.get("logger", {}), context)
     log_service.start()
     logger = get_logger().bind(module="de-server")

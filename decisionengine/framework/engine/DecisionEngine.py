@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import multiprocessing
 import os
 import pathlib
 import threading
@@ -37,33 +36,12 @@ from decisionengine.framework.engine.events import EventHub, GenerationListener
 from decisionengine.framework.engine.links import LinkRouter
 from decisionengine.framework.engine.restarts import RestartPolicy
 from decisionengine.framework.engine.shared_sources import SharedSources
+from decisionengine.framework.engine.supervision import channel_context
 from decisionengine.framework.engine.workers import ChannelWorker
 from decisionengine.framework.taskmanager import metrics as channel_metrics
 from decisionengine.framework.taskmanager.settings import TaskManagerSettings
 from decisionengine.framework.taskmanager.states import State
 from decisionengine.framework.util.logger import get_logger
-
-#: imported once by the fork server, shared (copy-on-write) by every channel process
-PRELOAD = [
-    "decisionengine.framework.engine.forkserver_guard",  # first: dies with de-server (supervision)
-    "decisionengine.framework.engine.preload",  # the framework, warmed up and frozen
-]
-
-
-def channel_context() -> Any:
-    """How channel processes are started: a fork server.
-
-    The fork server is a clean, single-threaded process started once; it imports the
-    framework (pandas, SQLAlchemy, APScheduler...) and forks each channel from itself.  A
-    channel therefore starts without re-importing everything, and its memory pages for
-    those libraries are shared with the other channels.  Unlike forking the server itself,
-    nothing of the server's threads, locks or connections leaks into a channel.
-
-    The fork server and everything it forks die with de-server (:mod:`.supervision`).
-    """
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(PRELOAD)
-    return context
 
 
 class DecisionEngine:
@@ -202,17 +180,12 @@ class DecisionEngine:
 
     def _warm_fork_server(self) -> None:
         """Start the fork server now, in the background, even if no channel runs here yet: a
-        server standing by must not pay for importing the framework when it takes over."""
-        if self.context.get_start_method() != "forkserver":
-            return
-
-        def warm() -> None:
-            try:
-                supervision.ensure_fork_server()
-            except Exception:  # the first channel start tries again and reports it
-                self.logger.exception("could not start the fork server ahead of the channels")
-
-        threading.Thread(target=warm, name="warm-fork-server", daemon=True).start()
+        server standing by must not pay for importing the framework when it takes over
+        (de-server has started it already; a DecisionEngine made otherwise may not have)."""
+        if self.context.get_start_method() == "forkserver":
+            supervision.warm_fork_server(
+                lambda exc: self.logger.error("could not start the fork server ahead of the channels", error=str(exc))
+            )
 
     # -- the cluster ------------------------------------------------------------------------------
 

@@ -58,6 +58,7 @@ import shutil
 import signal
 import tempfile
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from decisionengine.framework.config.global_config import DEFAULT_CHANNEL_NICE
@@ -174,6 +175,47 @@ def yield_to_the_server(global_config: dict[str, Any] | None) -> int:
 
 
 # -- starting the fork server from a thread that lives as long as the process ---------------------
+
+#: imported once by the fork server, shared (copy-on-write) by every channel process
+PRELOAD = [
+    "decisionengine.framework.engine.forkserver_guard",  # first: dies with de-server (supervision)
+    "decisionengine.framework.engine.preload",  # the framework, warmed up and frozen
+]
+
+
+def channel_context() -> Any:
+    """How channel processes are started: a fork server.
+
+    The fork server is a clean, single-threaded process started once; it imports the
+    framework (pandas, SQLAlchemy, APScheduler...) and forks each channel from itself.  A
+    channel therefore starts without re-importing everything, and its memory pages for
+    those libraries are shared with the other channels.  Unlike forking the server itself,
+    nothing of the server's threads, locks or connections leaks into a channel.
+
+    The fork server and everything it forks die with de-server (below).
+    """
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(PRELOAD)
+    return context
+
+
+def warm_fork_server(on_error: Callable[[BaseException], None] | None = None) -> None:
+    """Start the fork server in the background and return at once.
+
+    de-server calls it first thing, before importing the rest of the framework: the fork
+    server's imports (pandas, SQLAlchemy...: about a second) then run beside de-server's own
+    instead of after them, while the first channel start waits for it.  ``on_error`` gets
+    what went wrong; the first channel start tries again anyway and reports it."""
+
+    def warm() -> None:
+        try:
+            ensure_fork_server()
+        except Exception as exc:
+            if on_error is not None:
+                on_error(exc)
+
+    threading.Thread(target=warm, name="warm-fork-server", daemon=True).start()
+
 
 _requests: queue.SimpleQueue[concurrent.futures.Future[None]] = queue.SimpleQueue()
 _keeper: threading.Thread | None = None

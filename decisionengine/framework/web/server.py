@@ -31,6 +31,8 @@ UNIX_PREFIX = "unix:"
 
 DASHBOARD = pathlib.Path(__file__).resolve().parent / "dashboard"
 DEFAULT_ADDRESS = ("localhost", 8888)
+#: seconds cheroot's idle connection loop sleeps in select(): the longest a stop waits for it
+SELECT_INTERVAL = 0.05
 
 
 def listening_address(global_config: dict[str, Any]) -> tuple[str, int] | str:
@@ -247,6 +249,11 @@ class HttpServer:
         )
         if hasattr(cherrypy.engine, "signal_handler"):
             cherrypy.engine.signal_handler.unsubscribe()
+        if not cherrypy.server.httpserver:  # what cherrypy.server.start() would make, made now to tune it
+            cherrypy.server.httpserver, cherrypy.server.bind_addr = cherrypy.server.httpserver_from_self()
+        # cheroot's connection loop waits in select() this long when idle, and stopping waits
+        # for that loop: half a second by default, paid at every stop of de-server
+        cherrypy.server.httpserver.expiration_interval = SELECT_INTERVAL
         if isinstance(self.address, str):
             # The socket takes the mode at creation: nobody outside the mode connects, not even briefly.
             mode = int(self.webserver.get("socket_mode", "0660"), 8)
