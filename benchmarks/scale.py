@@ -25,6 +25,7 @@ Printed, all from this one run:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import pathlib
@@ -36,6 +37,7 @@ import threading
 import time
 import urllib.request
 import xmlrpc.client
+from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -54,6 +56,17 @@ CONNECTION_ERRORS = ("too many clients", "remaining connection slots")
 #: a channel process that waited longer than its wait for one of its server's connection slots
 #: (it reports the database unreachable and retries): starvation, counted apart
 SLOT_WAITS = ("no database connection slot came free",)
+
+
+@contextlib.contextmanager
+def keep_or_remove(keep: str | None) -> Iterator[str]:
+    """The servers' directory: ``keep`` (made, kept afterwards) or a temporary one."""
+    if keep:
+        pathlib.Path(keep).mkdir(parents=True, exist_ok=True)
+        yield keep
+        return
+    with tempfile.TemporaryDirectory(prefix="de-scale-") as tmp:
+        yield tmp
 
 
 def log(message: str) -> None:
@@ -79,7 +92,14 @@ class Server:
     """One de-server process with every channel file; its name is its cluster server_name."""
 
     def __init__(
-        self, root: pathlib.Path, name: str, url: str, channels: int, schedule: float, log_level: str = "WARNING"
+        self,
+        root: pathlib.Path,
+        name: str,
+        url: str,
+        channels: int,
+        schedule: float,
+        log_level: str = "WARNING",
+        settings: dict[str, Any] | None = None,
     ) -> None:
         self.name = name
         self.root = root / name
@@ -95,13 +115,14 @@ class Server:
                     "logger": {
                         "log_file": str(self.root / "logs" / "de.log"),
                         "log_level": log_level,
-                        "global_channel_log_level": "WARNING",
+                        "global_channel_log_level": log_level,
                     },
                     "dataspace": {
                         "datasource": {"config": {"url": url}},
                         "reaper_start_delay_seconds": 3600,
+                        **(settings or {}).get("dataspace", {}),
                     },
-                    "cluster": {"server_name": name},
+                    "cluster": {"server_name": name, **(settings or {}).get("cluster", {})},
                 }
             )
         )
@@ -280,18 +301,26 @@ def main() -> int:
         "--log-level", default="WARNING", help="the servers' log level (INFO shows every cluster assignment)"
     )
     parser.add_argument("--limit", type=float, default=30.0, help="a rebalance slower than this fails the run")
+    parser.add_argument("--keep", metavar="DIR", help="keep the servers' configs and logs under DIR (default: removed)")
+    parser.add_argument("--channel-connections", type=int, help="dataspace.channel_connections (default: the server's)")
+    parser.add_argument("--max-starting", type=int, help="cluster.max_starting (default: the server's)")
     args = parser.parse_args()
+    settings: dict[str, Any] = {"dataspace": {}, "cluster": {}}
+    if args.channel_connections is not None:
+        settings["dataspace"]["channel_connections"] = args.channel_connections
+    if args.max_starting is not None:
+        settings["cluster"]["max_starting"] = args.max_starting
 
     results: list[list[Any]] = []
     failures: list[str] = []
-    with running_server(max_connections=100) as database, tempfile.TemporaryDirectory(prefix="de-scale-") as tmp:
+    with running_server(max_connections=100) as database, keep_or_remove(args.keep) as tmp:
         database.psql("CREATE DATABASE scale")
         url = database.url("scale")
         max_connections = int(database.psql("SHOW max_connections").strip())
         sampler = ConnectionSampler(url)
         sampler.start()
         servers = [
-            Server(pathlib.Path(tmp), f"de-{i + 1}", url, args.channels, args.schedule, args.log_level)
+            Server(pathlib.Path(tmp), f"de-{i + 1}", url, args.channels, args.schedule, args.log_level, settings)
             for i in range(args.servers)
         ]
         try:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import queue
 import random
 import threading
 import time
@@ -76,42 +77,75 @@ def create_slots(directory: str, slots: int) -> str:
     return directory
 
 
-def _lock_within(fd: int, seconds: float) -> bool:
-    """Take ``fd``'s exclusive ``flock`` within ``seconds``; False when that time passed.
+class _Turn:
+    """One caller's place in line: the descriptor the line keeper blocks on for it."""
 
-    ``flock`` has no timeout, so when the lock is held a thread sleeps in it (in the kernel,
-    spending nothing) while the caller waits on an Event.  A thread given up on closes its
-    own descriptor the moment it gets the lock, so an abandoned turn is passed on at once."""
-    with contextlib.suppress(BlockingIOError):
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return True
-    own = os.dup(fd)  # the thread's: closing it cannot close a descriptor the caller reused
-    got = threading.Event()
-    state = threading.Lock()
-    abandoned = False
+    def __init__(self, fd: int) -> None:
+        self.own = os.dup(fd)  # the keeper's: closing it cannot close a descriptor the caller reused
+        self.got = threading.Event()
+        self.abandoned = False
+        self.lock = threading.Lock()
 
-    def wait_in_line() -> None:
-        try:
-            fcntl.flock(own, fcntl.LOCK_EX)
-        except OSError:  # not seen; the caller then gives up when its time is spent
-            os.close(own)
-            return
-        with state:
-            if not abandoned:
-                got.set()
-                return
-        os.close(own)
 
-    threading.Thread(target=wait_in_line, name="connection-slot-queue", daemon=True).start()
-    if got.wait(seconds):
-        os.close(own)  # the lock stays: it belongs to the open file, which fd still refers to
-        return True
-    with state:
-        if got.is_set():
-            os.close(own)
+class _LineKeeper:
+    """One thread per process that waits in line (a blocking ``flock``) for the callers.
+
+    ``flock`` has no timeout, so the waiting is done by this thread while the caller waits
+    on an Event that can time out.  One thread for the process's life, not one per wait:
+    starting a thread at every wait was a tenth of a busy channel's CPU on a loaded machine
+    (``benchmarks/scale.py``).  A turn given up on is released the moment the keeper gets it,
+    so the next in line is not held up by a caller that has gone."""
+
+    def __init__(self) -> None:
+        self._turns: queue.SimpleQueue[_Turn] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    def lock_within(self, fd: int, seconds: float) -> bool:
+        """Take ``fd``'s exclusive ``flock`` within ``seconds``; False when that time passed."""
+        with contextlib.suppress(BlockingIOError):
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return True
-        abandoned = True
-    return False
+        turn = _Turn(fd)
+        self._ensure_thread()
+        self._turns.put(turn)
+        if not turn.got.wait(seconds):
+            with turn.lock:
+                if not turn.got.is_set():
+                    turn.abandoned = True  # the keeper closes turn.own when it gets the lock
+                    return False
+        os.close(turn.own)  # the lock stays: it belongs to the open file, which fd still refers to
+        return True
+
+    def _ensure_thread(self) -> None:
+        with self._start_lock:
+            if self._thread is None or not self._thread.is_alive():  # none yet, or a forked child's
+                self._thread = threading.Thread(target=self._keep, name="connection-slot-line", daemon=True)
+                self._thread.start()
+
+    def _keep(self) -> None:
+        while True:
+            turn = self._turns.get()
+            try:
+                fcntl.flock(turn.own, fcntl.LOCK_EX)
+            except OSError:  # not seen; the caller gives up when its time is spent
+                with turn.lock:
+                    turn.abandoned = True
+                os.close(turn.own)
+                continue
+            with turn.lock:
+                if not turn.abandoned:
+                    turn.got.set()
+                    continue
+            os.close(turn.own)
+
+
+_line_keeper = _LineKeeper()
+
+
+def _lock_within(fd: int, seconds: float) -> bool:
+    """Take ``fd``'s exclusive ``flock`` within ``seconds`` (see :class:`_LineKeeper`)."""
+    return _line_keeper.lock_within(fd, seconds)
 
 
 class ConnectionGate:
@@ -123,7 +157,10 @@ class ConnectionGate:
         self.wait = wait
         self._held: dict[int, tuple[int, float]] = {}  # id(DBAPI connection) -> (its slot's fd, when taken)
         self._lock = threading.Lock()
-        self._timer: threading.Timer | None = None
+        #: when the pool's idle connections are to be closed, and the pool (see _idle_soon)
+        self._idle_at: tuple[float, Any] | None = None
+        self._idle_changed = threading.Condition()
+        self._closer: threading.Thread | None = None
 
     def take(self) -> int:
         """A slot's file descriptor, holding its lock; waits up to ``wait`` seconds, in line
@@ -210,22 +247,30 @@ class ConnectionGate:
 
     def _idle_soon(self, pool: Any) -> None:
         """A connection came back: close the pool's idle connections if none is used again
-        within IDLE_CLOSE seconds (one timer, restarted by every check-in)."""
-        with self._lock:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer = threading.Timer(IDLE_CLOSE, self._close_idle, args=(pool,))
-            self._timer.daemon = True
-            self._timer.start()
+        within IDLE_CLOSE seconds.  One closer thread per gate, woken with the new moment: a
+        ``threading.Timer`` started at every check-in cost a thread start each time."""
+        with self._idle_changed:
+            self._idle_at = (time.monotonic() + IDLE_CLOSE, pool)
+            if self._closer is None or not self._closer.is_alive():
+                self._closer = threading.Thread(target=self._close_when_due, name="connection-idle-close", daemon=True)
+                self._closer.start()
+            self._idle_changed.notify()
+
+    def _close_when_due(self) -> None:
+        while True:
+            with self._idle_changed:
+                while self._idle_at is None or self._idle_at[0] > time.monotonic():
+                    self._idle_changed.wait(None if self._idle_at is None else self._idle_at[0] - time.monotonic())
+                pool = self._idle_at[1]
+                self._idle_at = None
+            self._close_idle(pool)
 
     def close_idle(self, pool: Any) -> None:
         """Close the pool's idle connections now (their slots go back); the pool stays usable.
         A channel calls it after each generation (``DataSpace.idle``): a busy channel must
         not keep a slot from the others between its generations."""
-        with self._lock:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
+        with self._idle_changed:
+            self._idle_at = None
         self._close_idle(pool)
 
     @staticmethod

@@ -60,6 +60,10 @@ PREFIX = "source:"
 #: the least time between two reconciles (seconds): what the keeper does on a wake waits at
 #: most this long, and a server of hundreds of channels is not kept busy by it
 RECONCILE_INTERVAL = 0.2
+#: the least time between two exports of ``de_source_status`` (seconds): an export looks at
+#: every source of every channel (a third of a busy server's CPU at 5 reconciles a second,
+#: benchmarks/scale.py), and Prometheus scrapes every 15 s or so
+EXPORT_INTERVAL = 1.0
 
 
 class SourceWorker(ChannelWorker):
@@ -156,6 +160,7 @@ class SharedSources:
         self._attachments: dict[str, int] = {}
         #: source -> the de_source_status number last written
         self._exported: dict[str, int] = {}
+        self._last_export = float("-inf")  # monotonic
         self._lock = threading.RLock()
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -478,7 +483,11 @@ class SharedSources:
                 except Exception as exc:  # the database is away: the consumers here are told anyway
                     self.logger.warning("could not announce a shared source's failure", source=key, error=str(exc))
             self._send_failing(workers, key, failing, names)
-        self._export(workers)
+        if time.monotonic() - self._last_export >= EXPORT_INTERVAL:
+            self._last_export = time.monotonic()
+            self._export(workers)
+        else:
+            self._wake.set()  # what changed since the last export is exported at a later reconcile
 
     def reconcile_now(self, timeout: float = 5.0) -> bool:
         """Wake the keeper and wait for a reconcile that starts after this call to finish

@@ -150,6 +150,8 @@ class TaskManager:
         self.failed_module: dict[str, Any] | None = None
         self.sources = {key: SourceStatus(spec.schedule) for key, spec in plan.sources.items()}
         self.history: collections.deque[GenerationRecord] = collections.deque(maxlen=max(self.settings.history, 1))
+        #: id(record) -> its dict, for the finished records of the history (see _history_dicts)
+        self._record_dicts: dict[int, tuple[GenerationRecord, dict[str, Any]]] = {}
         self.busy: dict[str, float] = {}
         self.instances: dict[str, Any] = {}
         #: every publisher enabled or not, since when (carried on from the DataSpace at boot)
@@ -181,7 +183,7 @@ class TaskManager:
 
     def status(self) -> dict[str, Any]:
         """A snapshot of the channel (plain data: it crosses process boundaries as is)."""
-        last = self.history[-1] if self.history else None
+        history = self._history_dicts()
         with self._cond:  # a delivery waiting for the next generation (what queue_status shows)
             pending = set(self._fresh)
         return {
@@ -194,7 +196,7 @@ class TaskManager:
             "generations_run": self.generations_run,
             "consecutive_failures": self.consecutive_failures,
             "failed_generations": self.failed_generations,
-            "last_generation": asdict(last) if last else None,
+            "last_generation": history[-1] if history else None,
             "last_error": self.last_error,
             "failed_module": self.failed_module,
             "failing_sources": self.failing_sources(),
@@ -207,8 +209,26 @@ class TaskManager:
             "owner": self.owner if not self.standby and self.fence is not None else None,
             "database_unreachable_since": self.database_unreachable_since,
             "module_timeout": self.settings.module_timeout,
-            "history": [asdict(record) for record in list(self.history)],  # a copy: generations append
+            "history": history,
         }
+
+    def _history_dicts(self) -> list[dict[str, Any]]:
+        """The history as plain dicts: the newest record afresh (its generation may still
+        run), the others from a cache (a record is final once the next generation starts).
+
+        A channel reports its status before and after every module call; converting all
+        ``history`` records each time (``dataclasses.asdict`` copies deeply) was a fifth of
+        a busy channel's CPU in ``benchmarks/scale.py``."""
+        records = list(self.history)  # a copy: generations append
+        if not records:
+            return []
+        cache = self._record_dicts  # holds the records too: an id is not reused while cached
+        finished = [
+            cached[1] if (cached := cache.get(id(record))) is not None and cached[0] is record else asdict(record)
+            for record in records[:-1]
+        ]
+        self._record_dicts = {id(record): (record, done) for record, done in zip(records[:-1], finished, strict=True)}
+        return [*finished, asdict(records[-1])]
 
     def failing_sources(self) -> dict[str, dict[str, Any]]:
         """{source: {since, missed_update_count, last_error}} of the sources that keep failing
@@ -949,11 +969,10 @@ class TaskManager:
         result = self._call(spec.key, self.instances[spec.key].evaluate_generation, block)
         header = self._header(spec.key, record, time.time())
         block.put(FACTS_PRODUCT, result.facts_frame, header, self._metadata(record))
-        values = pd.DataFrame(
-            {"fact_name": list(result.facts), "fact_value": [bool(v) for v in result.facts.values()]},
-            columns=["fact_name", "fact_value"],
+        values = frame_of(
+            {"fact_name": (list(result.facts), object), "fact_value": ([bool(v) for v in result.facts.values()], bool)}
         )
-        block.put(FACT_VALUES, values.astype({"fact_name": object, "fact_value": bool}), header, self._metadata(record))
+        block.put(FACT_VALUES, values, header, self._metadata(record))
         self.logger.info(
             "logic engine decided",
             generation=record.generation_id,
@@ -992,8 +1011,18 @@ class TaskManager:
                     "error": error,
                 }
             )
-        frame = pd.DataFrame(rows, columns=["publisher", "ran", "succeeded", "seconds", "error"])
-        return frame.astype({"publisher": object, "ran": bool, "succeeded": object, "error": object})
+        return frame_of(
+            {
+                column: ([row[column] for row in rows], dtype)
+                for column, dtype in (
+                    ("publisher", object),
+                    ("ran", bool),
+                    ("succeeded", object),
+                    ("seconds", float),
+                    ("error", object),
+                )
+            }
+        )
 
     def _record_result(self, key: str, result: Any) -> None:
         """Update the board with what ``publish()`` returned (only ``True``/``False``
@@ -1023,6 +1052,14 @@ class TaskManager:
             self.busy.pop(key, None)
             if self.reporter is not None:
                 self._report()
+
+
+def frame_of(columns: Mapping[str, tuple[list[Any], Any]]) -> pd.DataFrame:
+    """A DataFrame of the framework's own products, each column of the dtype given (strings
+    as ``object``, as the reference stores them), made at once: a frame made from lists and
+    then converted (pandas 3 infers Arrow strings first) cost twice as much, three times a
+    generation."""
+    return pd.DataFrame({name: pd.Series(values, dtype=dtype) for name, (values, dtype) in columns.items()})
 
 
 def _describe(error: BaseException) -> str:
