@@ -123,3 +123,52 @@ def test_a_dropped_lock_connection_is_taken_again_when_nobody_else_did(pg_url, t
     tm.stop()
     thread.join(10)
     space.close()
+
+
+@pytest.mark.postgresql
+def test_a_channel_in_standby_keeps_no_connection_slot_between_its_attempts(pg_url, tmp_path):
+    """Regression (benchmarks/scale.py): a process in standby tried to claim its channel once
+    a retry and kept its connection, and so one of its server's connection slots, half a
+    second after each try; fifty of them on a joining server starved its running channels."""
+    from decisionengine.framework.dataspace.connection_gate import ConnectionGate, create_slots, gated_config
+    from decisionengine.framework.dataspace.membership import Membership
+    from tests.conftest import global_config
+
+    plan = plan_from(counting_channel(str(tmp_path / "r.jsonl"), standby_retry=0.1), "rationed")
+    owner_space = DataSpace(global_config(pg_url))
+    member = Membership(owner_space.datasource, "a", 60)  # a live server of the cluster owns it
+    member.beat([], False)
+    owner = TaskManager(plan, owner_space, server_id=member.server_id)
+    owner_thread = threading.Thread(target=owner.run, daemon=True)
+    owner_thread.start()
+    assert owner.state.wait_for(State.STEADY, 20)
+
+    config = global_config(pg_url)
+    config["dataspace"]["datasource"]["config"] = gated_config(config["dataspace"]["datasource"]["config"], "rationed")
+    space = DataSpace(config)
+    engine = space.datasource.engine
+    engine.dispose()  # what opening it connected was not gated
+    gate = ConnectionGate(create_slots(str(tmp_path / "slots"), 2), 2)
+    gate.install(engine)
+    space.idle_hook = lambda: gate.close_idle(engine.pool)
+    waiting = TaskManager(plan, space, server_id="b:elsewhere")  # as under server b
+    waiting_thread = threading.Thread(target=waiting.run, daemon=True)
+    waiting_thread.start()
+    try:
+        eventually(lambda: waiting.standby, 20, what="the second owner in standby")
+        samples = []
+        deadline = time.monotonic() + 1.5  # fifteen attempts at standby_retry 0.1
+        while time.monotonic() < deadline:
+            samples.append(gate.in_use())
+            time.sleep(0.005)
+        assert waiting.standby
+        free = samples.count(0) / len(samples)
+        assert free > 0.5, f"the slot was free in only {free:.0%} of {len(samples)} looks while in standby"
+    finally:
+        waiting.stop()
+        waiting_thread.join(10)
+        owner.stop()
+        owner_thread.join(10)
+        member.leave()
+        space.close()
+        owner_space.close()

@@ -214,9 +214,13 @@ class DecisionEngine:
         # at most max_starting channel processes boot at once: a cold start of hundreds of
         # channels (or a takeover of another server's) goes in waves, one per heartbeat
         room = self.cluster.settings.max_starting - sum(worker.booting for _, worker in workers)
+        live = {member.server_id for member in view.members}
         for name, worker in workers:
             target = view.assignment.get(name)
-            if worker.assign(target == me, self.cluster.member_name(target), may_start=room > 0) == "started":
+            holder = view.holders.get(name)
+            claimable = holder is None or holder == me or holder not in live
+            runs_on = self.cluster.member_name(target)
+            if worker.assign(target == me, runs_on, may_start=room > 0, claimable=claimable) == "started":
                 room -= 1
         self._release_stale_holds(view, self.cluster)
         self.sources.apply(view.assignment, me, self.cluster.member_name)

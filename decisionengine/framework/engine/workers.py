@@ -361,18 +361,19 @@ class ChannelWorker:
         with self._lock:
             return self.alive and self.state is State.BOOT and not self.snapshot.get("standby")
 
-    def assign(self, here: bool, runs_on: str | None, may_start: bool = True) -> str | None:
+    def assign(self, here: bool, runs_on: str | None, may_start: bool = True, claimable: bool = True) -> str | None:
         """The cluster's assignment: run the channel here, or hand it over (the process
         finishes its generation, releases the channel and exits; the worker stands by).
+        ``claimable``: no other live server holds the channel now.
         Returns what was done ("started", "handed over") or None."""
         with self._lock:
             self.runs_on = None if here else runs_on
             if not self._offered():
                 return None  # not running here for reasons of its own (stopped, failed): shown as is
             if here and self.alive and self.snapshot.get("standby"):
-                # its process waits to claim the channel: the holder may be gone now, try at once
-                with contextlib.suppress(Exception):
-                    self.command_queue.put(("claim_now",))
+                if claimable:  # its holder let it go or is gone: its process claims it at once
+                    with contextlib.suppress(Exception):
+                        self.command_queue.put(("claim_now",))
                 return None
             if here and self.parked and not self.alive:
                 if not may_start:

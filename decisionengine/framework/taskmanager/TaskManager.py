@@ -333,6 +333,10 @@ class TaskManager:
                     "another process owns this channel; waiting in standby", retry=self.settings.standby_retry
                 )
                 self._report()
+            # a process in standby holds no connection (under a server: no connection slot)
+            # while it waits: fifty channels booting on a joining server, each trying once a
+            # second and keeping its slot half a second after, starved that server's channels
+            self.dataspace.idle()
             self._claim_now.wait(self.settings.standby_retry)
             self._claim_now.clear()
             if self._stop.is_set():
