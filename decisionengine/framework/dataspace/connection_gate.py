@@ -143,11 +143,6 @@ class _LineKeeper:
 _line_keeper = _LineKeeper()
 
 
-def _lock_within(fd: int, seconds: float) -> bool:
-    """Take ``fd``'s exclusive ``flock`` within ``seconds`` (see :class:`_LineKeeper`)."""
-    return _line_keeper.lock_within(fd, seconds)
-
-
 class ConnectionGate:
     """Take a slot before connecting, give it back when the connection closes."""
 
@@ -166,9 +161,9 @@ class ConnectionGate:
         """A slot's file descriptor, holding its lock; waits up to ``wait`` seconds, in line
         behind the processes already waiting."""
         started = time.monotonic()
-        queue = os.open(self.queue_path, os.O_RDWR | os.O_CREAT, 0o600)
+        line = os.open(self.queue_path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            if not _lock_within(queue, self.wait):
+            if not _line_keeper.lock_within(line, self.wait):
                 raise self._timed_out("behind the other waiters")
             fd = self._try_take()
             if fd is not None:
@@ -179,7 +174,7 @@ class ConnectionGate:
                     return fd
             raise self._timed_out("at the head of the line")
         finally:
-            os.close(queue)  # the next in line becomes the head
+            os.close(line)  # the next in line becomes the head
 
     def _timed_out(self, where: str) -> DataSpaceConnectionError:
         return DataSpaceConnectionError(

@@ -60,7 +60,7 @@ from decisionengine.framework.logicengine.LogicEngine import FACTS_PRODUCT
 from decisionengine.framework.modules.Module import verify_products
 from decisionengine.framework.taskmanager import acquiring, metrics
 from decisionengine.framework.taskmanager.acquiring import SourceStatus
-from decisionengine.framework.taskmanager.PublisherStatus import PublisherStatus, PublisherStatusBoard
+from decisionengine.framework.taskmanager.PublisherStatus import PublisherStatus, PublisherStatusBoard, details_frame
 from decisionengine.framework.taskmanager.settings import TaskManagerSettings
 from decisionengine.framework.taskmanager.states import State, StateMachine
 from decisionengine.framework.util import running_module
@@ -223,10 +223,7 @@ class TaskManager:
         if not records:
             return []
         cache = self._record_dicts  # holds the records too: an id is not reused while cached
-        finished = [
-            cached[1] if (cached := cache.get(id(record))) is not None and cached[0] is record else asdict(record)
-            for record in records[:-1]
-        ]
+        finished = [cached[1] if (cached := cache.get(id(record))) else asdict(record) for record in records[:-1]]
         self._record_dicts = {id(record): (record, done) for record, done in zip(records[:-1], finished, strict=True)}
         return [*finished, asdict(records[-1])]
 
@@ -973,8 +970,12 @@ class TaskManager:
         result = self._call(spec.key, self.instances[spec.key].evaluate_generation, block)
         header = self._header(spec.key, record, time.time())
         block.put(FACTS_PRODUCT, result.facts_frame, header, self._metadata(record))
-        values = frame_of(
-            {"fact_name": (list(result.facts), object), "fact_value": ([bool(v) for v in result.facts.values()], bool)}
+        # each column in its dtype at once (as LogicEngine.facts_frame), not converted afterwards
+        values = pd.DataFrame(
+            {
+                "fact_name": pd.Series(list(result.facts), dtype=object),
+                "fact_value": pd.Series([bool(v) for v in result.facts.values()], dtype=bool),
+            }
         )
         block.put(FACT_VALUES, values, header, self._metadata(record))
         self.logger.info(
@@ -1015,18 +1016,7 @@ class TaskManager:
                     "error": error,
                 }
             )
-        return frame_of(
-            {
-                column: ([row[column] for row in rows], dtype)
-                for column, dtype in (
-                    ("publisher", object),
-                    ("ran", bool),
-                    ("succeeded", object),
-                    ("seconds", float),
-                    ("error", object),
-                )
-            }
-        )
+        return details_frame(rows)
 
     def _record_result(self, key: str, result: Any) -> None:
         """Update the board with what ``publish()`` returned (only ``True``/``False``
@@ -1056,14 +1046,6 @@ class TaskManager:
             self.busy.pop(key, None)
             if self.reporter is not None:
                 self._report()
-
-
-def frame_of(columns: Mapping[str, tuple[list[Any], Any]]) -> pd.DataFrame:
-    """A DataFrame of the framework's own products, each column of the dtype given (strings
-    as ``object``, as the reference stores them), made at once: a frame made from lists and
-    then converted (pandas 3 infers Arrow strings first) cost twice as much, three times a
-    generation."""
-    return pd.DataFrame({name: pd.Series(values, dtype=dtype) for name, (values, dtype) in columns.items()})
 
 
 def _describe(error: BaseException) -> str:
