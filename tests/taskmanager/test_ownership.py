@@ -172,3 +172,56 @@ def test_a_channel_in_standby_keeps_no_connection_slot_between_its_attempts(pg_u
         member.leave()
         space.close()
         owner_space.close()
+
+
+def test_a_standby_under_a_server_tries_ever_less_often_and_claims_at_once_when_told(pg_url, tmp_path):
+    """Under a cluster member a standby's own attempts back off (each is a new connection on a
+    gated server): its server tells it when the channel is free (``claim_now``)."""
+    from decisionengine.framework.dataspace.membership import Membership
+    from tests.conftest import global_config
+
+    plan = plan_from(counting_channel(str(tmp_path / "r.jsonl"), standby_retry=0.1), "patient")
+    owner_space = DataSpace(global_config(pg_url))
+    member = Membership(owner_space.datasource, "a", 60)
+    member.beat([], False)
+    owner = TaskManager(plan, owner_space, server_id=member.server_id)
+    owner_thread = threading.Thread(target=owner.run, daemon=True)
+    owner_thread.start()
+    assert owner.state.wait_for(State.STEADY, 20)
+
+    space = DataSpace(global_config(pg_url))
+    waiting = TaskManager(plan, space, server_id="b:elsewhere")
+    attempts = []
+    take_and_claim = waiting._take_and_claim
+
+    def counted():
+        attempts.append(time.monotonic())
+        return take_and_claim()
+
+    waiting._take_and_claim = counted
+    waiting_thread = threading.Thread(target=waiting.run, daemon=True)
+    waiting_thread.start()
+    try:
+        eventually(lambda: waiting.standby, 20, what="the second owner in standby")
+        first = attempts[0]
+        eventually(lambda: attempts[-1] - first > 3, 20, what="three seconds of attempts")
+        within = [at for at in attempts if at - first <= 3]
+        # pauses 0.1, 0.2, 0.4, 0.8, 1.6: six attempts in three seconds, not thirty
+        assert len(within) <= 7, f"{len(within)} attempts in 3 s at standby_retry 0.1"
+        assert waiting.standby
+
+        owner.stop()
+        owner_thread.join(10)
+        told = time.monotonic()
+        waiting.claim_now()  # what its server sends at the next heartbeat that shows it free
+        eventually(lambda: not waiting.standby and waiting.fence is not None, 10, what="the takeover")
+        took = time.monotonic() - told
+        assert took < 1.5, f"took over {took:.1f} s after being told (its own pause was over 3 s)"
+    finally:
+        waiting.stop()
+        waiting_thread.join(10)
+        owner.stop()
+        owner_thread.join(10)
+        member.leave()
+        space.close()
+        owner_space.close()
