@@ -76,6 +76,67 @@ def test_a_checkout_during_the_idle_close_does_not_wait_for_the_pool_timeout(db_
     assert slowest[0] < POOL_TIMEOUT / 2, f"a checkout waited {slowest[0]:.2f} s (pool timeout {POOL_TIMEOUT:g} s)"
 
 
+def test_an_idle_connection_is_kept_until_another_process_waits_for_its_slot(db_url, tmp_path):
+    """A new connection is dear (a PostgreSQL backend start): an idle one is kept while nobody
+    waits for its slot (before: closed after 0.5 s idle, at every generation of every
+    channel), and given back promptly when another process waits (before: 0.5 s later)."""
+    import subprocess
+    import sys
+
+    engine, gate = gated_engine(db_url, tmp_path)
+    connects = []
+    event.listen(engine, "connect", lambda *_: connects.append(time.monotonic()))
+    try:
+        for _ in range(3):
+            with engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+            time.sleep(0.6)  # longer than the old idle close
+            assert gate.in_use() == 1
+        assert len(connects) == 1, "the idle connection was closed although nobody waited"
+
+        # the two slots: one held by this idle connection, one taken by the test
+        other = gate.take()
+        code = (
+            "import sys, time; from decisionengine.framework.dataspace.connection_gate import ConnectionGate as G;"
+            "started = time.monotonic(); G.give_back(G(sys.argv[1], 2, wait=20).take());"
+            "print(round(time.monotonic() - started, 3))"
+        )
+        directory = str(tmp_path / "slots")
+        waiter = subprocess.run(
+            [sys.executable, "-c", code, directory], check=False, capture_output=True, text=True, timeout=60
+        )
+        ConnectionGate.give_back(other)
+        assert waiter.returncode == 0, waiter.stderr
+        waited = float(waiter.stdout)
+        assert waited < 2, f"the waiter got the idle connection's slot after {waited:.2f} s (IDLE_KEEP: 60 s)"
+        assert gate.in_use() == 0
+        with engine.connect() as conn:  # connects again, with a slot
+            assert conn.exec_driver_sql("SELECT 1").scalar() == 1
+        assert len(connects) == 2
+    finally:
+        engine.dispose()
+
+
+def test_done_for_now_keeps_the_connection_only_while_the_server_has_a_slot_to_spare(db_url, tmp_path):
+    """``DataSpace.idle`` after a generation: on a server with a free slot the connection is
+    kept for the next generation; on one short of slots it goes back at once (holders that
+    kept theirs until a newcomer waited made every newcomer wait: benchmarks/scale.py)."""
+    engine, gate = gated_engine(db_url, tmp_path)
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+        gate.idle(engine.pool)
+        assert gate.in_use() == 1, "given back although the other slot was free"
+        other = gate.take()  # now no slot is free
+        try:
+            gate.idle(engine.pool)
+            assert gate.in_use() == 0, "kept although the server had no slot to spare"
+        finally:
+            ConnectionGate.give_back(other)
+    finally:
+        engine.dispose()
+
+
 # --- waiting in line: no database needed, the slots are lock files -----------------------
 
 

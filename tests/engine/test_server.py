@@ -243,7 +243,7 @@ def test_status_answers_at_once_while_a_channel_boots(server_root, sqlite_url):
         server.stop()
 
 
-@pytest.mark.parametrize("shutdown_timeout, delay, finishes", [(15, 2.0, True), (1, 6.0, False)])
+@pytest.mark.parametrize("shutdown_timeout, delay, finishes", [(15, 2.0, True), (1, 4.0, False)])
 def test_sigterm_during_a_generation_leaves_the_dataspace_consistent(
     server_root, sqlite_url, shutdown_timeout, delay, finishes
 ):

@@ -150,7 +150,7 @@ def test_a_channel_in_standby_keeps_no_connection_slot_between_its_attempts(pg_u
     engine.dispose()  # what opening it connected was not gated
     gate = ConnectionGate(create_slots(str(tmp_path / "slots"), 2), 2)
     gate.install(engine)
-    space.idle_hook = lambda: gate.close_idle(engine.pool)
+    space.idle_hook = gate.idle_hook(engine.pool)
     waiting = TaskManager(plan, space, server_id="b:elsewhere")  # as under server b
     waiting_thread = threading.Thread(target=waiting.run, daemon=True)
     waiting_thread.start()

@@ -4,11 +4,22 @@ PostgreSQL serves a fixed number of connections (``max_connections``, 100 by def
 a server may run hundreds of channels.  So a channel process under de-server opens a
 connection only when it has work for the database, and only after taking one of the
 server's N *connection slots*; the slot is given back when the connection closes.  The
-connection is kept for the transactions that follow at once (a generation makes several)
-and closed once the pool has been idle for :data:`IDLE_CLOSE` seconds, so that a channel
-waiting for its next generation holds no connection.  The server's channel connections
-then number at most N, however many channels it runs: they scale with the work done at
-once, not with the channels.
+server's channel connections then number at most N, however many channels it runs: they
+scale with the work done at once, not with the channels.
+
+A channel done with its database work for now (``DataSpace.idle``: after a generation, a
+shared source's delivery) keeps its connection if another slot is still free and nobody
+waits in line, and gives it back at once otherwise.  A connection kept, or one left idle
+otherwise (a channel's own source stored a delivery: the generation it starts follows), is
+given back once someone waits in line and it has been idle :data:`IDLE_CLOSE` seconds (its
+process looks every :data:`WAITER_CHECK` seconds), or after :data:`IDLE_KEEP` seconds
+unused.  A new connection is dear: a PostgreSQL backend start and its first statements
+cost the database about 14 ms of CPU on a 2-core VM, more than a whole no-op generation on
+a connection kept (5 ms).  Closing every connection after half a second idle, as before,
+paid that at every generation of every channel even on a server with slots to spare.  On
+a server short of slots nothing changes: kept connections given back the moment someone
+waited made the generation a delivery starts connect anew (``benchmarks/scale.py``: 1.7
+times the connections).
 
 A slot is a ``flock`` on one of N files in a directory private to the server.  The
 kernel releases the ``flock`` of a process that dies, so a channel killed while holding
@@ -32,6 +43,7 @@ import queue
 import random
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -51,8 +63,14 @@ QUEUE_FILE = "queue.lock"
 #: given back is taken again within about 20 ms
 FIRST_PAUSE = 0.002
 LONGEST_PAUSE = 0.02
-#: seconds a channel process's pool may sit idle before its connections are closed
+#: seconds an idle connection is kept whoever waits: the generation a source's delivery
+#: starts comes within that on a loaded server, and finds the delivery's connection open
 IDLE_CLOSE = 0.5
+#: seconds between a process's looks, while its connection is idle, for another waiting for a slot
+WAITER_CHECK = 0.05
+#: seconds an idle connection is kept although nobody waits for its slot (a quiet channel
+#: does not keep a PostgreSQL backend for hours)
+IDLE_KEEP = 60.0
 
 #: the two sides of a server's slots (summed over its channel processes): long waits with short
 #: holds say the slots are too few (raise ``dataspace.channel_connections``); long holds say
@@ -152,8 +170,8 @@ class ConnectionGate:
         self.wait = wait
         self._held: dict[int, tuple[int, float]] = {}  # id(DBAPI connection) -> (its slot's fd, when taken)
         self._lock = threading.Lock()
-        #: when the pool's idle connections are to be closed, and the pool (see _idle_soon)
-        self._idle_at: tuple[float, Any] | None = None
+        #: since when the pool's connection is idle, and the pool (see _idle_from_now)
+        self._idle_since: tuple[float, Any] | None = None
         self._idle_changed = threading.Condition()
         self._closer: threading.Thread | None = None
 
@@ -237,35 +255,81 @@ class ConnectionGate:
             self.close_when_idle(engine)
 
     def close_when_idle(self, engine: sa.Engine) -> None:
-        """Close ``engine``'s idle connections IDLE_CLOSE seconds after the last check-in."""
-        event.listen(engine.pool, "checkin", lambda *_: self._idle_soon(engine.pool))
+        """Close ``engine``'s idle connection once another process waits for a slot (but
+        not before IDLE_CLOSE seconds idle), or after IDLE_KEEP seconds unused."""
+        event.listen(engine.pool, "checkin", lambda *_: self._idle_from_now(engine.pool))
+        event.listen(engine.pool, "checkout", lambda *_: self._in_use_again())
 
-    def _idle_soon(self, pool: Any) -> None:
-        """A connection came back: close the pool's idle connections if none is used again
-        within IDLE_CLOSE seconds.  One closer thread per gate, woken with the new moment: a
-        ``threading.Timer`` started at every check-in cost a thread start each time."""
+    def idle_hook(self, pool: Any) -> Callable[[bool], None]:
+        """What ``DataSpace.idle(long)`` calls in a gated process: :meth:`close_idle` for a
+        long pause (a standby), :meth:`idle` otherwise."""
+        return lambda long: self.close_idle(pool) if long else self.idle(pool)
+
+    def idle(self, pool: Any) -> None:
+        """The pool's user has no database work for now: keep its idle connection if a slot
+        is still free for the others and nobody waits, else give it back now."""
+        if self.someone_waits() or not self.a_slot_is_free():
+            self.close_idle(pool)
+
+    def a_slot_is_free(self) -> bool:
+        """Whether one of the slots this process does not hold is free now."""
+        fd = self._try_take()
+        if fd is None:
+            return False
+        self.give_back(fd)
+        return True
+
+    def someone_waits(self) -> bool:
+        """Whether a process of this server is in line for a slot: the head of the line holds
+        the line's lock while it looks for a free slot."""
+        fd = os.open(self.queue_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # lets go of the line at once if it was free
+        return False
+
+    def _idle_from_now(self, pool: Any) -> None:
+        """A connection came back to the pool: the closer thread watches the line from now.
+        One closer thread per gate, woken with the news: a ``threading.Timer`` started at
+        every check-in cost a thread start each time."""
         with self._idle_changed:
-            self._idle_at = (time.monotonic() + IDLE_CLOSE, pool)
+            self._idle_since = (time.monotonic(), pool)
             if self._closer is None or not self._closer.is_alive():
                 self._closer = threading.Thread(target=self._close_when_due, name="connection-idle-close", daemon=True)
                 self._closer.start()
             self._idle_changed.notify()
 
+    def _in_use_again(self) -> None:
+        with self._idle_changed:
+            self._idle_since = None
+
     def _close_when_due(self) -> None:
         while True:
             with self._idle_changed:
-                while self._idle_at is None or self._idle_at[0] > time.monotonic():
-                    self._idle_changed.wait(None if self._idle_at is None else self._idle_at[0] - time.monotonic())
-                pool = self._idle_at[1]
-                self._idle_at = None
-            self._close_idle(pool)
+                while self._idle_since is None:
+                    self._idle_changed.wait()
+                since = self._idle_since
+            time.sleep(random.uniform(0.5, 1.5) * WAITER_CHECK)  # spread: one waiter, one close
+            if self._idle_since is not since:
+                continue  # used again meanwhile (or closed by close_idle)
+            idle_for = time.monotonic() - since[0]
+            if idle_for < IDLE_CLOSE or (idle_for < IDLE_KEEP and not self.someone_waits()):
+                continue
+            with self._idle_changed:
+                if self._idle_since is not since:
+                    continue
+                self._idle_since = None
+            self._close_idle(since[1])
 
     def close_idle(self, pool: Any) -> None:
         """Close the pool's idle connections now (their slots go back); the pool stays usable.
-        A channel calls it after each generation (``DataSpace.idle``): a busy channel must
-        not keep a slot from the others between its generations."""
+        A channel calls it when it expects no database work for a while (``DataSpace.idle``:
+        after its boot, between its attempts in standby)."""
         with self._idle_changed:
-            self._idle_at = None
+            self._idle_since = None
         self._close_idle(pool)
 
     @staticmethod

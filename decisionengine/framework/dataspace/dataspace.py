@@ -142,14 +142,17 @@ class DataSpace:
     def close(self) -> None:
         self.datasource.close()
 
-    #: called by :meth:`idle` (a channel process under a server sets it: see connection_gate)
-    idle_hook: Callable[[], None] | None = None
+    #: called by :meth:`idle` with its ``long`` (a channel process under a server sets it:
+    #: see connection_gate)
+    idle_hook: Callable[[bool], None] | None = None
 
-    def idle(self) -> None:
-        """The caller has no database work for a while (a channel between generations): a
-        process whose connections are rationed closes its idle ones now."""
+    def idle(self, long: bool = False) -> None:
+        """The caller has no database work for now (a channel between generations): a
+        process whose connections are rationed gives its idle one back now unless its server
+        has slots to spare (see :mod:`.connection_gate`); with ``long`` (a standby, for
+        seconds at least), now whatever the slots."""
         if self.idle_hook is not None:
-            self.idle_hook()
+            self.idle_hook(long)
 
     def __enter__(self) -> DataSpace:
         return self

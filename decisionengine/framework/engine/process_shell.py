@@ -115,7 +115,7 @@ def open_dataspace(launch: Any, name: str | None = None) -> Any:
     dataspace = DataSpace({**launch.global_config, "dataspace": dataspace_config})
     engine = dataspace.datasource.engine
     gate.close_when_idle(engine)
-    dataspace.idle_hook = lambda: gate.close_idle(engine.pool)
+    dataspace.idle_hook = gate.idle_hook(engine.pool)
     dataspace.idle()  # what opening it left in the pool
     return dataspace
 

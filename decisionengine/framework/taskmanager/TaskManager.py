@@ -345,7 +345,7 @@ class TaskManager:
             # a process in standby holds no connection (under a server: no connection slot)
             # while it waits: fifty channels booting on a joining server, each trying once a
             # second and keeping its slot half a second after, starved that server's channels
-            self.dataspace.idle()
+            self.dataspace.idle(long=True)
             self._claim_now.wait(pause)
             self._claim_now.clear()
             if self.server_id is not None:
@@ -687,7 +687,7 @@ class TaskManager:
                     return State.SHUTDOWN
                 continue
             finally:
-                self.dataspace.idle()  # between generations this channel holds no connection
+                self.dataspace.idle()  # under a server: kept only while it has slots to spare
             if self.consecutive_failures >= self.settings.max_consecutive_failures:
                 last = self.history[-1]
                 module = last.module or "framework"

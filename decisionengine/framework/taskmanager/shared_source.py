@@ -202,7 +202,7 @@ class SourceRunner:
                 self.logger.error("database unreachable; retrying the claim", error=str(exc))
                 fence = None
             else:
-                self.dataspace.idle()
+                self.dataspace.idle(long=fence is None)  # in standby: for a while
             if fence is not None:
                 self.fence = fence
                 if self.standby:
@@ -339,7 +339,7 @@ class SourceRunner:
                 delay = min(delay * 2, 2.0)
                 continue
             finally:
-                self.dataspace.idle()  # between deliveries the source holds no connection
+                self.dataspace.idle()  # under a server: kept only while it has slots to spare
             self.generation = generation
             self._database_reachable()
             return True
