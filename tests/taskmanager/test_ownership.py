@@ -1,5 +1,6 @@
 """Channel ownership: two processes (here: two task managers) never run one channel at once."""
 
+import contextlib
 import threading
 import time
 
@@ -125,103 +126,103 @@ def test_a_dropped_lock_connection_is_taken_again_when_nobody_else_did(pg_url, t
     space.close()
 
 
+@contextlib.contextmanager
+def owned_by_a_live_member(pg_url, plan):
+    """The channel run by a task manager of a live cluster member ("a"), until the block ends."""
+    from decisionengine.framework.dataspace.membership import Membership
+    from tests.conftest import global_config
+
+    space = DataSpace(global_config(pg_url))
+    member = Membership(space.datasource, "a", 60)
+    member.beat([], False)
+    owner = TaskManager(plan, space, server_id=member.server_id)
+    thread = threading.Thread(target=owner.run, daemon=True)
+    thread.start()
+    try:
+        assert owner.state.wait_for(State.STEADY, 20)
+        yield owner, thread
+    finally:
+        owner.stop()
+        thread.join(10)
+        member.leave()
+        space.close()
+
+
+@contextlib.contextmanager
+def running(taskmanager, space):
+    thread = threading.Thread(target=taskmanager.run, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        taskmanager.stop()
+        thread.join(10)
+        space.close()
+
+
 @pytest.mark.postgresql
 def test_a_channel_in_standby_keeps_no_connection_slot_between_its_attempts(pg_url, tmp_path):
     """Regression (benchmarks/scale.py): a process in standby tried to claim its channel once
     a retry and kept its connection, and so one of its server's connection slots, half a
     second after each try; fifty of them on a joining server starved its running channels."""
     from decisionengine.framework.dataspace.connection_gate import ConnectionGate, create_slots, gated_config
-    from decisionengine.framework.dataspace.membership import Membership
     from tests.conftest import global_config
 
     plan = plan_from(counting_channel(str(tmp_path / "r.jsonl"), standby_retry=0.1), "rationed")
-    owner_space = DataSpace(global_config(pg_url))
-    member = Membership(owner_space.datasource, "a", 60)  # a live server of the cluster owns it
-    member.beat([], False)
-    owner = TaskManager(plan, owner_space, server_id=member.server_id)
-    owner_thread = threading.Thread(target=owner.run, daemon=True)
-    owner_thread.start()
-    assert owner.state.wait_for(State.STEADY, 20)
-
-    config = global_config(pg_url)
-    config["dataspace"]["datasource"]["config"] = gated_config(config["dataspace"]["datasource"]["config"], "rationed")
-    space = DataSpace(config)
-    engine = space.datasource.engine
-    engine.dispose()  # what opening it connected was not gated
-    gate = ConnectionGate(create_slots(str(tmp_path / "slots"), 2), 2)
-    gate.install(engine)
-    space.idle_hook = gate.idle_hook(engine.pool)
-    waiting = TaskManager(plan, space, server_id="b:elsewhere")  # as under server b
-    waiting_thread = threading.Thread(target=waiting.run, daemon=True)
-    waiting_thread.start()
-    try:
-        eventually(lambda: waiting.standby, 20, what="the second owner in standby")
-        samples = []
-        deadline = time.monotonic() + 1.5  # fifteen attempts at standby_retry 0.1
-        while time.monotonic() < deadline:
-            samples.append(gate.in_use())
-            time.sleep(0.005)
-        assert waiting.standby
-        free = samples.count(0) / len(samples)
-        assert free > 0.5, f"the slot was free in only {free:.0%} of {len(samples)} looks while in standby"
-    finally:
-        waiting.stop()
-        waiting_thread.join(10)
-        owner.stop()
-        owner_thread.join(10)
-        member.leave()
-        space.close()
-        owner_space.close()
+    with owned_by_a_live_member(pg_url, plan):
+        config = global_config(pg_url)
+        datasource = config["dataspace"]["datasource"]
+        datasource["config"] = gated_config(datasource["config"], "rationed")
+        space = DataSpace(config)
+        engine = space.datasource.engine
+        engine.dispose()  # what opening it connected was not gated
+        gate = ConnectionGate(create_slots(str(tmp_path / "slots"), 2), 2)
+        gate.install(engine)
+        space.idle_hook = gate.idle_hook(engine.pool)
+        waiting = TaskManager(plan, space, server_id="b:elsewhere")  # as under server b
+        with running(waiting, space):
+            eventually(lambda: waiting.standby, 20, what="the second owner in standby")
+            samples = []
+            deadline = time.monotonic() + 1.5  # fifteen attempts at standby_retry 0.1
+            while time.monotonic() < deadline:
+                samples.append(gate.in_use())
+                time.sleep(0.005)
+            assert waiting.standby
+            free = samples.count(0) / len(samples)
+            assert free > 0.5, f"the slot was free in only {free:.0%} of {len(samples)} looks while in standby"
 
 
+@pytest.mark.postgresql
 def test_a_standby_under_a_server_tries_ever_less_often_and_claims_at_once_when_told(pg_url, tmp_path):
     """Under a cluster member a standby's own attempts back off (each is a new connection on a
     gated server): its server tells it when the channel is free (``claim_now``)."""
-    from decisionengine.framework.dataspace.membership import Membership
     from tests.conftest import global_config
 
     plan = plan_from(counting_channel(str(tmp_path / "r.jsonl"), standby_retry=0.1), "patient")
-    owner_space = DataSpace(global_config(pg_url))
-    member = Membership(owner_space.datasource, "a", 60)
-    member.beat([], False)
-    owner = TaskManager(plan, owner_space, server_id=member.server_id)
-    owner_thread = threading.Thread(target=owner.run, daemon=True)
-    owner_thread.start()
-    assert owner.state.wait_for(State.STEADY, 20)
+    with owned_by_a_live_member(pg_url, plan) as (owner, owner_thread):
+        space = DataSpace(global_config(pg_url))
+        waiting = TaskManager(plan, space, server_id="b:elsewhere")
+        attempts = []
+        take_and_claim = waiting._take_and_claim
 
-    space = DataSpace(global_config(pg_url))
-    waiting = TaskManager(plan, space, server_id="b:elsewhere")
-    attempts = []
-    take_and_claim = waiting._take_and_claim
+        def counted():
+            attempts.append(time.monotonic())
+            return take_and_claim()
 
-    def counted():
-        attempts.append(time.monotonic())
-        return take_and_claim()
+        waiting._take_and_claim = counted
+        with running(waiting, space):
+            eventually(lambda: waiting.standby, 20, what="the second owner in standby")
+            first = attempts[0]
+            eventually(lambda: attempts[-1] - first > 3, 20, what="three seconds of attempts")
+            within = [at for at in attempts if at - first <= 3]
+            # pauses 0.1, 0.2, 0.4, 0.8, 1.6: six attempts in three seconds, not thirty
+            assert len(within) <= 7, f"{len(within)} attempts in 3 s at standby_retry 0.1"
+            assert waiting.standby
 
-    waiting._take_and_claim = counted
-    waiting_thread = threading.Thread(target=waiting.run, daemon=True)
-    waiting_thread.start()
-    try:
-        eventually(lambda: waiting.standby, 20, what="the second owner in standby")
-        first = attempts[0]
-        eventually(lambda: attempts[-1] - first > 3, 20, what="three seconds of attempts")
-        within = [at for at in attempts if at - first <= 3]
-        # pauses 0.1, 0.2, 0.4, 0.8, 1.6: six attempts in three seconds, not thirty
-        assert len(within) <= 7, f"{len(within)} attempts in 3 s at standby_retry 0.1"
-        assert waiting.standby
-
-        owner.stop()
-        owner_thread.join(10)
-        told = time.monotonic()
-        waiting.claim_now()  # what its server sends at the next heartbeat that shows it free
-        eventually(lambda: not waiting.standby and waiting.fence is not None, 10, what="the takeover")
-        took = time.monotonic() - told
-        assert took < 1.5, f"took over {took:.1f} s after being told (its own pause was over 3 s)"
-    finally:
-        waiting.stop()
-        waiting_thread.join(10)
-        owner.stop()
-        owner_thread.join(10)
-        member.leave()
-        space.close()
-        owner_space.close()
+            owner.stop()
+            owner_thread.join(10)
+            told = time.monotonic()
+            waiting.claim_now()  # what its server sends at the next heartbeat that shows it free
+            eventually(lambda: not waiting.standby and waiting.fence is not None, 10, what="the takeover")
+            took = time.monotonic() - told
+            assert took < 1.5, f"took over {took:.1f} s after being told (its own pause was over 3 s)"
