@@ -326,8 +326,8 @@ class ConnectionGate:
 
     def close_idle(self, pool: Any) -> None:
         """Close the pool's idle connections now (their slots go back); the pool stays usable.
-        A channel calls it when it expects no database work for a while (``DataSpace.idle``:
-        after its boot, between its attempts in standby)."""
+        A channel calls it when it expects no database work for a while
+        (``DataSpace.idle(long=True)``: between its attempts in standby)."""
         with self._idle_changed:
             self._idle_since = None
         self._close_idle(pool)
