@@ -15,8 +15,10 @@ def test_pauses_end_once_the_time_is_spent_and_grow_to_the_ceiling():
     spent = time.monotonic() - started
     assert 0.3 <= spent < 0.5
     gaps = [b - a for a, b in zip([started, *moments], moments, strict=False)]
-    assert gaps[0] < 0.005  # the first look again is quick
-    assert max(gaps) <= 0.02 + 0.01  # never longer than the ceiling (plus scheduling)
+    # the first looks again are quick, the last ones at the ceiling (compared, not timed
+    # alone: on a loaded machine a 1 ms sleep can take 8)
+    assert sum(gaps[:3]) < sum(gaps[-3:])
+    assert max(gaps) <= 0.02 + 0.03  # never longer than the ceiling (plus scheduling, loaded)
     assert len(moments) >= 10  # about 0.3 / (0.75 x 0.02) looks once at the ceiling
 
 

@@ -19,6 +19,8 @@ def server(tmp_path_factory):
     channel = {"sources": {"c": module("ConstantSource", schedule=0.5)}, "publishers": {}}
     server = DEServer(root, f"sqlite:///{root / 'ds.sqlite'}", {"steady": channel}).start()
     server.wait_for_generation("steady", 1, 60)
+    # STEADY follows the first generation's commit a moment later (after its publishers)
+    server.wait_for(lambda status: status["channels"][0]["state"] == "STEADY", 60, "the channel STEADY")
     yield server
     server.stop()
 
