@@ -62,9 +62,13 @@ def test_a_server_starts_every_other_channel_and_names_each_bad_placement(tmp_pa
         one.start()
         one.wait_for_generation("good", 1, 60)
         status = one.wait_for(
-            lambda s: all(c["state"] == "ERROR" for c in s["channels"] if c["channel"] in BAD_PLACEMENTS),
+            lambda s: all(
+                c["state"] == "ERROR" and not c["process_alive"]
+                for c in s["channels"]
+                if c["channel"] in BAD_PLACEMENTS
+            ),
             60,
-            "every bad channel in ERROR",
+            "every bad channel in ERROR, its process gone (it exits just after saying so)",
         )
         by_name = {channel["channel"]: channel for channel in status["channels"]}
         log = one.log()
