@@ -35,6 +35,7 @@ import sqlalchemy as sa  # noqa: E402
 
 from benchmarks.scale import Server, log, plain_engine  # noqa: E402
 from decisionengine.testing.postgres import running_server  # noqa: E402
+from decisionengine.testing.processes import descendants_of  # noqa: E402
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -42,7 +43,6 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 def cpu_seconds(server_pid: int) -> dict[str, float]:
     """CPU seconds so far of PostgreSQL (its exited backends included), the server, and the
     server's other descendants (fork server, channel processes)."""
-    parents: dict[int, int] = {}
     used: dict[int, tuple[str, float, float]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -54,25 +54,18 @@ def cpu_seconds(server_pid: int) -> dict[str, float]:
         name = stat[stat.index("(") + 1 : stat.rindex(")")]
         fields = stat[stat.rindex(")") + 2 :].split()
         pid = int(entry)
-        parents[pid] = int(fields[1])
         own = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
         reaped = (int(fields[13]) + int(fields[14])) / CLOCK_TICKS
         used[pid] = (name, own, reaped)
 
-    def descends(pid: int) -> bool:
-        while pid > 1:
-            pid = parents.get(pid, 0)
-            if pid == server_pid:
-                return True
-        return False
-
+    family = set(descendants_of(server_pid))
     totals = {"postgres": 0.0, "server": 0.0, "channels": 0.0}
     for pid, (name, own, reaped) in used.items():
         if name == "postgres":
             totals["postgres"] += own + reaped  # the postmaster reaps its backends
         elif pid == server_pid:
             totals["server"] += own
-        elif descends(pid):
+        elif pid in family:
             totals["channels"] += own + reaped
     return totals
 
