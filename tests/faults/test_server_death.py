@@ -157,10 +157,12 @@ def test_a_killed_server_takes_its_processes_with_it_and_a_restart_resumes_at_on
         family = family_of(old_pid)
         _, names = process_table()
         assert channel_pids <= {pid for pid, _ in family}
-        assert "de-query-worker" in {names.get(pid) for pid, _ in family}
-        commands = [cmdline(pid) for pid, _ in family]
-        assert any("multiprocessing.resource_tracker" in command for command in commands)
-        assert sum("multiprocessing.forkserver" in command for command in commands) >= 4  # it, 2 channels, a worker
+        kinds = [names.get(pid) for pid, _ in family]
+        assert {kinds.count(kind) for kind in ("de-fork-server", "de-query-worker")} == {1}
+        assert kinds.count("de-channel") == len(CHANNELS)
+        (fork_server,) = (pid for pid, _ in family if names.get(pid) == "de-fork-server")
+        assert cmdline(fork_server) == cmdline(old_pid)  # forked from de-server at boot (fork_at_boot)
+        assert any("multiprocessing.resource_tracker" in cmdline(pid) for pid, _ in family)
         (old_metrics,) = tmp.glob("de-metrics-*")
         locks = server_lock_files(db_url)
         assert len(locks) == (1 if sqlite_file(db_url) else 0)

@@ -33,7 +33,7 @@ from decisionengine.framework.cli.common import (
     say,
 )
 from decisionengine.framework.cli.extras import enable_completion
-from decisionengine.framework.engine import leftovers, supervision
+from decisionengine.framework.engine import fork_at_boot, leftovers, supervision
 from decisionengine.framework.util.logger import get_logger
 from decisionengine.framework.util.signals import on_signals
 from decisionengine.framework.web.credentials import Credentials, CredentialsError
@@ -161,9 +161,11 @@ def main(argv: list[str] | None = None) -> int:
     metrics_dir = leftovers.new_metrics_directory()
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
 
-    # the fork server imports the framework for the channels while this process imports it too
+    # The fork server: forked from here while this thread is the only one (the framework is
+    # imported once, for both); else started anew, importing it beside this process.
     context = supervision.channel_context()
-    supervision.warm_fork_server()
+    if fork_at_boot.fork_fork_server() is None:
+        supervision.warm_fork_server()
 
     from decisionengine.framework.engine.DecisionEngine import DecisionEngine  # noqa: PLC0415
     from decisionengine.framework.engine.logs import LogService  # noqa: PLC0415

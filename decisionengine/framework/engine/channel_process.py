@@ -62,6 +62,7 @@ class ChannelLaunch:
 def main(launch: ChannelLaunch) -> None:
     """Run one channel until it stops; the exit code says how it ended."""
     parent_death_armed = supervision.guard_forked_child()  # first: the server may already be gone
+    supervision.name_this_process("de-channel")
     supervision.yield_to_the_server(launch.global_config)
     name = launch.config.name
     if launch.metrics_dir:

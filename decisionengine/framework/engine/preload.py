@@ -31,6 +31,8 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from decisionengine.framework.engine import supervision
+
 #: what every channel process imports
 MODULES = (
     "decisionengine.framework.engine.channel_process",
@@ -77,13 +79,8 @@ def load() -> None:
     multiprocessing.spawn.prepare = without_main(multiprocessing.spawn.prepare)
 
 
-#: set to 1 to warm up the fork server before it forks (see :mod:`.warmup`): about 2 MiB less per
-#: idle channel, but every channel start waits for it, and on a busy host that is long (a server
-#: joining a loaded cluster in benchmarks/scale.py took 66-76 s instead of 10 s to get its share)
-WARM_UP_ENV = "DE_FORK_SERVER_WARM_UP"
-
 load()
-if os.environ.get(WARM_UP_ENV) == "1":
+if os.environ.get(supervision.WARM_UP_ENV) == "1":
     importlib.import_module("decisionengine.framework.engine.warmup").warm_up()  # after load(): Arrow's pool is set
 gc.collect()
 gc.freeze()

@@ -53,6 +53,7 @@ class SourceLaunch:
 def main(launch: SourceLaunch) -> None:
     """Run one shared source until it is stopped; the exit code says how it ended."""
     supervision.guard_forked_child()
+    supervision.name_this_process("de-source")
     supervision.yield_to_the_server(launch.global_config)
     name = launch.name
     if launch.metrics_dir:

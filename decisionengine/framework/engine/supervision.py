@@ -65,8 +65,14 @@ from decisionengine.framework.config.global_config import DEFAULT_CHANNEL_NICE
 
 PR_SET_PDEATHSIG = 1
 PR_GET_PDEATHSIG = 2
+PR_SET_NAME = 15
 #: the pid the fork server must have as parent; set only while de-server starts it
 PARENT_ENV = "DE_FORK_SERVER_PARENT"
+
+#: set to 1 to warm up the fork server before it forks (see :mod:`.warmup`): about 2 MiB less per
+#: idle channel, but every channel start waits for it, and on a busy host that is long (a server
+#: joining a loaded cluster in benchmarks/scale.py took 66-76 s instead of 10 s to get its share)
+WARM_UP_ENV = "DE_FORK_SERVER_WARM_UP"
 
 #: the fork server's pid, set in the fork server (:func:`guard_fork_server`) and so
 #: inherited by every process it forks; None elsewhere
@@ -79,6 +85,17 @@ def _prctl() -> Any:
         return ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
         return None
+
+
+def name_this_process(name: str) -> None:
+    """Set what ``ps`` and ``/proc/<pid>/comm`` call this process (Linux; 15 bytes at most).
+
+    Processes forked from de-server keep its command line, so the name is what tells a
+    fork server (``de-fork-server``), a channel (``de-channel``), a shared source
+    (``de-source``) and a query worker (``de-query-worker``) apart.  Nothing elsewhere."""
+    prctl = _prctl()
+    if prctl is not None:
+        prctl(PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]))
 
 
 def parent_death_supported() -> bool:
@@ -140,6 +157,7 @@ def guard_fork_server() -> bool | None:
         return None
     del os.environ[PARENT_ENV]  # the processes it forks have nothing to do with it
     fork_server_pid = os.getpid()
+    name_this_process("de-fork-server")
     return die_with_parent(int(parent))
 
 

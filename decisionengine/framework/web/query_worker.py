@@ -30,7 +30,6 @@ evaluating it: it never evaluates text that its own allow-list has not accepted.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import math
 import resource
 import signal
@@ -50,15 +49,7 @@ FAILED_TO_START = b"\x04"
 CPU_GRACE_SECONDS = 5
 
 #: the worker's process name (``ps``, ``/proc/<pid>/comm``), at most 15 bytes
-PROCESS_NAME = b"de-query-worker"
-
-_PR_SET_NAME = 15
-
-
-def _prctl(option: int, argument: Any) -> None:
-    """Linux ``prctl``; nothing elsewhere."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(option, argument)
+PROCESS_NAME = "de-query-worker"
 
 
 def _address_space() -> int:
@@ -128,7 +119,7 @@ def serve(connection: Any, query_memory: int, timeout: float) -> None:
     """The worker's main loop: one request at a time until the server closes the pipe."""
     supervision.guard_forked_child()  # before the memory cap: its watcher thread's stack is baseline
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _prctl(_PR_SET_NAME, ctypes.c_char_p(PROCESS_NAME))
+    supervision.name_this_process(PROCESS_NAME)
     with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a worker stopped by RLIMIT_CPU leaves no core
     try:
