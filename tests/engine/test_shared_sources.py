@@ -10,6 +10,7 @@ consuming channel's status.  Acquisitions are counted in a file the source appen
 import itertools
 import json
 import pathlib
+import statistics
 import time
 import urllib.request
 import xmlrpc.client
@@ -17,7 +18,7 @@ import xmlrpc.client
 import pytest
 
 from decisionengine.testing.waiting import eventually
-from tests.engine.server import DEServer, write_channel
+from tests.engine.server import DEServer, trigger_latencies, write_channel
 from tests.taskmanager.channels import counting_channel, module
 
 pytestmark = pytest.mark.timeout(300)
@@ -89,7 +90,7 @@ def test_two_channels_share_one_source_acquired_once_per_tick(root, db_url):
             status = server.channel(name)
             assert status["sources"]["jobs"]["shared"] is True
             assert status["sources"]["jobs"]["deliveries"] >= 4
-            assert status["last_generation"]["trigger_latency"] < 0.5
+            assert statistics.median(trigger_latencies(lambda name=name: server.channel(name))) < 0.5
         numbers = json.loads(server.rpc().get_product("numbers", None, None, False, "json", "beta"))
         assert numbers["value"][0]["n"] in {entry["n"] for entry in acquisitions(root / "acquired.jsonl")}
 
