@@ -52,6 +52,15 @@ def run_script(tmp_path, body: str) -> list[dict]:
     return [json.loads(line) for line in lines.read_text().splitlines()]
 
 
+def report_forkserver_lock(path: str) -> None:
+    """The target run in the forked process: whether it could start a fork server of its own."""
+    import multiprocessing.forkserver
+
+    free = multiprocessing.forkserver._forkserver._lock.acquire(blocking=False)
+    with open(path, "a") as out:
+        out.write(json.dumps({"forkserver_lock_free": free}) + "\n")
+
+
 def test_the_fork_server_forked_at_boot_serves_channels_as_a_started_one_would(tmp_path):
     held = tmp_path / "held-open"
     written = run_script(
@@ -60,6 +69,7 @@ def test_the_fork_server_forked_at_boot_serves_channels_as_a_started_one_would(t
         if __name__ == "__main__":
             held = open({str(held)!r}, "w")  # a descriptor of the server's (a pidfile, a log)
             from decisionengine.framework.engine import fork_at_boot, supervision
+            from tests.engine.test_fork_at_boot import report_forkserver_lock
             from tests.engine.test_preload import report
 
             fork_server = fork_at_boot.fork_fork_server()
@@ -69,13 +79,17 @@ def test_the_fork_server_forked_at_boot_serves_channels_as_a_started_one_would(t
                 process.start()  # answered once the fork server has run its preload list
                 process.join(60)
                 write(exitcode=process.exitcode)
+            process = context.Process(target=report_forkserver_lock, args=(LINES,))
+            process.start()
+            process.join(60)
             fds = f"/proc/{{fork_server}}/fd"
             descriptors = sorted(os.readlink(f"{{fds}}/{{fd}}") for fd in os.listdir(fds))
             with open(f"/proc/{{fork_server}}/comm") as comm:
                 write(server=os.getpid(), fork_server=fork_server, descriptors=descriptors, comm=comm.read().strip())
         """,
     )
-    first, child, done, second, done_again, boot = written
+    first, child, done, second, done_again, lock, boot = written
+    assert lock == {"forkserver_lock_free": True}  # a channel may start processes of its own
     assert first == {"main_module_ran_in": boot["server"]}  # and in no child
     assert boot["fork_server"] and boot["comm"] == "de-fork-server"
     assert str(held) not in boot["descriptors"]  # it holds none of the server's files

@@ -69,31 +69,32 @@ def fork_fork_server() -> int | None:
         return None
     supervision.channel_context()  # the preload list, for this fork server and any started after it
     server = multiprocessing.forkserver._forkserver
-    with server._lock:
-        if server._forkserver_pid is not None:
-            return None
-        importlib.import_module("decisionengine.framework.engine.preload")  # loads and freezes, here
-        supervision.fit_socket_directory()
-        multiprocessing.resource_tracker.ensure_running()
-        with socket.socket(socket.AF_UNIX) as listener:
-            address = multiprocessing.connection.arbitrary_address("AF_UNIX")
-            listener.bind(address)
-            os.chmod(address, 0o600)
-            listener.listen()
-            alive_r, alive_w = os.pipe()  # every client holds the write end; the fork server the read end
-            parent = os.getpid()
-            try:
-                pid = os.fork()
-                if pid == 0:
-                    _serve(parent, listener.fileno(), alive_r)
-            except BaseException:
-                os.close(alive_w)
-                raise
-            finally:
-                os.close(alive_r)
-        server._forkserver_address = address
-        server._forkserver_alive_fd = alive_w
-        server._forkserver_pid = pid
+    # Not under server._lock: this is the only thread, and a lock held across the fork would
+    # stay held in the fork server and every channel (their own ensure_running would hang).
+    if server._forkserver_pid is not None:
+        return None
+    importlib.import_module("decisionengine.framework.engine.preload")  # loads and freezes, here
+    supervision.fit_socket_directory()
+    multiprocessing.resource_tracker.ensure_running()
+    with socket.socket(socket.AF_UNIX) as listener:
+        address = multiprocessing.connection.arbitrary_address("AF_UNIX")
+        listener.bind(address)
+        os.chmod(address, 0o600)
+        listener.listen()
+        alive_r, alive_w = os.pipe()  # every client holds the write end; the fork server the read end
+        parent = os.getpid()
+        try:
+            pid = os.fork()
+            if pid == 0:
+                _serve(parent, listener.fileno(), alive_r)
+        except BaseException:
+            os.close(alive_w)
+            raise
+        finally:
+            os.close(alive_r)
+    server._forkserver_address = address
+    server._forkserver_alive_fd = alive_w
+    server._forkserver_pid = pid
     return pid
 
 
