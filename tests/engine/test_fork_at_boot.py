@@ -41,6 +41,7 @@ def run_script(tmp_path, body: str) -> list[dict]:
     }
     done = subprocess.run(
         [sys.executable, str(script)],
+        stdin=subprocess.DEVNULL,  # as de-server's (the fork server points its fd 0 at /dev/null itself)
         cwd=REPO,
         env={**env, "PYTHONPATH": str(REPO)},
         capture_output=True,
@@ -61,15 +62,39 @@ def report_forkserver_lock(path: str) -> None:
         out.write(json.dumps({"forkserver_lock_free": free}) + "\n")
 
 
+def report_inherited_descriptor(path: str) -> None:
+    """The target run in the forked process: a file object of the server's, closed here."""
+    import __main__
+
+    def at_devnull(file) -> bool:
+        try:
+            return os.path.samestat(os.fstat(file.fileno()), os.stat(os.devnull))
+        except OSError:
+            return False
+
+    held = __main__.held  # opened by the server before it forked the fork server
+    all_at_devnull = all(at_devnull(file) for file in held)
+    read_end, write_end = os.pipe()  # this process's own, as its signal pipe is
+    for file in held:
+        file.close()  # as prometheus_client closes its inherited metrics files
+    try:
+        os.write(write_end, b"x")
+        pipe_works = os.read(read_end, 1) == b"x"
+    except OSError:
+        pipe_works = False
+    with open(path, "a") as out:
+        out.write(json.dumps({"held_at_devnull": all_at_devnull, "own_pipe_works": pipe_works}) + "\n")
+
+
 def test_the_fork_server_forked_at_boot_serves_channels_as_a_started_one_would(tmp_path):
     held = tmp_path / "held-open"
     written = run_script(
         tmp_path,
         f"""
         if __name__ == "__main__":
-            held = open({str(held)!r}, "w")  # a descriptor of the server's (a pidfile, a log)
+            held = [open({str(held)!r} + str(n), "w") for n in range(4)]  # the server's (a pidfile, a log)
             from decisionengine.framework.engine import fork_at_boot, supervision
-            from tests.engine.test_fork_at_boot import report_forkserver_lock
+            from tests.engine.test_fork_at_boot import report_forkserver_lock, report_inherited_descriptor
             from tests.engine.test_preload import report
 
             fork_server = fork_at_boot.fork_fork_server()
@@ -79,20 +104,24 @@ def test_the_fork_server_forked_at_boot_serves_channels_as_a_started_one_would(t
                 process.start()  # answered once the fork server has run its preload list
                 process.join(60)
                 write(exitcode=process.exitcode)
-            process = context.Process(target=report_forkserver_lock, args=(LINES,))
-            process.start()
-            process.join(60)
+            for target in (report_forkserver_lock, report_inherited_descriptor):
+                process = context.Process(target=target, args=(LINES,))
+                process.start()
+                process.join(60)
             fds = f"/proc/{{fork_server}}/fd"
             descriptors = sorted(os.readlink(f"{{fds}}/{{fd}}") for fd in os.listdir(fds))
             with open(f"/proc/{{fork_server}}/comm") as comm:
                 write(server=os.getpid(), fork_server=fork_server, descriptors=descriptors, comm=comm.read().strip())
         """,
     )
-    first, child, done, second, done_again, lock, boot = written
+    first, child, done, second, done_again, lock, inherited, boot = written
+    # a descriptor of the server's stays taken (by /dev/null) in the fork server: an object
+    # inherited from the server that closes it cannot close a channel's own pipe instead
+    assert inherited == {"held_at_devnull": True, "own_pipe_works": True}
     assert lock == {"forkserver_lock_free": True}  # a channel may start processes of its own
     assert first == {"main_module_ran_in": boot["server"]}  # and in no child
     assert boot["fork_server"] and boot["comm"] == "de-fork-server"
-    assert str(held) not in boot["descriptors"]  # it holds none of the server's files
+    assert not [path for path in boot["descriptors"] if path.startswith(str(held))]  # none of the server's files
     assert done == done_again == {"exitcode": 0}
     for report in (child, second):
         assert report["pid"] not in (boot["server"], boot["fork_server"])

@@ -26,7 +26,7 @@ import pandas as pd
 import pytest
 
 from decisionengine.framework.logicengine.LogicEngine import LogicEngine, LogicEngineConfigError
-from decisionengine.testing.processes import alive
+from decisionengine.testing.processes import alive, descendants_of, process_table
 from decisionengine.testing.waiting import eventually
 from tests.cli.run import command
 from tests.engine.server import DEServer
@@ -363,34 +363,7 @@ def test_query_workers_end_when_the_server_is_killed(tmp_path):
                 os.kill(pid, signal.SIGKILL)
 
 
-def _process_table() -> tuple[dict[int, int], dict[int, str]]:
-    parents: dict[int, int] = {}
-    names: dict[int, str] = {}
-    for proc in pathlib.Path("/proc").glob("[0-9]*"):
-        try:
-            stat = (proc / "stat").read_text()
-            names[int(proc.name)] = (proc / "comm").read_text().strip()
-        except OSError:
-            continue
-        parents[int(proc.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    return parents, names
-
-
-def descendants_of(root: int) -> list[int]:
-    """Pids of every process descending from ``root`` (Linux /proc)."""
-    parents, _ = _process_table()
-
-    def descends(pid: int) -> bool:
-        while pid > 1:
-            pid = parents.get(pid, 0)
-            if pid == root:
-                return True
-        return False
-
-    return [pid for pid in parents if descends(pid)]
-
-
 def query_workers_of(server_pid: int) -> list[int]:
     """Pids of the ``de-query-worker`` processes descending from ``server_pid`` (Linux /proc)."""
-    _, names = _process_table()
+    _, names = process_table()
     return [pid for pid in descendants_of(server_pid) if names.get(pid) == "de-query-worker"]

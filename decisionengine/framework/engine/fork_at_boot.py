@@ -103,7 +103,7 @@ def _serve(parent: int, listener_fd: int, alive_r: int) -> NoReturn:
     de-server's exit handlers, which remove its directories, may run here)."""
     code = 1
     try:
-        _close_all_but(0, 1, 2, listener_fd, alive_r)  # what a started fork server inherits
+        _release_all_but(0, 1, 2, listener_fd, alive_r)  # what a started fork server inherits
         os.environ[supervision.PARENT_ENV] = str(parent)  # read by its guard, the first preload module
         multiprocessing.forkserver.main(listener_fd, alive_r, list(server_preload()))
         code = 0
@@ -120,10 +120,34 @@ def server_preload() -> list[str]:
     return list(multiprocessing.forkserver._forkserver._preload_modules)
 
 
-def _close_all_but(*kept: int) -> None:
-    low = 0
-    for fd in sorted(set(kept)):
-        if low < fd:  # an empty range is not a no-op: closerange(0, 0) closes every descriptor
-            os.closerange(low, fd)
-        low = fd + 1
-    os.closerange(low, os.sysconf("SC_OPEN_MAX"))
+def _release_all_but(*kept: int) -> None:
+    """Point every descriptor but ``kept`` at /dev/null: the files, pipes and sockets behind
+    them are let go, as a new interpreter would not have them.
+
+    Not closed: a Python object inherited from de-server (a metrics file of
+    prometheus_client's, which a forked process closes when it sees its pid change) may
+    still close "its" descriptor later, in a channel, and a closed number is reused there,
+    by the channel's own pipes: its signal pipe then read metrics files and stopped the
+    channel.  A number that stays taken (by /dev/null) cannot be reused."""
+    devnull = os.open(os.devnull, os.O_RDWR)
+    try:
+        for fd in _open_descriptors():
+            if fd not in kept and fd != devnull:
+                os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+
+
+def _open_descriptors() -> list[int]:
+    try:
+        listed = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:  # no /proc: the usual range
+        listed = list(range(3, 256))
+    found = []
+    for fd in listed:
+        try:
+            os.fstat(fd)
+        except OSError:  # the directory listing's own descriptor, or never open
+            continue
+        found.append(fd)
+    return found
