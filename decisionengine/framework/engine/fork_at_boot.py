@@ -3,10 +3,13 @@
 Started the ordinary way (:func:`.supervision.ensure_fork_server`), the fork server is a new
 interpreter that imports the framework again: about 1.3 s of CPU at every server start, on
 top of the 1.5 s de-server spends importing the same libraries.  At boot, de-server's main
-thread is still the only thread: a fork taken there is as clean as a new interpreter (no
-other thread's lock can be held, no connection is open yet), so de-server imports what
-every channel needs once (:mod:`.preload`), freezes it, and forks the fork server from
-itself.  The copy shares those pages with de-server and with every channel.
+thread is still the only thread: no other thread's lock can be held across a fork taken
+there and no connection is open yet, so de-server imports what every channel needs once
+(:mod:`.preload`), freezes it, and forks the fork server from itself.  The copy shares
+those pages with de-server and with every channel.  What it inherits beyond a new
+interpreter's is de-server's descriptors (let go, the numbers kept taken: see
+:func:`_release_all_but`) and the state of the modules imported so far, which is what the
+preload would have built anyway.
 
 The fork server forked here then runs :mod:`multiprocessing.forkserver`'s own loop, exactly
 as a started one would, with the same preload list (its guard arms the parent-death
@@ -39,7 +42,7 @@ KNOWN_PYTHONS = {(3, 11), (3, 12), (3, 13)}
 #: compares both; an operator's way back should a module need it)
 FORK_AT_BOOT_ENV = "DE_FORK_SERVER_AT_BOOT"
 #: the fork server's state in ``multiprocessing.forkserver._forkserver`` that this module sets
-STATE = ("_forkserver_address", "_forkserver_alive_fd", "_forkserver_pid", "_preload_modules", "_lock")
+STATE = ("_forkserver_address", "_forkserver_alive_fd", "_forkserver_pid", "_preload_modules")
 
 
 def can_fork_here() -> bool:
