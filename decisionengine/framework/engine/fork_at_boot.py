@@ -26,6 +26,7 @@ import importlib
 import multiprocessing.connection
 import multiprocessing.forkserver
 import multiprocessing.resource_tracker
+import multiprocessing.util
 import os
 import socket
 import sys
@@ -82,14 +83,15 @@ def fork_fork_server() -> int | None:
     with socket.socket(socket.AF_UNIX) as listener:
         address = multiprocessing.connection.arbitrary_address("AF_UNIX")
         listener.bind(address)
-        os.chmod(address, 0o600)
+        if not multiprocessing.util.is_abstract_socket_namespace(address):
+            os.chmod(address, 0o600)
         listener.listen()
         alive_r, alive_w = os.pipe()  # every client holds the write end; the fork server the read end
         parent = os.getpid()
         try:
             pid = os.fork()
             if pid == 0:
-                _serve(parent, listener.fileno(), alive_r)
+                _serve(parent, listener.fileno(), alive_r, list(server._preload_modules))
         except BaseException:
             os.close(alive_w)
             raise
@@ -101,14 +103,14 @@ def fork_fork_server() -> int | None:
     return pid
 
 
-def _serve(parent: int, listener_fd: int, alive_r: int) -> NoReturn:
+def _serve(parent: int, listener_fd: int, alive_r: int, preload: list[str]) -> NoReturn:
     """In the forked child: become the fork server; never returns (``os._exit``: none of
     de-server's exit handlers, which remove its directories, may run here)."""
     code = 1
     try:
         _release_all_but(0, 1, 2, listener_fd, alive_r)  # what a started fork server inherits
         os.environ[supervision.PARENT_ENV] = str(parent)  # read by its guard, the first preload module
-        multiprocessing.forkserver.main(listener_fd, alive_r, list(server_preload()))
+        multiprocessing.forkserver.main(listener_fd, alive_r, preload)
         code = 0
     except SystemExit as exc:  # its loop ends so when de-server and every client are gone
         code = exc.code if isinstance(exc.code, int) else 0
@@ -117,10 +119,6 @@ def _serve(parent: int, listener_fd: int, alive_r: int) -> NoReturn:
     finally:
         sys.stderr.flush()
         os._exit(code)
-
-
-def server_preload() -> list[str]:
-    return list(multiprocessing.forkserver._forkserver._preload_modules)
 
 
 def _release_all_but(*kept: int) -> None:
