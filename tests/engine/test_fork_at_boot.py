@@ -129,6 +129,7 @@ def test_the_fork_server_forked_at_boot_serves_channels_as_a_started_one_would(t
         assert report["arrow_pool"] == "system"
         assert report["head_cached"] == 1  # computed once, before the fork
         assert report["validation_loaded"] and not report["go_runtime_loaded"]
+        assert report["postgres_driver_loaded"] and report["local_zone_known"]
         assert report["root_handlers"] == 0 and report["last_resort"]
 
 

@@ -21,6 +21,9 @@ pytestmark = pytest.mark.timeout(120)
 
 def report(path: str) -> None:
     """The target run in the forked process: what it shares with the fork server."""
+    # before this function imports anything: what the fork server loaded
+    postgres_driver_loaded = all(name in sys.modules for name in ("psycopg2", "psycopg2.extras"))
+    local_zone_known = "tzlocal.unix" in sys.modules and sys.modules["tzlocal.unix"]._cache_tz is not None
     import gc
     import logging
 
@@ -48,6 +51,8 @@ def report(path: str) -> None:
                     "validation_loaded": "decisionengine.framework.config.validation" in sys.modules,
                     # go-jsonnet starts Go's threads when loaded: a forked process would lack them
                     "go_runtime_loaded": "_gojsonnet" in sys.modules,
+                    "postgres_driver_loaded": postgres_driver_loaded,
+                    "local_zone_known": local_zone_known,
                     "warm_up_labels": warm_up_labels,
                     "root_handlers": len(logging.getLogger().handlers),
                     "last_resort": logging.lastResort is not None,
@@ -101,6 +106,7 @@ def test_a_forked_process_shares_the_preloaded_framework_and_does_not_rerun_the_
     assert child["head_cached"] == 1  # computed once, in the fork server
     assert child["validation_loaded"]
     assert not child["go_runtime_loaded"]
+    assert child["postgres_driver_loaded"] and child["local_zone_known"]  # not found again per channel
     assert child["warm_up_labels"] == []  # the warm-up counts in no channel's metrics
     assert child["root_handlers"] == 0 and child["last_resort"]  # nor changes its logging
 
