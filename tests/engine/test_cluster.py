@@ -182,13 +182,47 @@ def test_a_channel_process_killed_while_handing_over_does_not_strand_its_channel
         started = time.monotonic()
         eventually(lambda: holding(a).get("b") == ["pinned"], REBALANCE_LIMIT, what="pinned taken by b")
         print(f"\nb holds pinned {time.monotonic() - started:.1f} s after a's process was killed")
-        assert "let go of a channel its process had not released" in a.log()
+        assert "let go of a handed-over channel" in a.log()  # as the process ended, not a beat later
         committed = a.channel("pinned").get("generation") or 0
         b.wait_for_generation("pinned", committed + 2, 60)
     finally:
         a.stop()
         b.stop()
     assert_whole(pg_url, "pinned", root / "pinned.jsonl", repeats=True)
+
+
+def test_a_process_without_a_connection_leaves_the_release_to_its_server(tmp_path_factory, pg_url):
+    """With one connection slot, an idle channel holds no connection: told to hand its
+    channel over, its process does not wait in line for a slot to let the channel go; its
+    server lets go of it as the process ends, and the new server numbers on."""
+    root = tmp_path_factory.mktemp("records")
+    configs = channels(root, ["idle"], idle={"placement": {"prefer": ["b"]}})
+    configs["idle"]["sources"]["counter_idle"]["schedule"] = 3600  # one generation, then idle
+    dataspace = {"datasource": {"config": {"url": pg_url}}, "reaper_start_delay_seconds": 3600}
+    a, b = (
+        DEServer(
+            tmp_path_factory.mktemp(name),
+            pg_url,
+            configs,
+            cluster={"server_name": name, **CLUSTER},
+            dataspace={**dataspace, "channel_connections": 1},
+        )
+        for name in ("a", "b")
+    )
+    try:
+        a.start()
+        a.wait_for_generation("idle", 1, 60)
+        b.start()
+        took = wait_for_shares(a, {"b": 1}, "idle handed over to b")
+        print(f"\nb holds idle {took:.1f} s after it answered")
+        assert "no connection at hand: the server lets the channel go" in a.log("idle")
+        assert "let go of a handed-over channel" in a.log()
+        committed = a.channel("idle").get("generation") or 0
+        b.wait_for_generation("idle", committed + 1, 60)  # its sources acquire as it takes over
+    finally:
+        a.stop()
+        b.stop()
+    assert_whole(pg_url, "idle", root / "idle.jsonl", repeats=True)
 
 
 def test_a_lone_server_cannot_drain_and_says_why(tmp_path_factory, sqlite_url):

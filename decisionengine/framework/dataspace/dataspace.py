@@ -145,6 +145,9 @@ class DataSpace:
     #: called by :meth:`idle` with its ``long`` (a channel process under a server sets it:
     #: see connection_gate)
     idle_hook: Callable[[bool], None] | None = None
+    #: in a process whose connections are rationed: whether it holds one now (a statement
+    #: would otherwise wait in line for a slot); None: connections are not rationed
+    connection_at_hand: Callable[[], bool] | None = None
 
     def idle(self, long: bool = False) -> None:
         """The caller has no database work for now (a channel between generations): a
@@ -359,6 +362,12 @@ class DataSpace:
     def release_channel(self, fence: Fence) -> bool:
         """Let the channel go for another server to claim (its epoch must still be current)."""
         return self.datasource.release_channel(fence.channel, fence.epoch)
+
+    def can_write_at_once(self) -> bool:
+        """Whether a statement may run now without waiting for a connection slot (see
+        :attr:`connection_at_hand`): always, unless connections are rationed and this
+        process holds none."""
+        return self.connection_at_hand is None or self.connection_at_hand()
 
     def release_server_claim(self, name: str, server_id: str) -> bool:
         """Let the channel go if server ``server_id`` still holds it: what a server does once

@@ -162,7 +162,15 @@ class DecisionEngine:
             router=self.links,
             restart_policy=RestartPolicy.from_config(self.global_config),
             prepare_launch=self.sources.prepare_launch,
+            on_handed_over=self._let_go_after_hand_over,
         )
+
+    def _let_go_after_hand_over(self, name: str) -> None:
+        """A process that handed its channel over has ended: let the channel go now, over
+        the server's own connections, if it is still held by this server (its process could
+        not: it held no connection, or died first), rather than at the next heartbeat."""
+        if self.cluster is not None and self.dataspace.release_server_claim(name, self.cluster.server_id):
+            self.logger.info("let go of a handed-over channel", channel=name)
 
     def _notify(self, channel: str | None = None) -> None:
         """Something changed: in ``channel`` (its worker reports), or anywhere (None)."""

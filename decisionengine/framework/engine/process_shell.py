@@ -116,6 +116,7 @@ def open_dataspace(launch: Any, name: str | None = None) -> Any:
     engine = dataspace.datasource.engine
     gate.close_when_idle(engine)
     dataspace.idle_hook = gate.idle_hook(engine.pool)
+    dataspace.connection_at_hand = lambda: gate.in_use() > 0
     dataspace.idle(long=True)  # what opening it left in the pool (no watch on it yet)
     return dataspace
 

@@ -60,8 +60,12 @@ class ChannelWorker:
         router: Any = None,
         restart_policy: RestartPolicy | None = None,
         prepare_launch: Callable[[ChannelWorker], dict[str, Any]] | None = None,
+        on_handed_over: Callable[[str], None] | None = None,
     ) -> None:
         self.config = config
+        #: called with the channel's name once a process it handed over has ended (the
+        #: server then lets the channel go, if the process could not)
+        self.on_handed_over = on_handed_over
         #: called at each start, before the process exists: more launch fields (the shared
         #: sources the channel uses; the server attaches it to them then)
         self.prepare_launch = prepare_launch
@@ -266,19 +270,26 @@ class ChannelWorker:
     def _monitor(self, process: Any, exited: threading.Event, ended: threading.Event) -> None:
         process.join()
         try:
-            self._process_ended(process, exited)
+            if self._process_ended(process, exited) and self.on_handed_over is not None:
+                # before ``ended``: no new process of this server can claim the channel
+                # meanwhile, so the release cannot undo a claim of this server's own
+                try:
+                    self.on_handed_over(self.name)
+                except Exception as exc:  # the next heartbeat lets it go (DecisionEngine)
+                    self.logger.warning("could not let go of a handed-over channel", error=str(exc))
         finally:
             ended.set()
             self.notify()
 
-    def _process_ended(self, process: Any, exited: threading.Event) -> None:
+    def _process_ended(self, process: Any, exited: threading.Event) -> bool:
+        """Record how the process ended; True when it ended handing the channel over."""
         self._cancel_watchdog()
         if process.exitcode in (0, 1):
             # A process that exited by itself sent "exited" last: let the event pump deliver it.
             exited.wait(5)
         with self._lock:
             if process is not self.process:
-                return
+                return False
             if self.command_queue is not None:  # nobody reads it now: never wait at exit to flush it
                 with contextlib.suppress(Exception):
                     self.command_queue.cancel_join_thread()
@@ -295,7 +306,7 @@ class ChannelWorker:
                 self._replace({**self.snapshot, "state": State.BOOT.value, "standby": True, "busy": {}})
                 metrics.mark_process_dead(process.pid)
                 self.logger.info("channel handed over", pid=process.pid, exit_code=process.exitcode)
-                return
+                return True
             if state not in FINISHED or state is State.OFFLINE:
                 if self.reason is None:
                     self.reason = _exit_reason(process.exitcode, state)
@@ -319,6 +330,7 @@ class ChannelWorker:
         if restart_in is not None:
             self.logger.warning("channel will be restarted", delay=restart_in, failures_in_a_row=self.failures_in_a_row)
         self.notify()
+        return False
 
     @property
     def runs_or_will_run(self) -> bool:

@@ -284,8 +284,16 @@ class TaskManager:
             metrics.OWNER.labels(self.name).set(0)
 
     def _release_claim(self) -> None:
-        """Let the channel go at once for another server of the cluster to claim."""
+        """Let the channel go at once for another server of the cluster to claim.
+
+        Over a connection this process holds; one that holds none leaves it to its server,
+        which lets the channel go the moment this process has ended, over its own pool: a
+        release that waited in line for a connection slot held the hand-over up by the
+        slot wait (up to 10 s on a saturated server in ``benchmarks/scale.py``)."""
         if self.server_id is None or self.fence is None:
+            return
+        if not self.dataspace.can_write_at_once():
+            self.logger.info("no connection at hand: the server lets the channel go as this process ends")
             return
         try:
             self.dataspace.release_channel(self.fence)
