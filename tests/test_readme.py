@@ -25,7 +25,7 @@ def test_the_two_commands_open_the_readme_and_ci_runs_the_second():
     assert "scripts/run-tests newest" in test and "scripts/run-tests oldest" in test  # both version sets
     runner = (REPO / "scripts" / "run-tests").read_text()
     steps = ('pip" install', "constraints/oldest.txt", 'ruff" check .', 'ruff" format --check .', "lint-imports")
-    for step in (*steps, "pytest -n 2"):
+    for step in (*steps, "pytest -n 3"):
         assert step in runner, step
     ci = (REPO / ".ci" / "run").read_text().strip().splitlines()
     assert ci[-1] == test
