@@ -18,7 +18,7 @@ import xmlrpc.client
 import pytest
 
 from decisionengine.testing.waiting import eventually
-from tests.engine.server import DEServer, trigger_latencies, write_channel
+from tests.engine.server import TRIGGER_LATENCY_LIMIT, DEServer, trigger_latencies, write_channel
 from tests.taskmanager.channels import counting_channel, module
 
 pytestmark = pytest.mark.timeout(300)
@@ -90,7 +90,7 @@ def test_two_channels_share_one_source_acquired_once_per_tick(root, db_url):
             status = server.channel(name)
             assert status["sources"]["jobs"]["shared"] is True
             assert status["sources"]["jobs"]["deliveries"] >= 4
-            assert statistics.median(trigger_latencies(lambda name=name: server.channel(name))) < 0.5
+            assert statistics.median(trigger_latencies(lambda name=name: server.channel(name))) < TRIGGER_LATENCY_LIMIT
         numbers = json.loads(server.rpc().get_product("numbers", None, None, False, "json", "beta"))
         assert numbers["value"][0]["n"] in {entry["n"] for entry in acquisitions(root / "acquired.jsonl")}
 

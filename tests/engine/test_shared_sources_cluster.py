@@ -18,7 +18,7 @@ import pytest
 
 from decisionengine.testing.processes import alive
 from decisionengine.testing.waiting import eventually
-from tests.engine.server import DEServer, trigger_latencies
+from tests.engine.server import TRIGGER_LATENCY_LIMIT, DEServer, trigger_latencies
 from tests.engine.test_shared_sources import SCHEDULE, acquisitions, shared_channel
 from tests.faults.integrity import assert_whole
 
@@ -98,7 +98,7 @@ def test_two_servers_acquire_a_shared_source_once_and_it_moves_when_its_server_d
             def ran_here(name: str = name) -> dict:
                 return next(status for status in servers[other].status()["channels"] if status["channel"] == name)
 
-            assert statistics.median(trigger_latencies(ran_here)) < 0.5, ran_here()
+            assert statistics.median(trigger_latencies(ran_here)) < TRIGGER_LATENCY_LIMIT, ran_here()
 
         # over a few ticks: one process in the whole cluster acquires, once per tick
         time.sleep(4 * SCHEDULE)
