@@ -70,17 +70,15 @@ def test_two_servers_acquire_a_shared_source_once_and_it_moves_when_its_server_d
         def balanced() -> bool:
             # as both servers see it: each learns the cluster at its own heartbeat, so one may
             # see the last hand-over a moment after the other
-            views = [holders(one) for one in servers.values()]
-            for members in views:
-                held = {name: len(member["holding"]) for name, member in members.items()}
-                owners = [name for name, member in members.items() if member["sources"] == ["jobs"]]
-                if held != {"a": 2, "b": 2} or len(owners) != 1:
-                    return False
-            return all(
-                {name: sorted(m["holding"]) for name, m in view.items()}
-                == {name: sorted(m["holding"]) for name, m in views[0].items()}
-                for view in views
-            )
+            views = [
+                {name: (member["holding"], member["sources"]) for name, member in holders(one).items()}
+                for one in servers.values()
+            ]
+            if any(view != views[0] for view in views):
+                return False
+            held = {name: len(holding) for name, (holding, _) in views[0].items()}
+            owners = [name for name, (_, sources) in views[0].items() if sources == ["jobs"]]
+            return held == {"a": 2, "b": 2} and len(owners) == 1
 
         eventually(
             balanced,
