@@ -39,6 +39,7 @@ from tabulate import tabulate
 REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks import ksm  # noqa: E402
 from benchmarks.noop_modules import channel, jobs_channel  # noqa: E402
 from decisionengine.framework.config.channel_file import parse_channel_config  # noqa: E402
 from decisionengine.framework.config.validation import validate_channel  # noqa: E402
@@ -105,7 +106,12 @@ class Server:
     """A de-server process with ``channels`` copies of the no-op channel."""
 
     def __init__(
-        self, root: pathlib.Path, channels: int, schedule: float, configs: dict[str, dict] | None = None
+        self,
+        root: pathlib.Path,
+        channels: int,
+        schedule: float,
+        configs: dict[str, dict] | None = None,
+        settings: dict[str, Any] | None = None,
     ) -> None:
         self.port = free_port()
         (root / "config.d").mkdir(parents=True)
@@ -123,6 +129,7 @@ class Server:
                         "global_channel_log_level": "WARNING",
                     },
                     "dataspace": {"datasource": {"config": {"url": f"sqlite:///{root / 'ds.sqlite'}"}}},
+                    **(settings or {}),
                 }
             )
         )
@@ -217,20 +224,58 @@ def bench_idle_cpu(seconds: float) -> dict[str, float]:
     return {"seconds": seconds, "cpu_percent": 100 * used / seconds}
 
 
-def bench_memory(channels: int, minutes: float, warm_up: float = 60) -> dict[str, Any]:
+def per_channel_pss(server: Server) -> float:
+    parts = measure_memory(server)
+    return parts["channels"] / parts["count"]
+
+
+def wait_merged(server: Server, timeout: float, window: float = 60) -> dict[str, float]:
+    """Wait until KSM has merged what it will (three full scans, and PSS per channel steady
+    within 3% over the last three samples); then ksmd's CPU over ``window`` seconds."""
+    start = time.time()
+    scans = ksm.read("full_scans")
+    samples: list[float] = []
+    while time.time() - start < timeout:
+        time.sleep(10)
+        samples.append(per_channel_pss(server))
+        done = ksm.read("full_scans") - scans
+        print(
+            f"  merging: {time.time() - start:.0f} s, {done} full scans, {samples[-1] / 2**20:.1f} MiB per channel",
+            file=sys.stderr,
+            flush=True,
+        )
+        last = samples[-3:]
+        if done >= 3 and len(last) == 3 and max(last) - min(last) < 0.03 * min(last):
+            break
+    merged_after = time.time() - start
+    cpu = ksm.ksmd_cpu_seconds()
+    began = time.time()
+    time.sleep(window)
+    return {
+        "merged_after_s": merged_after,
+        "ksmd_cpu_percent": 100 * (ksm.ksmd_cpu_seconds() - cpu) / (time.time() - began),
+    }
+
+
+def bench_memory(
+    channels: int, minutes: float, warm_up: float = 60, merging: bool = False, merge_timeout: float = 1200
+) -> dict[str, Any]:
+    """``channels`` no-op channels in one de-server; with ``merging``, once KSM has merged their pages."""
     with tempfile.TemporaryDirectory(prefix="de-bench-mem-") as tmp:
-        server = Server(pathlib.Path(tmp), channels, schedule=5)
+        server = Server(pathlib.Path(tmp), channels, schedule=5, settings={"channel_memory_merging": merging})
         try:
             server.wait_steady(600)
             time.sleep(warm_up)  # imports, pools, first generations
+            merged = wait_merged(server, merge_timeout) if merging else {}
             parts = measure_memory(server)
             first = sum(pss_bytes(pid) for pid in server.pids())
             generation_before = sum(c.get("generation") or 0 for c in server.status()["channels"])
-            print(
-                f"  memory after warm-up: {first / 2**20:.0f} MiB; measuring for {minutes:g} min ...",
-                file=sys.stderr,
-                flush=True,
-            )
+            if minutes > 0:
+                print(
+                    f"  memory after warm-up: {first / 2**20:.0f} MiB; measuring for {minutes:g} min ...",
+                    file=sys.stderr,
+                    flush=True,
+                )
             time.sleep(minutes * 60)
             last = sum(pss_bytes(pid) for pid in server.pids())
             generations = sum(c.get("generation") or 0 for c in server.status()["channels"]) - generation_before
@@ -249,6 +294,7 @@ def bench_memory(channels: int, minutes: float, warm_up: float = 60) -> dict[str
         "growth_percent": 100 * (last - first) / first,
         "generations": generations,
         "states": ",".join(sorted(states)),
+        **merged,
     }
 
 
@@ -304,6 +350,14 @@ def main() -> None:
     parser.add_argument("--warm-up", type=float, default=60, help="seconds after all channels are STEADY")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--memory-only", action="store_true", help="only the memory of --channels channels")
+    parser.add_argument(
+        "--merging",
+        choices=("on", "off"),
+        default="on",
+        help="also measure the channels with their pages merged by the host's KSM (started for the run if "
+        "stopped and this is root; put back after)",
+    )
+    parser.add_argument("--ksm-pages-to-scan", type=int, default=1000, help="KSM's scan rate when this run starts it")
     parser.add_argument("--shared-only", action="store_true", help="only the shared-source comparison")
     parser.add_argument("--shared-channels", type=int, default=20)
     parser.add_argument("--shared-schedule", type=float, default=2.0)
@@ -369,24 +423,32 @@ def run_speed(args: argparse.Namespace) -> None:
 def run_memory(args: argparse.Namespace) -> None:
     print(f"{args.channels} channels for {args.memory_minutes:g} min ...", file=sys.stderr, flush=True)
     memory = bench_memory(args.channels, args.memory_minutes, args.warm_up)
+    rows = [memory_row("off", memory)]
+    if args.merging == "on":
+        print(f"{args.channels} channels, their pages merged by KSM ...", file=sys.stderr, flush=True)
+        try:
+            with ksm.running(args.ksm_pages_to_scan) as how:
+                scan = ksm.read("pages_to_scan")
+                merged = bench_memory(args.channels, 0, args.warm_up, merging=True)
+            started = "as the host runs it" if how == "host" else "started for this run"
+            label = f"on (KSM {started}, pages_to_scan {scan})"
+            rows.append(memory_row(label, merged, memory))
+        except PermissionError as exc:
+            rows.append([f"on: not measured ({exc})"] + [""] * 8)
     print(f"\n== {memory['channels']} channels in one de-server, after {args.warm_up:g} s of warm-up")
     print(
         tabulate(
-            [
-                [
-                    f"{memory['per_channel_mib']:.1f}",
-                    f"{memory['private_per_channel_mib']:.1f}",
-                    f"{memory['server_mib']:.0f}",
-                    f"{memory['fork_server_mib']:.0f}",
-                    f"{memory['first_mib']:.0f}",
-                ]
-            ],
+            rows,
             headers=[
+                "memory merging",
                 "MiB (PSS) per channel (<=20)",
                 "of it private",
                 "server MiB",
                 "fork server MiB",
                 "total MiB (server + channels)",
+                "merged after s",
+                "ksmd % of a core",
+                "ratio to off",
             ],
         )
     )
@@ -407,6 +469,21 @@ def run_memory(args: argparse.Namespace) -> None:
             )
         )
     report_shared(args)
+
+
+def memory_row(label: str, memory: dict[str, Any], baseline: dict[str, Any] | None = None) -> list[str]:
+    merged = "merged_after_s" in memory
+    return [
+        label,
+        f"{memory['per_channel_mib']:.1f}",
+        f"{memory['private_per_channel_mib']:.1f}",
+        f"{memory['server_mib']:.0f}",
+        f"{memory['fork_server_mib']:.0f}",
+        f"{memory['first_mib']:.0f}",
+        f"{memory['merged_after_s']:.0f}" if merged else "",
+        f"{memory['ksmd_cpu_percent']:.1f}" if merged else "",
+        f"{memory['per_channel_mib'] / baseline['per_channel_mib']:.2f}" if baseline else "",
+    ]
 
 
 def report_shared(args: argparse.Namespace) -> None:

@@ -33,7 +33,7 @@ from decisionengine.framework.cli.common import (
     say,
 )
 from decisionengine.framework.cli.extras import enable_completion
-from decisionengine.framework.engine import fork_at_boot, leftovers, supervision
+from decisionengine.framework.engine import fork_at_boot, leftovers, memory_merging, supervision
 from decisionengine.framework.util.logger import get_logger
 from decisionengine.framework.util.signals import on_signals
 from decisionengine.framework.web.credentials import Credentials, CredentialsError
@@ -180,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     if dead_server is not None:
         logger.warning("replaced the pidfile of a dead server", pidfile=args.pidfile, dead_pid=dead_server)
     leftovers.report(logger, leftovers.clear_dead_metrics_directories())
+    merging = memory_merging.boot_report(config)
+    if merging is not None:
+        logger.info(merging, host_ksm=memory_merging.host_state())
     if not supervision.parent_death_supported():
         logger.warning(
             "prctl(PR_SET_PDEATHSIG) is unavailable on this system: if de-server is killed, its channel "

@@ -181,6 +181,9 @@ GLOBAL_SCHEMA = Obj(
         # niceness added by channel and source processes: the server and database come first
         # under contention (see engine.supervision.yield_to_the_server)
         "channel_nice": Int(DEFAULT_CHANNEL_NICE, minimum=0, maximum=19),
+        # channel and source processes ask the kernel to merge their identical pages (KSM, where
+        # the host runs it): see decisionengine.framework.engine.memory_merging
+        "channel_memory_merging": Bool(True),
         # a channel that fails is started again by itself: see decisionengine.framework.engine.restarts
         "channel_restart": Obj(
             {

@@ -26,7 +26,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from decisionengine.framework.engine import supervision
+from decisionengine.framework.engine import memory_merging, supervision
 from decisionengine.framework.engine.process_shell import (
     end,
     obey_commands,
@@ -64,6 +64,7 @@ def main(launch: ChannelLaunch) -> None:
     parent_death_armed = supervision.guard_forked_child()  # first: the server may already be gone
     supervision.name_this_process("de-channel")
     supervision.yield_to_the_server(launch.global_config)
+    memory_merging.request(launch.global_config)
     name = launch.config.name
     if launch.metrics_dir:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = launch.metrics_dir

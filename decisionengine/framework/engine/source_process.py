@@ -16,7 +16,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from decisionengine.framework.engine import supervision
+from decisionengine.framework.engine import memory_merging, supervision
 from decisionengine.framework.engine.process_shell import (
     end,
     obey_commands,
@@ -55,6 +55,7 @@ def main(launch: SourceLaunch) -> None:
     supervision.guard_forked_child()
     supervision.name_this_process("de-source")
     supervision.yield_to_the_server(launch.global_config)
+    memory_merging.request(launch.global_config)
     name = launch.name
     if launch.metrics_dir:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = launch.metrics_dir
