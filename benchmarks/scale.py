@@ -16,7 +16,8 @@ Printed, all from this one run:
 * generations per second over the measuring window, and generation start latency (from
   the last source delivery a generation needs to its start) p50/p95;
 * PSS per channel process (proportional set size: shared pages counted once across the
-  processes sharing them);
+  processes sharing them), and whether the host's KSM merged their identical pages (the
+  servers ask for it, ``channel_memory_merging``; the host decides), with ksmd's CPU;
 * how long channels waited for a connection slot and held one (p50/p95/p99 as histogram
   bucket bounds, from the servers' ``/metrics`` at the end: the servers still running,
   their channels since each server's start).
@@ -48,6 +49,7 @@ sys.path.insert(0, str(REPO))
 
 import sqlalchemy as sa  # noqa: E402
 
+from benchmarks import ksm  # noqa: E402
 from benchmarks.noop_modules import channel  # noqa: E402
 from decisionengine.testing.postgres import free_port, running_server  # noqa: E402
 
@@ -76,6 +78,15 @@ def log(message: str) -> None:
 def plain_engine(url: str) -> sa.Engine:
     """An engine for the benchmark's own queries (no pool: one connection while it runs)."""
     return sa.create_engine(url.replace("postgresql://", "postgresql+psycopg2://", 1), poolclass=sa.pool.NullPool)
+
+
+def ksm_state() -> str:
+    """Whether the host's KSM merges the channels' identical pages (``channel_memory_merging``)."""
+    if not ksm.available():
+        return "no KSM on this kernel"
+    if ksm.read("run") != 1:
+        return "host KSM stopped: pages not merged"
+    return f"host KSM running, pages_to_scan {ksm.read('pages_to_scan')}: pages merged"
 
 
 def pss_bytes(pid: int) -> int:
@@ -313,6 +324,7 @@ def main() -> int:
 
     results: list[list[Any]] = []
     failures: list[str] = []
+    began, ksmd_began = time.time(), ksm.ksmd_cpu_seconds()
     with running_server(max_connections=100) as database, keep_or_remove(args.keep) as tmp:
         database.psql("CREATE DATABASE scale")
         url = database.url("scale")
@@ -402,7 +414,11 @@ def main() -> int:
         ["latency samples", steady["latency_samples"]],
         [
             "PSS per channel process MiB",
-            f"{steady['pss_per_channel_mib']:.1f} ({steady['channel_processes']} processes)",
+            f"{steady['pss_per_channel_mib']:.1f} ({steady['channel_processes']} processes; {ksm_state()})",
+        ],
+        [
+            "ksmd CPU % of a core over the run",
+            f"{100 * (ksm.ksmd_cpu_seconds() - ksmd_began) / (time.time() - began):.1f}",
         ],
         ["channel states at the end", json.dumps(states)],
         ["generations committed / channels with a gap or repeat", f"{committed} / {gaps}"],

@@ -6,8 +6,10 @@ which a test does not change: ``benchmarks/engine.py --memory-only`` measures it
 from __future__ import annotations
 
 import pathlib
+import urllib.request
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from decisionengine.framework.config.global_config import validate_global_config
 from decisionengine.framework.engine import memory_merging
@@ -41,6 +43,24 @@ def test_channel_and_source_processes_ask_for_merging_as_configured(kernel_tells
         assert memory_merging.requested(server.process.pid) is False  # the server itself is left alone
         boot = "channel memory merging: requested"
         assert (boot in server.log()) is expected
+
+        # /metrics shows each process's memory, read when scraped
+        with urllib.request.urlopen(f"{server.url}/metrics", timeout=30) as response:
+            exposition = response.read().decode()
+        samples = {
+            (sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(exposition)
+            for sample in family.samples
+        }
+        for family, label, name in [
+            ("channel", "channel_name", "alpha"),
+            ("channel", "channel_name", "beta"),
+            ("source", "source_name", "jobs"),
+        ]:
+            pss = samples[(f"de_{family}_memory_bytes", frozenset({("kind", "pss"), (label, name)}))]
+            private = samples[(f"de_{family}_memory_bytes", frozenset({("kind", "private"), (label, name)}))]
+            merged = samples[(f"de_{family}_memory_bytes", frozenset({("kind", "merged"), (label, name)}))]
+            assert 1 << 20 < private <= pss < 1 << 30 and 0 <= merged < pss
     finally:
         server.stop()
 

@@ -490,6 +490,12 @@ class DecisionEngine:
             )
         return statuses
 
+    def process_ids(self) -> list[tuple[str, str, int]]:
+        """(kind, name, pid) of every channel (``channel``) and shared source (``source``) process alive."""
+        found = [("channel", name, worker.process.pid) for name, worker in list(self.workers.items()) if worker.alive]
+        found += [("source", worker.key, worker.process.pid) for worker in self.sources.all_workers() if worker.alive]
+        return found
+
     def source_statuses(self) -> list[dict[str, Any]]:
         """Every source of the server's channels with its consumers, schedule, last acquire and state."""
         return self.sources.statuses()

@@ -6,13 +6,15 @@ added to the registry that ``/metrics`` renders; nothing has to be counted twice
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import pathlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from decisionengine.framework.engine import memory_merging
 from decisionengine.framework.util.metrics import (
     CONTENT_TYPE_LATEST,
     Counter,
@@ -66,19 +68,60 @@ class ReaperCollector(Collector):
         yield state
 
 
-def render(reaper: Any) -> tuple[bytes, str]:
-    """Every process's metrics (multiprocess directory) plus the Reaper's."""
+class ProcessMemoryCollector(Collector):
+    """de_channel_memory_bytes{channel_name,kind} and de_source_memory_bytes{source_name,kind}, read
+    from ``/proc`` when Prometheus scrapes: ``pss`` (each page shared by n processes counted 1/n),
+    ``private`` (pages of this process alone) and ``merged`` (pages the kernel's KSM merged with
+    identical ones; see :mod:`.memory_merging`).  What an idle channel costs, as it is measured in
+    ``benchmarks/engine.py``."""
+
+    def __init__(self, processes: Callable[[], list[tuple[str, str, int]]]) -> None:
+        self.processes = processes
+
+    def collect(self) -> Iterator[Any]:
+        families = {
+            kind: GaugeMetricFamily(
+                prefixed(f"{kind}_memory_bytes"),
+                f"Memory of a {kind} process: pss, private, and merged by the kernel (KSM)",
+                labels=[f"{kind}_name", "kind"],
+            )
+            for kind in ("channel", "source")
+        }
+        for kind, name, pid in self.processes():
+            memory = process_memory(pid)
+            if memory is None:  # ended since it was listed
+                continue
+            for which, value in memory.items():
+                families[kind].add_metric([name, which], value)
+        yield from families.values()
+
+
+def process_memory(pid: int) -> dict[str, int] | None:
+    """{pss, private, merged} of process ``pid`` in bytes (merged only where the kernel tells); None if gone."""
+    try:
+        lines = pathlib.Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]
+    except OSError:
+        return None
+    fields = {}
+    for line in lines:
+        key, value, *_ = line.split()
+        fields[key.rstrip(":")] = int(value) * 1024
+    memory = {"pss": fields.get("Pss", 0), "private": fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)}
+    merged = memory_merging.merged_bytes(pid)
+    if merged is not None:
+        memory["merged"] = merged
+    return memory
+
+
+def render(reaper: Any, processes: Callable[[], list[tuple[str, str, int]]] = list) -> tuple[bytes, str]:
+    """Every process's metrics (multiprocess directory) plus the Reaper's and the memory of ``processes``."""
     from prometheus_client import REGISTRY  # noqa: PLC0415 - the default registry, single-process mode
 
     directory = multiprocess_dir()
     registry = CollectorRegistry()
+    registry.register(ReaperCollector(reaper))
+    registry.register(ProcessMemoryCollector(processes))
     if directory is not None:
         SettledFilesCollector(registry, path=directory)
-        registry.register(ReaperCollector(reaper))
         return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(REGISTRY) + generate_latest(_with(registry, ReaperCollector(reaper))), CONTENT_TYPE_LATEST
-
-
-def _with(registry: CollectorRegistry, collector: Collector) -> CollectorRegistry:
-    registry.register(collector)
-    return registry
+    return generate_latest(REGISTRY) + generate_latest(registry), CONTENT_TYPE_LATEST

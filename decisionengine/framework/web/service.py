@@ -319,7 +319,7 @@ class ControlService:
     @read
     def metrics(self, caller: Caller) -> tuple[bytes, str]:
         """(body, content type) of the Prometheus exposition."""
-        return server_metrics.render(self.engine.reaper)
+        return server_metrics.render(self.engine.reaper, self.engine.process_ids)
 
     @read
     def log_level(self, caller: Caller) -> str:
