@@ -9,12 +9,13 @@
 * :mod:`.cluster`, :mod:`.balance` -- servers sharing a DataSpace, who runs what;
 * :mod:`.preload` -- the fork server's preloading (shared, frozen pages; :mod:`.warmup` runs a
   throw-away channel there first, so that its code is specialised once for every channel);
+* :mod:`.memory_merging` -- channel processes ask the kernel to merge their identical pages (KSM);
 * :mod:`.supervision` -- nothing the server starts outlives it (:mod:`.forkserver_guard`
   arms it in the fork server);
 * :mod:`.leftovers` -- what a dead server left, cleared by the next one to start;
 * :mod:`.events` -- live events (generations, state changes) for subscribers;
 * :mod:`.logs` -- structured logging of every process through one writer;
-* :mod:`.server_metrics` -- the server's own Prometheus metrics.
+* :mod:`.server_metrics` -- the server's own Prometheus metrics, and its processes' memory.
 
 Nothing here serves HTTP or parses a command line: that is :mod:`..web` and :mod:`..cli`.
 """
