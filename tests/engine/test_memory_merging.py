@@ -73,9 +73,21 @@ def test_the_setting_must_be_a_boolean(tmp_path):
 def test_the_boot_report_says_whether_the_host_merges(monkeypatch, tmp_path: pathlib.Path):
     run = tmp_path / "run"
     monkeypatch.setattr(memory_merging, "KSM_RUN", run)
-    assert "no KSM" in memory_merging.boot_report({})
+    monkeypatch.setattr(memory_merging, "_prctl", lambda: lambda *args: 0)  # a kernel that can (6.4+)
+    assert "cannot merge" in memory_merging.boot_report({})
     run.write_text("0\n")
     assert "stopped" in memory_merging.boot_report({}) and str(run) in memory_merging.boot_report({})
     run.write_text("1\n")
     assert "is running" in memory_merging.boot_report({"channel_memory_merging": True})
     assert memory_merging.boot_report({"channel_memory_merging": False}) is None
+
+
+def test_a_kernel_before_6_4_is_reported_as_unable(monkeypatch, tmp_path: pathlib.Path):
+    """PR_GET_MEMORY_MERGE fails with EINVAL before Linux 6.4: KSM may run there, but not for whole processes."""
+    run = tmp_path / "run"
+    run.write_text("1\n")
+    monkeypatch.setattr(memory_merging, "KSM_RUN", run)
+    monkeypatch.setattr(memory_merging, "_prctl", lambda: lambda *args: -1)
+    assert memory_merging.host_state() == "unavailable"
+    assert "older than Linux 6.4" in memory_merging.boot_report({})
+    assert memory_merging.request({}) is False

@@ -73,11 +73,19 @@ def merged_bytes(pid: int | str = "self") -> int | None:
     return pages * os.sysconf("SC_PAGE_SIZE")
 
 
+def kernel_supports() -> bool:
+    """Whether this kernel merges a whole process on request (``PR_GET_MEMORY_MERGE`` answers: 6.4+)."""
+    prctl = _prctl()
+    return prctl is not None and prctl(PR_GET_MEMORY_MERGE, 0, 0, 0, 0) >= 0
+
+
 def host_state() -> str:
     """``running``, ``stopped`` or ``unavailable``: whether requested merging takes effect on this host."""
     try:
         run = KSM_RUN.read_text().strip()
     except OSError:
+        return "unavailable"
+    if not kernel_supports():
         return "unavailable"
     return "running" if run == "1" else "stopped"
 
@@ -90,5 +98,6 @@ def boot_report(global_config: dict[str, Any]) -> str | None:
         "running": "channel memory merging: requested, and the host's KSM is running",
         "stopped": f"channel memory merging: requested, but the host's KSM is stopped ({KSM_RUN} is not 1): "
         "identical pages of channel processes stay apart until the administrator starts it",
-        "unavailable": "channel memory merging: requested, but this kernel has no KSM: it changes nothing",
+        "unavailable": "channel memory merging: requested, but this kernel cannot merge a process's pages "
+        "(no KSM, or older than Linux 6.4): it changes nothing",
     }[host_state()]
