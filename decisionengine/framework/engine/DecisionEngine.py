@@ -492,8 +492,13 @@ class DecisionEngine:
 
     def process_ids(self) -> list[tuple[str, str, int]]:
         """(kind, name, pid) of every channel (``channel``) and shared source (``source``) process alive."""
-        found = [("channel", name, worker.process.pid) for name, worker in list(self.workers.items()) if worker.alive]
-        found += [("source", worker.key, worker.process.pid) for worker in self.sources.all_workers() if worker.alive]
+        found = []
+        workers = [("channel", name, worker) for name, worker in list(self.workers.items())]
+        workers += [("source", worker.key, worker) for worker in self.sources.all_workers()]
+        for kind, name, worker in workers:
+            process = worker.process  # once: a process that ends meanwhile is set to None
+            if worker.alive and process is not None and process.pid is not None:
+                found.append((kind, name, process.pid))
         return found
 
     def source_statuses(self) -> list[dict[str, Any]]:

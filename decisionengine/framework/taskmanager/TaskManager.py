@@ -414,14 +414,19 @@ class TaskManager:
     # -- the database going away ------------------------------------------------------------------
 
     def _database_unreachable(self, error: BaseException) -> None:
-        if self.database_unreachable_since is None:
-            self.database_unreachable_since = time.time()
+        started = self.database_unreachable_since
+        first = started is None
+        if started is None:
+            started = time.time()
+        since = datetime.datetime.fromtimestamp(started).astimezone()
+        # the error first: whoever sees the outage (another thread, a status report) sees why
+        self.last_error = f"database unreachable since {since.isoformat(timespec='seconds')}: {error}"
+        if first:
+            self.database_unreachable_since = started
             self._db_delay = DB_RETRY_FIRST
             metrics.DATABASE_UP.labels(self.name).set(0)
             metrics.DATABASE_ERRORS.labels(self.name).inc()
             self.logger.error("database unreachable; retrying until it is back", error=str(error))
-        since = datetime.datetime.fromtimestamp(self.database_unreachable_since).astimezone()
-        self.last_error = f"database unreachable since {since.isoformat(timespec='seconds')}: {error}"
         self._report()
 
     def _database_reachable(self) -> None:
