@@ -18,6 +18,7 @@ Printed, all from this one run:
 * PSS per channel process (proportional set size: shared pages counted once across the
   processes sharing them), and whether the host's KSM merged their identical pages (the
   servers ask for it, ``channel_memory_merging``; the host decides), with ksmd's CPU;
+  with ``--memory-settle S``, again S seconds after the last rebalance;
 * how long channels waited for a connection slot and held one (p50/p95/p99 as histogram
   bucket bounds, from the servers' ``/metrics`` at the end: the servers still running,
   their channels since each server's start).
@@ -51,6 +52,7 @@ import sqlalchemy as sa  # noqa: E402
 
 from benchmarks import ksm  # noqa: E402
 from benchmarks.noop_modules import channel  # noqa: E402
+from decisionengine.framework.engine import memory_merging  # noqa: E402
 from decisionengine.testing.postgres import free_port, running_server  # noqa: E402
 
 #: PostgreSQL refusing a connection (max_connections reached)
@@ -85,8 +87,8 @@ def ksm_state() -> str:
     if not ksm.available():
         return "no KSM on this kernel"
     if ksm.read("run") != 1:
-        return "host KSM stopped: pages not merged"
-    return f"host KSM running, pages_to_scan {ksm.read('pages_to_scan')}: pages merged"
+        return "host KSM stopped"
+    return f"host KSM running, pages_to_scan {ksm.read('pages_to_scan')}"
 
 
 def pss_bytes(pid: int) -> int:
@@ -277,6 +279,20 @@ def channel_statuses(servers: list[Server]) -> list[dict[str, Any]]:
     return found
 
 
+def settle_memory(servers: list[Server], seconds: float) -> dict[str, float]:
+    """Mean PSS and KSM-merged MiB per channel process after ``seconds`` more of running
+    (merging a host's pages takes the kernel several full scans; progress every 30 s)."""
+    deadline = time.time() + seconds
+    while True:
+        pids = [c["pid"] for c in channel_statuses(servers) if c.get("pid")]
+        pss = statistics.mean(pss_bytes(pid) for pid in pids) / 2**20
+        merged = statistics.mean(memory_merging.merged_bytes(pid) or 0 for pid in pids) / 2**20
+        if time.time() >= deadline:
+            return {"pss": pss, "merged": merged}
+        log(f"memory: {pss:.1f} MiB PSS per channel, {merged:.1f} merged ({deadline - time.time():.0f} s to go)")
+        time.sleep(min(30, max(0.0, deadline - time.time())))
+
+
 def measure(servers: list[Server], seconds: float) -> dict[str, Any]:
     before = {c["channel"]: c.get("generation") or 0 for c in channel_statuses(servers)}
     started = time.time()
@@ -291,6 +307,7 @@ def measure(servers: list[Server], seconds: float) -> dict[str, Any]:
         if record.get("trigger_latency") is not None and record.get("started", 0) >= started
     ]
     pss = [pss_bytes(c["pid"]) for c in statuses if c.get("pid")]
+    merged = [memory_merging.merged_bytes(c["pid"]) or 0 for c in statuses if c.get("pid")]
     ordered = sorted(latencies) or [float("nan")]
     return {
         "generations_per_second": generations / elapsed,
@@ -298,6 +315,7 @@ def measure(servers: list[Server], seconds: float) -> dict[str, Any]:
         "latency_p95_ms": ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))] * 1e3,
         "latency_samples": len(latencies),
         "pss_per_channel_mib": statistics.mean(pss) / 2**20 if pss else float("nan"),
+        "merged_per_channel_mib": statistics.mean(merged) / 2**20 if merged else float("nan"),
         "channel_processes": len(pss),
     }
 
@@ -315,6 +333,13 @@ def main() -> int:
     parser.add_argument("--keep", metavar="DIR", help="keep the servers' configs and logs under DIR (default: removed)")
     parser.add_argument("--channel-connections", type=int, help="dataspace.channel_connections (default: the server's)")
     parser.add_argument("--max-starting", type=int, help="cluster.max_starting (default: the server's)")
+    parser.add_argument(
+        "--memory-settle",
+        type=float,
+        default=0,
+        help="after the rebalances, run this many seconds more and measure PSS per channel again "
+        "(time for the host's KSM, if it runs, to merge the channels' pages)",
+    )
     args = parser.parse_args()
     settings: dict[str, Any] = {"dataspace": {}, "cluster": {}}
     if args.channel_connections is not None:
@@ -371,6 +396,7 @@ def main() -> int:
             if took > args.limit:
                 failures.append(f"rebalance after a join took {took:.1f} s")
             log(f"rebalanced in {took:.1f} s: {holdings(servers)}")
+            settled = settle_memory(servers, args.memory_settle) if args.memory_settle > 0 else None
             states: dict[str, int] = {}
             for status in channel_statuses(servers):
                 states[status["state"]] = states.get(status["state"], 0) + 1
@@ -414,8 +440,19 @@ def main() -> int:
         ["latency samples", steady["latency_samples"]],
         [
             "PSS per channel process MiB",
-            f"{steady['pss_per_channel_mib']:.1f} ({steady['channel_processes']} processes; {ksm_state()})",
+            f"{steady['pss_per_channel_mib']:.1f} ({steady['channel_processes']} processes; {ksm_state()}; "
+            f"{steady['merged_per_channel_mib']:.1f} MiB per channel merged so far)",
         ],
+        *(
+            [
+                [
+                    f"PSS per channel process MiB {args.memory_settle:g} s later",
+                    f"{settled['pss']:.1f} ({settled['merged']:.1f} MiB per channel merged)",
+                ]
+            ]
+            if settled
+            else []
+        ),
         [
             "ksmd CPU % of a core over the run",
             f"{100 * (ksm.ksmd_cpu_seconds() - ksmd_began) / (time.time() - began):.1f}",
