@@ -47,13 +47,12 @@ def running(pages_to_scan: int) -> Iterator[str]:
     if read("run") == 1:
         yield "host"
         return
-    saved = {name: (KSM / name).read_text() for name in ("pages_to_scan",)}
+    saved_rate = (KSM / "pages_to_scan").read_text()
     (KSM / "pages_to_scan").write_text(str(pages_to_scan))
     (KSM / "run").write_text("1")
     try:
         yield "started"
     finally:
         (KSM / "run").write_text("2")  # stop and unmerge: the host is as it was
-        for name, value in saved.items():
-            (KSM / name).write_text(value)
+        (KSM / "pages_to_scan").write_text(saved_rate)
         (KSM / "run").write_text("0")

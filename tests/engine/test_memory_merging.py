@@ -73,7 +73,7 @@ def test_the_setting_must_be_a_boolean(tmp_path):
 def test_the_boot_report_says_whether_the_host_merges(monkeypatch, tmp_path: pathlib.Path):
     run = tmp_path / "run"
     monkeypatch.setattr(memory_merging, "KSM_RUN", run)
-    monkeypatch.setattr(memory_merging, "_prctl", lambda: lambda *args: 0)  # a kernel that can (6.4+)
+    monkeypatch.setattr(memory_merging, "libc_prctl", lambda: lambda *args: 0)  # a kernel that can (6.4+)
     assert "cannot merge" in memory_merging.boot_report({})
     run.write_text("0\n")
     assert "stopped" in memory_merging.boot_report({}) and str(run) in memory_merging.boot_report({})
@@ -87,7 +87,7 @@ def test_a_kernel_before_6_4_is_reported_as_unable(monkeypatch, tmp_path: pathli
     run = tmp_path / "run"
     run.write_text("1\n")
     monkeypatch.setattr(memory_merging, "KSM_RUN", run)
-    monkeypatch.setattr(memory_merging, "_prctl", lambda: lambda *args: -1)
+    monkeypatch.setattr(memory_merging, "libc_prctl", lambda: lambda *args: -1)
     assert memory_merging.host_state() == "unavailable"
     assert "older than Linux 6.4" in memory_merging.boot_report({})
     assert memory_merging.request({}) is False

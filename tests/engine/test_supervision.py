@@ -110,7 +110,7 @@ def test_the_fork_server_outlives_the_thread_that_asked_for_it_and_dies_with_its
 
 
 def test_without_prctl_nothing_is_armed_and_it_says_so(monkeypatch):
-    monkeypatch.setattr(supervision, "_prctl", lambda: None)
+    monkeypatch.setattr(supervision, "libc_prctl", lambda: None)
     assert not supervision.parent_death_supported()
     assert not supervision.set_parent_death_signal()
     assert supervision.die_with_parent(os.getppid()) is False  # the right parent: no kill, only False

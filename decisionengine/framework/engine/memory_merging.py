@@ -17,10 +17,11 @@ thread (``/sys/kernel/mm/ksm/run``) and sets how fast it scans, which costs CPU 
 
 from __future__ import annotations
 
-import ctypes
 import os
 import pathlib
 from typing import Any
+
+from decisionengine.framework.engine.supervision import libc_prctl
 
 #: ``prctl`` options (``linux/prctl.h``)
 PR_SET_MEMORY_MERGE = 67
@@ -31,11 +32,9 @@ KSM_RUN = pathlib.Path("/sys/kernel/mm/ksm/run")
 DEFAULT_CHANNEL_MEMORY_MERGING = True
 
 
-def _prctl() -> Any:
-    try:
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
+def wanted(global_config: dict[str, Any] | None) -> bool:
+    """Whether the configuration asks for merging (``channel_memory_merging``, default true)."""
+    return bool((global_config or {}).get("channel_memory_merging", DEFAULT_CHANNEL_MEMORY_MERGING))
 
 
 def request(global_config: dict[str, Any] | None) -> bool | None:
@@ -45,9 +44,9 @@ def request(global_config: dict[str, Any] | None) -> bool | None:
     configuration turns it off; otherwise whether the kernel took the request (False on a
     kernel before 6.4 or without KSM).
     """
-    if not (global_config or {}).get("channel_memory_merging", DEFAULT_CHANNEL_MEMORY_MERGING):
+    if not wanted(global_config):
         return None
-    prctl = _prctl()
+    prctl = libc_prctl()
     return prctl is not None and prctl(PR_SET_MEMORY_MERGE, 1, 0, 0, 0) == 0
 
 
@@ -75,7 +74,7 @@ def merged_bytes(pid: int | str = "self") -> int | None:
 
 def kernel_supports() -> bool:
     """Whether this kernel merges a whole process on request (``PR_GET_MEMORY_MERGE`` answers: 6.4+)."""
-    prctl = _prctl()
+    prctl = libc_prctl()
     return prctl is not None and prctl(PR_GET_MEMORY_MERGE, 0, 0, 0, 0) >= 0
 
 
@@ -92,7 +91,7 @@ def host_state() -> str:
 
 def boot_report(global_config: dict[str, Any]) -> str | None:
     """What de-server logs at boot about channel memory merging; None when it is turned off."""
-    if not global_config.get("channel_memory_merging", DEFAULT_CHANNEL_MEMORY_MERGING):
+    if not wanted(global_config):
         return None
     return {
         "running": "channel memory merging: requested, and the host's KSM is running",

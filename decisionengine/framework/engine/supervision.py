@@ -79,7 +79,7 @@ WARM_UP_ENV = "DE_FORK_SERVER_WARM_UP"
 fork_server_pid: int | None = None
 
 
-def _prctl() -> Any:
+def libc_prctl() -> Any:
     """libc's ``prctl`` (Linux), None where there is none."""
     try:
         return ctypes.CDLL(None, use_errno=True).prctl
@@ -93,14 +93,14 @@ def name_this_process(name: str) -> None:
     Processes forked from de-server keep its command line, so the name is what tells a
     fork server (``de-fork-server``), a channel (``de-channel``), a shared source
     (``de-source``) and a query worker (``de-query-worker``) apart.  Nothing elsewhere."""
-    prctl = _prctl()
+    prctl = libc_prctl()
     if prctl is not None:
         prctl(PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]))
 
 
 def parent_death_supported() -> bool:
     """Whether the kernel can kill a child when its parent dies (asks, changes nothing)."""
-    prctl = _prctl()
+    prctl = libc_prctl()
     if prctl is None:
         return False
     current = ctypes.c_int(0)
@@ -112,7 +112,7 @@ def set_parent_death_signal(signum: int = signal.SIGKILL) -> bool:
 
     False where that is not possible (not Linux); the caller logs it.
     """
-    prctl = _prctl()
+    prctl = libc_prctl()
     return prctl is not None and prctl(PR_SET_PDEATHSIG, int(signum), 0, 0, 0) == 0
 
 
